@@ -1,0 +1,364 @@
+/*
+ * expert.h — reference reader/writer for the .expert v2 adapter container.
+ *
+ * The normative format description is specs/binary-format/spec.md; section
+ * numbers quoted here ("spec §N") refer to it.
+ *
+ * Conventions (one for the whole library):
+ *  - Every function that can fail returns an expert_status; EXPERT_OK is 0.
+ *  - Functions taking an `expert_error *err` fill it on failure when err is
+ *    not NULL: the class (same as the return value), a message, and for file
+ *    problems the byte offset and the section index involved.
+ *  - The library never prints, aborts or exits. It allocates with malloc/free
+ *    (replaceable through expert_set_allocator for fault-injection tests).
+ *  - Handles are opaque. Free/close functions accept NULL.
+ *  - A reader is safe to use from several threads at once after open.
+ */
+#ifndef EXPERT_H
+#define EXPERT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define EXPERT_VERSION_MAJOR 2
+#define EXPERT_VERSION_MINOR 0
+
+/* ---------------------------------------------------------------- errors */
+
+/* Error classes, spec §12. Numeric values are stable. */
+typedef enum expert_status {
+    EXPERT_OK = 0,
+    EXPERT_E_IO = 1,
+    EXPERT_E_NOMEM = 2,
+    EXPERT_E_INVALID_ARGUMENT = 3,
+    EXPERT_E_BAD_MAGIC = 10,
+    EXPERT_E_UNSUPPORTED_VERSION = 11,
+    EXPERT_E_TRUNCATED = 12,
+    EXPERT_E_TRAILING_DATA = 13,
+    EXPERT_E_BAD_HEADER = 14,
+    EXPERT_E_OUT_OF_BOUNDS = 15,
+    EXPERT_E_OVERLAP = 16,
+    EXPERT_E_MISALIGNED = 17,
+    EXPERT_E_BAD_TOC = 18,
+    EXPERT_E_BAD_INDEX = 19,
+    EXPERT_E_BAD_METADATA = 20,
+    EXPERT_E_UNKNOWN_CODEC = 21,
+    EXPERT_E_UNKNOWN_SECTION_TYPE = 22,
+    EXPERT_E_UNKNOWN_FLAG = 23,
+    EXPERT_E_UNKNOWN_DTYPE = 24,
+    EXPERT_E_DUPLICATE_NAME = 25,
+    EXPERT_E_LIMIT_EXCEEDED = 26,
+    EXPERT_E_STRUCTURE_HASH_MISMATCH = 27,
+    EXPERT_E_DECODE_FAILED = 30,
+    EXPERT_E_SIZE_MISMATCH = 31,
+    EXPERT_E_SECTION_HASH_MISMATCH = 32,
+    EXPERT_E_FILE_HASH_MISMATCH = 33,
+    EXPERT_E_BAD_PADDING = 34,
+    EXPERT_E_BAD_SIGNATURE = 35,
+    EXPERT_E_UNSIGNED = 36,
+    EXPERT_E_BAD_KEY = 37,
+    EXPERT_E_NOT_FOUND = 40,
+    EXPERT_E_BAD_SAFETENSORS = 41,
+    EXPERT_E_BAD_ARCHIVE = 42
+} expert_status;
+
+#define EXPERT_NO_OFFSET UINT64_MAX
+#define EXPERT_NO_SECTION UINT32_MAX
+
+typedef struct expert_error {
+    expert_status code;
+    uint64_t offset;   /* byte offset in the file, or EXPERT_NO_OFFSET */
+    uint32_t section;  /* TOC index, or EXPERT_NO_SECTION */
+    char message[256];
+} expert_error;
+
+/* Stable upper-case class name, e.g. "SECTION_HASH_MISMATCH". Never NULL. */
+const char *expert_status_name(expert_status s);
+/* Parses a class name back (for conformance tools); EXPERT_E_INVALID_ARGUMENT if unknown. */
+expert_status expert_status_from_name(const char *name, expert_status *out);
+
+/* Replace malloc/realloc/free for the whole library (not thread-safe; call
+ * before any other function). Pass NULLs to restore the defaults. */
+typedef struct expert_allocator {
+    void *(*malloc_fn)(size_t size, void *user);
+    void *(*realloc_fn)(void *ptr, size_t size, void *user);
+    void (*free_fn)(void *ptr, void *user);
+    void *user;
+} expert_allocator;
+void expert_set_allocator(const expert_allocator *alloc);
+
+/* ---------------------------------------------------------- format enums */
+
+typedef enum expert_codec {
+    EXPERT_CODEC_RAW = 0,
+    EXPERT_CODEC_ZSTD = 1,
+    EXPERT_CODEC_SHUFFLE_ZSTD = 2
+} expert_codec;
+
+typedef enum expert_dtype {
+    EXPERT_DTYPE_BYTES = 0,
+    EXPERT_DTYPE_F32 = 1,
+    EXPERT_DTYPE_F16 = 2,
+    EXPERT_DTYPE_BF16 = 3,
+    EXPERT_DTYPE_F64 = 4,
+    EXPERT_DTYPE_I8 = 5,
+    EXPERT_DTYPE_U8 = 6,
+    EXPERT_DTYPE_I16 = 7,
+    EXPERT_DTYPE_U16 = 8,
+    EXPERT_DTYPE_I32 = 9,
+    EXPERT_DTYPE_U32 = 10,
+    EXPERT_DTYPE_I64 = 11,
+    EXPERT_DTYPE_U64 = 12,
+    EXPERT_DTYPE_BOOL = 13
+} expert_dtype;
+#define EXPERT_DTYPE_COUNT 14
+
+typedef enum expert_section_type {
+    EXPERT_SECTION_FILE = 0x0001,
+    EXPERT_SECTION_SAFETENSORS_HEADER = 0x0002,
+    EXPERT_SECTION_LORA_A = 0x0010,
+    EXPERT_SECTION_LORA_B = 0x0011,
+    EXPERT_SECTION_DORA_MAGNITUDE = 0x0012,
+    EXPERT_SECTION_IA3_VECTOR = 0x0013,
+    EXPERT_SECTION_OSD_U = 0x0020,
+    EXPERT_SECTION_OSD_S = 0x0021,
+    EXPERT_SECTION_OSD_VT = 0x0022,
+    EXPERT_SECTION_OSD_SPARSE_INDPTR = 0x0023,
+    EXPERT_SECTION_OSD_SPARSE_INDICES = 0x0024,
+    EXPERT_SECTION_OSD_SPARSE_VALUES = 0x0025,
+    EXPERT_SECTION_SOFT_PROMPT = 0x0030,
+    EXPERT_SECTION_TENSOR = 0x003F
+} expert_section_type;
+
+#define EXPERT_LAYER_NONE UINT32_MAX
+#define EXPERT_MODULE_NONE UINT32_MAX
+#define EXPERT_MAX_RANK 4
+
+/* Names for tools: "F32", "zstd", "LORA_A"... NULL for unknown values. */
+const char *expert_dtype_name(uint32_t dtype);
+size_t expert_dtype_size(uint32_t dtype); /* 0 if unknown */
+const char *expert_codec_name(uint32_t codec);
+const char *expert_section_type_name(uint32_t type);
+expert_status expert_dtype_from_name(const char *name, expert_dtype *out);
+expert_status expert_codec_from_name(const char *name, expert_codec *out);
+
+/* -------------------------------------------------------------- reading */
+
+typedef struct expert_reader expert_reader;
+
+enum {
+    EXPERT_OPEN_NO_MMAP = 1u << 0 /* read the file into memory with read() */
+};
+
+typedef struct expert_open_options {
+    uint32_t flags;        /* EXPERT_OPEN_* */
+    unsigned threads;      /* decode/verify threads; 0 or 1 = caller's thread only */
+} expert_open_options;
+
+/* Opens and runs structural validation (level 1): header, structure hash,
+ * metadata, TOC, index, layout. Touches no section body. */
+expert_status expert_open(const char *path, const expert_open_options *opt,
+                          expert_reader **out, expert_error *err);
+/* Same over caller memory, which must outlive the reader (not copied). */
+expert_status expert_open_memory(const void *data, size_t size, const expert_open_options *opt,
+                                 expert_reader **out, expert_error *err);
+void expert_close(expert_reader *r);
+
+typedef struct expert_header_info {
+    uint16_t major, minor;
+    uint32_t header_size, section_count, alignment, flags;
+    uint64_t file_length;
+    uint64_t metadata_offset, metadata_length, metadata_decoded_length;
+    uint64_t toc_offset, index_offset, index_length, strings_offset, strings_length;
+    uint8_t file_sha256[32];
+    uint8_t structure_sha256[32];
+    int is_signed;
+    int used_mmap;
+} expert_header_info;
+void expert_header(const expert_reader *r, expert_header_info *out);
+
+typedef struct expert_section_info {
+    uint32_t index;        /* TOC index */
+    const char *name;      /* NOT NUL-terminated inside the file: use name_length */
+    uint16_t name_length;
+    uint16_t type;
+    uint8_t codec, dtype, rank;
+    uint32_t flags, layer, module, frame_size;
+    uint64_t offset, stored_length, decoded_length;
+    uint64_t dims[EXPERT_MAX_RANK];
+    uint8_t sha256[32];
+    int known_type;        /* 0 for must-ignore types this reader does not know */
+} expert_section_info;
+
+uint32_t expert_section_count(const expert_reader *r);
+expert_status expert_section(const expert_reader *r, uint32_t index, expert_section_info *out);
+/* O(1) lookup through the file's hash index. EXPERT_E_NOT_FOUND if absent. */
+expert_status expert_find(const expert_reader *r, const char *name, size_t name_length,
+                          uint32_t *index);
+/* i-th section in streaming order: ascending layer (non-layer sections last),
+ * ties in TOC order. */
+uint32_t expert_section_in_layer_order(const expert_reader *r, uint32_t i);
+
+enum {
+    EXPERT_READ_NO_VERIFY = 1u << 0 /* skip the access-level hash check */
+};
+
+/* Decodes section `index` into dst (capacity >= decoded_length). Unless
+ * EXPERT_READ_NO_VERIFY, the decoded bytes' SHA-256 is checked the first time
+ * the section is decoded (validation level 2); later reads of a verified
+ * section skip the hash. Uses the reader's thread count for multi-frame sections. */
+expert_status expert_read(expert_reader *r, uint32_t index, void *dst, size_t dst_capacity,
+                          uint32_t flags, expert_error *err);
+/* Zero-copy: pointer into the mapping for raw-codec sections (aligned as the
+ * file says). Verifies the hash on first access unless EXPERT_READ_NO_VERIFY.
+ * EXPERT_E_INVALID_ARGUMENT for compressed sections. */
+expert_status expert_view(expert_reader *r, uint32_t index, const void **data, size_t *length,
+                          uint32_t flags, expert_error *err);
+
+typedef struct expert_public_key expert_public_key;
+typedef struct expert_private_key expert_private_key;
+
+/* Validation level 3: every section decoded and hashed, padding, file hash,
+ * and the signature when `key` is not NULL. */
+expert_status expert_verify_full(expert_reader *r, const expert_public_key *key, expert_error *err);
+
+/* Decoded metadata JSON (NUL-terminated, owned by the reader). */
+const char *expert_metadata_json(const expert_reader *r, size_t *length);
+const char *expert_name(const expert_reader *r);
+const char *expert_version(const expert_reader *r);
+
+typedef struct expert_module_info {
+    const char *path;      /* NUL-terminated, owned by the reader */
+    const char *type;      /* "lora", "dora", "ia3", "osd" */
+    int64_t layer;         /* -1 when null */
+    uint64_t in_features, out_features;
+    uint64_t r;            /* lora/dora: r; osd: rank k; ia3: 0 */
+    double alpha;          /* lora/dora */
+    int rslora, feedforward;
+    double scale;          /* alpha/r, alpha/sqrt(r), or 1 */
+} expert_module_info;
+uint32_t expert_module_count(const expert_reader *r);
+expert_status expert_module(const expert_reader *r, uint32_t index, expert_module_info *out);
+
+/* -------------------------------------------------------------- writing */
+
+typedef struct expert_writer expert_writer;
+
+typedef struct expert_writer_options {
+    uint32_t alignment;    /* 64 (default when 0), 256 or 4096 */
+    uint32_t frame_size;   /* default 1 MiB when 0 */
+    int zstd_level;        /* default 19 when 0 */
+    unsigned threads;      /* compression threads, 0/1 = none */
+} expert_writer_options;
+
+/* Starts a new file: data goes to a temporary file next to `path`; nothing
+ * appears at `path` until expert_writer_finish succeeds. */
+expert_status expert_writer_open(const char *path, const expert_writer_options *opt,
+                                 expert_writer **out, expert_error *err);
+
+typedef struct expert_section_desc {
+    const char *name;
+    size_t name_length;    /* 0 = strlen(name) */
+    uint16_t type;
+    uint8_t codec, dtype, rank;
+    uint32_t flags;
+    uint32_t layer;        /* EXPERT_LAYER_NONE if none */
+    uint32_t module;       /* EXPERT_MODULE_NONE if none */
+    uint64_t dims[EXPERT_MAX_RANK];
+} expert_section_desc;
+
+/* Encodes and appends one section; the data is written to disk before this
+ * returns, so peak memory stays near one section plus a few frames. */
+expert_status expert_writer_add(expert_writer *w, const expert_section_desc *desc,
+                                const void *data, size_t length, expert_error *err);
+/* Metadata JSON (validated against spec §9). Required before finish. */
+expert_status expert_writer_set_metadata(expert_writer *w, const char *json, size_t length,
+                                         expert_error *err);
+/* Writes metadata, TOC, index and strings, the hashes, the signature when
+ * key != NULL, fsyncs and renames into place. The writer is freed either way. */
+expert_status expert_writer_finish(expert_writer *w, const expert_private_key *key,
+                                   expert_error *err);
+/* Discards everything written (removes the temporary file). */
+void expert_writer_abort(expert_writer *w);
+
+/* ------------------------------------------------------- keys, signing */
+
+/* Ed25519 keys as PEM: PKCS#8 private, SubjectPublicKeyInfo public (RFC 8410). */
+expert_status expert_keygen(const char *private_pem_path, const char *public_pem_path,
+                            expert_error *err);
+expert_status expert_private_key_load(const char *pem_path, expert_private_key **out,
+                                      expert_error *err);
+expert_status expert_public_key_load(const char *pem_path, expert_public_key **out,
+                                     expert_error *err);
+void expert_private_key_free(expert_private_key *k);
+void expert_public_key_free(expert_public_key *k);
+/* Signs an existing file in place (atomic rewrite of the 64 signature bytes).
+ * Runs structural validation first. */
+expert_status expert_sign_file(const char *path, const expert_private_key *key, expert_error *err);
+
+/* ---------------------------------------------------------- safetensors */
+
+/* A parsed safetensors file (PEFT adapter_model.safetensors). The parser
+ * enforces the safetensors rules: 8-byte LE header length N, N <= 100,000,000,
+ * 8+N <= size, UTF-8 JSON object without duplicate keys, optional
+ * "__metadata__" string->string map, known dtypes, shapes whose element count
+ * and byte size do not overflow, data_offsets [begin,end) with
+ * end-begin == numel*dtype_size, tensors tiling the buffer exactly when sorted
+ * by offset (no gaps, no overlap), and 8+N+last_end == size. Any violation is
+ * EXPERT_E_BAD_SAFETENSORS with a message and the offending byte offset. */
+typedef struct expert_safetensors expert_safetensors;
+
+typedef struct expert_tensor_info {
+    const char *name;              /* NUL-terminated, owned by the parse */
+    expert_dtype dtype;            /* mapped to the .expert dtype enum */
+    uint32_t rank;                 /* <= EXPERT_MAX_RANK, else BAD_SAFETENSORS */
+    uint64_t dims[EXPERT_MAX_RANK];
+    uint64_t data_offset;          /* absolute offset in the file */
+    uint64_t data_length;
+} expert_tensor_info;
+
+/* `data` must outlive the handle (tensor data is not copied). */
+expert_status expert_safetensors_parse(const void *data, size_t size, expert_safetensors **out,
+                                       expert_error *err);
+/* Header-only parse: `length` >= 8+N bytes of the file's start are given; all
+ * rules are checked except the final "8+N+last_end == file size", which the
+ * caller checks with expert_safetensors_data_length(). Used to rebuild a
+ * safetensors file from a stored SAFETENSORS_HEADER section. */
+expert_status expert_safetensors_parse_header(const void *data, size_t length,
+                                              expert_safetensors **out, expert_error *err);
+/* Size of the data buffer (the last tensor's end offset, relative to 8+N). */
+uint64_t expert_safetensors_data_length(const expert_safetensors *st);
+void expert_safetensors_free(expert_safetensors *st);
+/* Length of the header part, i.e. 8 + N. */
+uint64_t expert_safetensors_header_length(const expert_safetensors *st);
+/* Tensors in file (data offset) order. */
+uint32_t expert_safetensors_count(const expert_safetensors *st);
+expert_status expert_safetensors_tensor(const expert_safetensors *st, uint32_t i,
+                                        expert_tensor_info *out);
+
+/* PEFT key -> role. For "base_model.model.model.layers.7.self_attn.q_proj.lora_A.weight"
+ * gives module_path "base_model.model.model.layers.7.self_attn.q_proj", layer 7,
+ * type EXPERT_SECTION_LORA_A. Recognises lora_A/lora_B (".weight"), DoRA
+ * magnitude ("lora_magnitude_vector", "lora_magnitude_vector.weight",
+ * "dora_scale"), "ia3_l"; anything else is EXPERT_SECTION_TENSOR with the
+ * whole key as module path. layer = EXPERT_LAYER_NONE when the key has no
+ * ".layers.<n>." component. module_path is written NUL-terminated into buf. */
+typedef struct expert_peft_role {
+    uint16_t type;
+    uint32_t layer;
+    size_t module_path_length;
+} expert_peft_role;
+expert_status expert_peft_classify(const char *key, char *module_path_buf, size_t buf_size,
+                                   expert_peft_role *out);
+
+/* SHA-256 helper (OpenSSL EVP underneath). */
+expert_status expert_sha256(const void *data, size_t length, uint8_t out[32]);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* EXPERT_H */
