@@ -225,6 +225,10 @@ typedef struct expert_private_key expert_private_key;
 /* Validation level 3: every section decoded and hashed, padding, file hash,
  * and the signature when `key` is not NULL. */
 expert_status expert_verify_full(expert_reader *r, const expert_public_key *key, expert_error *err);
+/* Signature only (structure hash already checked at open): UNSIGNED when the
+ * signature field is all zero, BAD_SIGNATURE when it does not verify. */
+expert_status expert_verify_signature(const expert_reader *r, const expert_public_key *key,
+                                      expert_error *err);
 
 /* Decoded metadata JSON (NUL-terminated, owned by the reader). */
 const char *expert_metadata_json(const expert_reader *r, size_t *length);

@@ -1,0 +1,353 @@
+/* codec.c — section codecs (spec §7): raw, zstd, shuffle+zstd.
+ *
+ * Compressed sections are a frame table (n × u32 stored frame sizes) followed
+ * by n independent zstd frames of frame_size decoded bytes each (the last one
+ * shorter). Independence is what lets decode run one frame per thread and
+ * lets a streaming reader start before the whole section has arrived. */
+#include <pthread.h>
+#include <string.h>
+
+#define ZSTD_STATIC_LINKING_ONLY /* not needed for the API used; harmless */
+#include <zstd.h>
+
+#include "alloc.h"
+#include "errors_internal.h"
+#include "format.h"
+
+void xp_shuffle(const uint8_t *src, uint8_t *dst, size_t length, size_t elem_size)
+{
+    if (elem_size <= 1) {
+        memcpy(dst, src, length);
+        return;
+    }
+    size_t n = length / elem_size;
+    for (size_t j = 0; j < elem_size; j++)
+        for (size_t i = 0; i < n; i++)
+            dst[j * n + i] = src[i * elem_size + j];
+}
+
+void xp_unshuffle(const uint8_t *src, uint8_t *dst, size_t length, size_t elem_size)
+{
+    if (elem_size <= 1) {
+        memcpy(dst, src, length);
+        return;
+    }
+    size_t n = length / elem_size;
+    for (size_t j = 0; j < elem_size; j++)
+        for (size_t i = 0; i < n; i++)
+            dst[i * elem_size + j] = src[j * n + i];
+}
+
+static uint64_t frame_count(uint64_t decoded_length, uint32_t frame_size)
+{
+    return decoded_length / frame_size + (decoded_length % frame_size != 0);
+}
+
+/* ------------------------------------------------------------------ encode */
+
+typedef struct encode_job {
+    const uint8_t *data;
+    size_t length;
+    size_t elem_size;
+    uint32_t frame_size;
+    int level;
+    int shuffle;
+    uint64_t nframes;
+    uint8_t **frames;     /* per-frame compressed output */
+    size_t *frame_sizes;
+} encode_job;
+
+typedef struct encode_worker {
+    encode_job *job;
+    unsigned first, stride;
+    expert_status status;
+} encode_worker;
+
+static expert_status encode_frame(const encode_job *job, ZSTD_CCtx *cctx, uint8_t *scratch,
+                                  uint64_t f)
+{
+    size_t start = (size_t)(f * job->frame_size);
+    size_t len = job->length - start < job->frame_size ? job->length - start : job->frame_size;
+    const uint8_t *src = job->data + start;
+    if (job->shuffle) {
+        xp_shuffle(src, scratch, len, job->elem_size);
+        src = scratch;
+    }
+    size_t cap = ZSTD_compressBound(len);
+    uint8_t *out = xp_malloc(cap);
+    if (out == NULL)
+        return EXPERT_E_NOMEM;
+    size_t r = ZSTD_compress2(cctx, out, cap, src, len);
+    if (ZSTD_isError(r) || r > UINT32_MAX) {
+        xp_free(out);
+        return EXPERT_E_NOMEM;
+    }
+    job->frames[f] = out;
+    job->frame_sizes[f] = r;
+    return EXPERT_OK;
+}
+
+static void *encode_worker_main(void *arg)
+{
+    encode_worker *w = arg;
+    const encode_job *job = w->job;
+    ZSTD_CCtx *cctx = ZSTD_createCCtx();
+    uint8_t *scratch = job->shuffle ? xp_malloc(job->frame_size) : NULL;
+    w->status = EXPERT_OK;
+    if (cctx == NULL || (job->shuffle && scratch == NULL) ||
+        ZSTD_isError(ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, job->level)) ||
+        ZSTD_isError(ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, 1)) ||
+        ZSTD_isError(ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 0)) ||
+        ZSTD_isError(ZSTD_CCtx_setParameter(cctx, ZSTD_c_dictIDFlag, 0))) {
+        w->status = EXPERT_E_NOMEM;
+    }
+    for (uint64_t f = w->first; w->status == EXPERT_OK && f < job->nframes; f += w->stride)
+        w->status = encode_frame(job, cctx, scratch, f);
+    xp_free(scratch);
+    ZSTD_freeCCtx(cctx);
+    return NULL;
+}
+
+expert_status xp_encode(uint8_t codec, size_t elem_size, uint32_t frame_size, int level,
+                        unsigned threads, const uint8_t *data, size_t length, uint8_t **out,
+                        size_t *out_length, expert_error *err)
+{
+    *out = NULL;
+    *out_length = 0;
+    if (codec == EXPERT_CODEC_RAW) {
+        *out_length = length;
+        return EXPERT_OK;
+    }
+    encode_job job = {0};
+    job.data = data;
+    job.length = length;
+    job.elem_size = elem_size;
+    job.frame_size = frame_size;
+    job.level = level;
+    job.shuffle = codec == EXPERT_CODEC_SHUFFLE_ZSTD && elem_size > 1;
+    job.nframes = frame_count(length, frame_size);
+    if (job.nframes > SIZE_MAX / sizeof(uint8_t *))
+        return xp_set_error(err, EXPERT_E_LIMIT_EXCEEDED, EXPERT_NO_OFFSET, EXPERT_NO_SECTION,
+                            "too many frames");
+    job.frames = xp_calloc((size_t)job.nframes, sizeof *job.frames);
+    job.frame_sizes = xp_calloc((size_t)job.nframes, sizeof *job.frame_sizes);
+    expert_status s = EXPERT_OK;
+    if ((job.nframes && (job.frames == NULL || job.frame_sizes == NULL))) {
+        s = EXPERT_E_NOMEM;
+        goto done;
+    }
+
+    unsigned nthreads = threads > 1 ? threads : 1;
+    if (nthreads > job.nframes)
+        nthreads = job.nframes ? (unsigned)job.nframes : 1;
+    encode_worker workers[64];
+    pthread_t tids[64];
+    int running[64] = {0};
+    if (nthreads > 64)
+        nthreads = 64;
+    for (unsigned t = 0; t < nthreads; t++) {
+        workers[t] = (encode_worker){&job, t, nthreads, EXPERT_OK};
+        /* Thread 0 is the caller; a failed pthread_create degrades to doing
+         * that worker's frames on the caller thread, never to a failed write. */
+        if (t > 0)
+            running[t] = pthread_create(&tids[t], NULL, encode_worker_main, &workers[t]) == 0;
+    }
+    encode_worker_main(&workers[0]);
+    for (unsigned t = 1; t < nthreads; t++) {
+        if (running[t])
+            pthread_join(tids[t], NULL);
+        else
+            encode_worker_main(&workers[t]);
+        if (workers[t].status != EXPERT_OK)
+            s = workers[t].status;
+    }
+    if (workers[0].status != EXPERT_OK)
+        s = workers[0].status;
+    if (s != EXPERT_OK)
+        goto done;
+
+    uint64_t total = 4 * job.nframes;
+    for (uint64_t f = 0; f < job.nframes; f++)
+        total += job.frame_sizes[f];
+    if (total > SIZE_MAX) {
+        s = EXPERT_E_LIMIT_EXCEEDED;
+        goto done;
+    }
+    uint8_t *buf = xp_malloc((size_t)total);
+    if (buf == NULL) {
+        s = EXPERT_E_NOMEM;
+        goto done;
+    }
+    size_t pos = 4 * (size_t)job.nframes;
+    for (uint64_t f = 0; f < job.nframes; f++) {
+        xp_put32(buf + 4 * f, (uint32_t)job.frame_sizes[f]);
+        memcpy(buf + pos, job.frames[f], job.frame_sizes[f]);
+        pos += job.frame_sizes[f];
+    }
+    *out = buf;
+    *out_length = (size_t)total;
+done:
+    if (job.frames != NULL)
+        for (uint64_t f = 0; f < job.nframes; f++)
+            xp_free(job.frames[f]);
+    xp_free(job.frames);
+    xp_free(job.frame_sizes);
+    if (s == EXPERT_E_NOMEM)
+        return xp_set_error(err, s, EXPERT_NO_OFFSET, EXPERT_NO_SECTION, "compression failed (out of memory)");
+    if (s != EXPERT_OK)
+        return xp_set_error(err, s, EXPERT_NO_OFFSET, EXPERT_NO_SECTION, "compression failed");
+    return EXPERT_OK;
+}
+
+/* ------------------------------------------------------------------ decode */
+
+expert_status xp_frames_parse(const uint8_t *stored, uint64_t stored_length,
+                              uint64_t decoded_length, uint32_t frame_size, uint64_t **starts_out,
+                              uint64_t *nframes_out, uint64_t file_offset, uint32_t section,
+                              expert_error *err)
+{
+    uint64_t nframes = frame_count(decoded_length, frame_size);
+    uint64_t table_bytes;
+    if (xp_mul_overflows(nframes, 4, &table_bytes) || table_bytes > stored_length)
+        return xp_set_error(err, EXPERT_E_SIZE_MISMATCH, file_offset, section,
+                            "frame table (%llu frames) does not fit in %llu stored bytes",
+                            (unsigned long long)nframes, (unsigned long long)stored_length);
+    uint64_t *starts = xp_malloc((size_t)(nframes + 1) * sizeof *starts);
+    if (starts == NULL)
+        return xp_set_error(err, EXPERT_E_NOMEM, file_offset, section, "out of memory");
+    uint64_t pos = table_bytes;
+    for (uint64_t f = 0; f < nframes && pos <= stored_length; f++) {
+        starts[f] = pos;
+        pos += xp_le32(stored + 4 * f); /* each step < 2^32: cannot wrap */
+    }
+    starts[nframes] = pos;
+    if (pos != stored_length) {
+        xp_free(starts);
+        return xp_set_error(err, EXPERT_E_SIZE_MISMATCH, file_offset, section,
+                            "frame sizes do not add up to the stored length %llu",
+                            (unsigned long long)stored_length);
+    }
+    *starts_out = starts;
+    *nframes_out = nframes;
+    return EXPERT_OK;
+}
+
+expert_status xp_frame_decode(const xp_frame_ctx *fc, ZSTD_DCtx *dctx, uint8_t *scratch,
+                              uint64_t f, uint8_t *out, expert_error *err)
+{
+    const uint8_t *src = fc->stored + fc->starts[f];
+    size_t src_len = (size_t)(fc->starts[f + 1] - fc->starts[f]);
+    uint64_t start = f * fc->frame_size;
+    size_t expect = (size_t)(fc->decoded_length - start < fc->frame_size
+                                 ? fc->decoded_length - start
+                                 : fc->frame_size);
+    uint64_t off = fc->file_offset + fc->starts[f];
+    /* Each frame must be exactly one zstd frame, declare its content size and
+     * use no dictionary; decoding into a buffer of the expected size then
+     * bounds memory whatever the frame claims (no decompression bombs). */
+    unsigned long long fcs = ZSTD_getFrameContentSize(src, src_len);
+    if (fcs == ZSTD_CONTENTSIZE_ERROR || fcs == ZSTD_CONTENTSIZE_UNKNOWN || fcs != expect)
+        return xp_set_error(err, EXPERT_E_DECODE_FAILED, off, fc->section,
+                            "frame %llu: content size %s (expected %zu)", (unsigned long long)f,
+                            fcs == ZSTD_CONTENTSIZE_ERROR     ? "unreadable"
+                            : fcs == ZSTD_CONTENTSIZE_UNKNOWN ? "absent"
+                                                              : "wrong",
+                            expect);
+    if (ZSTD_getDictID_fromFrame(src, src_len) != 0)
+        return xp_set_error(err, EXPERT_E_DECODE_FAILED, off, fc->section,
+                            "frame %llu uses a dictionary", (unsigned long long)f);
+    size_t csize = ZSTD_findFrameCompressedSize(src, src_len);
+    if (ZSTD_isError(csize) || csize != src_len)
+        return xp_set_error(err, EXPERT_E_DECODE_FAILED, off, fc->section,
+                            "frame %llu is not exactly one zstd frame", (unsigned long long)f);
+    uint8_t *dst = fc->shuffle ? scratch : out;
+    size_t r = ZSTD_decompressDCtx(dctx, dst, expect, src, src_len);
+    if (ZSTD_isError(r) || r != expect)
+        return xp_set_error(err, EXPERT_E_DECODE_FAILED, off, fc->section, "frame %llu: %s",
+                            (unsigned long long)f,
+                            ZSTD_isError(r) ? ZSTD_getErrorName(r) : "short output");
+    if (fc->shuffle)
+        xp_unshuffle(scratch, out, expect, fc->elem_size);
+    return EXPERT_OK;
+}
+
+typedef struct decode_worker {
+    const xp_frame_ctx *fc;
+    uint8_t *dst;
+    uint64_t first, stride;
+    expert_status status;
+    uint64_t bad_frame;
+    expert_error err;
+} decode_worker;
+
+static void *decode_worker_main(void *arg)
+{
+    decode_worker *w = arg;
+    const xp_frame_ctx *fc = w->fc;
+    ZSTD_DCtx *dctx = ZSTD_createDCtx();
+    uint8_t *scratch = fc->shuffle ? xp_malloc(fc->frame_size) : NULL;
+    w->status = EXPERT_OK;
+    if (dctx == NULL || (fc->shuffle && scratch == NULL))
+        w->status = xp_set_error(&w->err, EXPERT_E_NOMEM, fc->file_offset, fc->section,
+                                 "out of memory");
+    for (uint64_t f = w->first; w->status == EXPERT_OK && f < fc->nframes; f += w->stride) {
+        w->status = xp_frame_decode(fc, dctx, scratch, f, w->dst + f * fc->frame_size, &w->err);
+        w->bad_frame = f;
+    }
+    xp_free(scratch);
+    ZSTD_freeDCtx(dctx);
+    return NULL;
+}
+
+expert_status xp_decode(uint8_t codec, size_t elem_size, uint32_t frame_size,
+                        const uint8_t *stored, uint64_t stored_length, uint8_t *dst,
+                        uint64_t decoded_length, unsigned threads, uint64_t file_offset,
+                        uint32_t section, expert_error *err)
+{
+    if (codec == EXPERT_CODEC_RAW) {
+        if (stored_length != decoded_length)
+            return xp_set_error(err, EXPERT_E_SIZE_MISMATCH, file_offset, section,
+                                "raw section stored %llu != decoded %llu bytes",
+                                (unsigned long long)stored_length,
+                                (unsigned long long)decoded_length);
+        if (decoded_length)
+            memcpy(dst, stored, (size_t)decoded_length);
+        return EXPERT_OK;
+    }
+    xp_frame_ctx fc = {stored, NULL, 0, frame_size, decoded_length, elem_size,
+                       codec == EXPERT_CODEC_SHUFFLE_ZSTD && elem_size > 1, file_offset, section};
+    XP_TRY(xp_frames_parse(stored, stored_length, decoded_length, frame_size, &fc.starts,
+                           &fc.nframes, file_offset, section, err));
+    unsigned nthreads = threads > 1 ? threads : 1;
+    if (nthreads > fc.nframes)
+        nthreads = fc.nframes ? (unsigned)fc.nframes : 1;
+    if (nthreads > 64)
+        nthreads = 64;
+    decode_worker workers[64];
+    pthread_t tids[64];
+    int running[64] = {0};
+    for (unsigned t = 0; t < nthreads; t++) {
+        workers[t] = (decode_worker){.fc = &fc, .dst = dst, .first = t, .stride = nthreads};
+        if (t > 0)
+            running[t] = pthread_create(&tids[t], NULL, decode_worker_main, &workers[t]) == 0;
+    }
+    decode_worker_main(&workers[0]);
+    for (unsigned t = 1; t < nthreads; t++) {
+        if (running[t])
+            pthread_join(tids[t], NULL);
+        else
+            decode_worker_main(&workers[t]);
+    }
+    xp_free(fc.starts);
+    /* Report the lowest failing frame so the error does not depend on timing. */
+    decode_worker *bad = NULL;
+    for (unsigned t = 0; t < nthreads; t++)
+        if (workers[t].status != EXPERT_OK && (bad == NULL || workers[t].bad_frame < bad->bad_frame))
+            bad = &workers[t];
+    if (bad != NULL) {
+        if (err != NULL)
+            *err = bad->err;
+        return bad->status;
+    }
+    return EXPERT_OK;
+}

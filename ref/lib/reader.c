@@ -1,0 +1,1004 @@
+/* reader.c — opening a .expert v2 file and following a byte from disk to a
+ * tensor.
+ *
+ *   expert_open          map the file (or read() it), then structural
+ *                        validation (spec §12.1) in the spec's check order:
+ *                        header → limits → region bounds → structure hash →
+ *                        metadata → TOC entries → names/index → layout.
+ *   expert_read/_view    decode one section; its SHA-256 is checked the first
+ *                        time it is decoded (spec §12.2).
+ *   expert_verify_full   every section, padding, file hash, signature (§12.3).
+ *
+ * Every number read from the file is a claim: it is bounded before it is
+ * used for arithmetic, allocation or addressing. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <zstd.h>
+
+#include "alloc.h"
+#include "errors_internal.h"
+#include "format.h"
+
+typedef struct xp_section {
+    expert_section_info info;
+    atomic_int verified;   /* 1 once the decoded bytes matched sha256 */
+} xp_section;
+
+struct expert_reader {
+    const uint8_t *data;
+    size_t size;
+    void *map;             /* mmap base, or NULL */
+    uint8_t *owned;        /* read() fallback buffer, or NULL */
+    unsigned threads;
+
+    expert_header_info hdr;
+    xp_section *sections;
+    uint32_t *layer_order;
+    const uint8_t *index_slots; /* slot array inside the file (u32 LE each) */
+    uint32_t slot_count;
+
+    char *metadata_json;   /* decoded, NUL-terminated */
+    size_t metadata_json_length;
+    xp_metadata *meta;
+};
+
+#define FAIL(code, off, sec, ...) xp_set_error(err, (code), (off), (sec), __VA_ARGS__)
+#define NOOFF EXPERT_NO_OFFSET
+#define NOSEC EXPERT_NO_SECTION
+
+/* ------------------------------------------------------------ utilities */
+
+static int utf8_valid(const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = s[i];
+        if (c == 0)
+            return 0;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len;
+        uint32_t cp;
+        if ((c & 0xE0) == 0xC0) {
+            len = 2;
+            cp = c & 0x1Fu;
+        } else if ((c & 0xF0) == 0xE0) {
+            len = 3;
+            cp = c & 0x0Fu;
+        } else if ((c & 0xF8) == 0xF0) {
+            len = 4;
+            cp = c & 0x07u;
+        } else {
+            return 0;
+        }
+        if (i + len > n)
+            return 0;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (s[i + k] & 0x3Fu);
+        }
+        /* Reject overlong forms, surrogates and values past U+10FFFF. */
+        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+            cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return 0;
+        i += len;
+    }
+    return 1;
+}
+
+/* [off, off+len) inside [lo, hi]? Overflow-safe. */
+static int range_inside(uint64_t off, uint64_t len, uint64_t lo, uint64_t hi)
+{
+    uint64_t end;
+    return !xp_add_overflows(off, len, &end) && off >= lo && end <= hi;
+}
+
+static int is_known_type(uint32_t t)
+{
+    return expert_section_type_name(t) != NULL;
+}
+
+/* ------------------------------------------------------ header (§3, §4) */
+
+static expert_status parse_header(expert_reader *r, expert_error *err)
+{
+    const uint8_t *d = r->data;
+    size_t n = r->size;
+    size_t magic_n = n < 8 ? n : 8;
+    if (memcmp(d, XP_MAGIC, magic_n) != 0)
+        return FAIL(EXPERT_E_BAD_MAGIC, 0, NOSEC, "not a .expert v2 file (bad magic)");
+    if (n < XP_OFF_MINOR + 2)
+        return FAIL(EXPERT_E_TRUNCATED, n, NOSEC, "file ends inside the header (%zu bytes)", n);
+    expert_header_info *h = &r->hdr;
+    h->major = xp_le16(d + XP_OFF_MAJOR);
+    h->minor = xp_le16(d + XP_OFF_MINOR);
+    if (h->major != EXPERT_VERSION_MAJOR)
+        return FAIL(EXPERT_E_UNSUPPORTED_VERSION, XP_OFF_MAJOR, NOSEC,
+                    "major version %u (this reader supports %d)", h->major, EXPERT_VERSION_MAJOR);
+    if (n < XP_HEADER_SIZE)
+        return FAIL(EXPERT_E_TRUNCATED, n, NOSEC, "file ends inside the header (%zu bytes)", n);
+    h->header_size = xp_le32(d + XP_OFF_HEADER_SIZE);
+    if (h->header_size < XP_HEADER_SIZE || h->header_size > XP_HEADER_SIZE_MAX ||
+        h->header_size % 8 != 0)
+        return FAIL(EXPERT_E_BAD_HEADER, XP_OFF_HEADER_SIZE, NOSEC,
+                    "header_size %u (must be a multiple of 8 in 256..4096)", h->header_size);
+    if (h->header_size > n)
+        return FAIL(EXPERT_E_TRUNCATED, n, NOSEC, "file ends inside the %u-byte header",
+                    h->header_size);
+    h->file_length = xp_le64(d + XP_OFF_FILE_LENGTH);
+    if (h->file_length > n)
+        return FAIL(EXPERT_E_TRUNCATED, n, NOSEC, "file is %zu bytes, header says %llu", n,
+                    (unsigned long long)h->file_length);
+    if (h->file_length < n)
+        return FAIL(EXPERT_E_TRAILING_DATA, h->file_length, NOSEC,
+                    "%llu bytes after the declared end of file",
+                    (unsigned long long)(n - h->file_length));
+
+    h->section_count = xp_le32(d + XP_OFF_TOC_COUNT);
+    h->alignment = xp_le32(d + XP_OFF_ALIGNMENT);
+    h->flags = xp_le32(d + XP_OFF_FLAGS);
+    uint32_t entry_size = xp_le32(d + XP_OFF_TOC_ENTRY_SIZE);
+    for (unsigned i = 0; i < XP_RESERVED_LEN; i++)
+        if (d[XP_OFF_RESERVED + i] != 0)
+            return FAIL(EXPERT_E_BAD_HEADER, XP_OFF_RESERVED + i, NOSEC, "reserved header byte is not zero");
+    if (h->alignment != 64 && h->alignment != 256 && h->alignment != 4096)
+        return FAIL(EXPERT_E_BAD_HEADER, XP_OFF_ALIGNMENT, NOSEC,
+                    "alignment %u (must be 64, 256 or 4096)", h->alignment);
+    if (entry_size != XP_TOC_ENTRY_SIZE)
+        return FAIL(EXPERT_E_BAD_HEADER, XP_OFF_TOC_ENTRY_SIZE, NOSEC,
+                    "toc_entry_size %u (must be 128)", entry_size);
+    if ((h->flags & XP_FLAGS_MUST_UNDERSTAND & ~XP_FLAGS_KNOWN) != 0)
+        return FAIL(EXPERT_E_UNKNOWN_FLAG, XP_OFF_FLAGS, NOSEC,
+                    "unknown must-understand header flags 0x%04x", h->flags & XP_FLAGS_MUST_UNDERSTAND);
+
+    h->metadata_offset = xp_le64(d + XP_OFF_METADATA_OFFSET);
+    h->metadata_length = xp_le64(d + XP_OFF_METADATA_LENGTH);
+    h->metadata_decoded_length = xp_le64(d + XP_OFF_METADATA_DECODED);
+    h->toc_offset = xp_le64(d + XP_OFF_TOC_OFFSET);
+    h->index_offset = xp_le64(d + XP_OFF_INDEX_OFFSET);
+    h->index_length = xp_le64(d + XP_OFF_INDEX_LENGTH);
+    h->strings_offset = xp_le64(d + XP_OFF_STRINGS_OFFSET);
+    h->strings_length = xp_le64(d + XP_OFF_STRINGS_LENGTH);
+    memcpy(h->file_sha256, d + XP_OFF_FILE_SHA256, 32);
+    memcpy(h->structure_sha256, d + XP_OFF_STRUCTURE_SHA256, 32);
+    h->is_signed = 0;
+    for (unsigned i = 0; i < XP_SIGNATURE_LEN; i++)
+        h->is_signed |= d[XP_OFF_SIGNATURE + i] != 0;
+
+    /* Limits before any use of the sizes. */
+    if (h->section_count > XP_MAX_SECTIONS)
+        return FAIL(EXPERT_E_LIMIT_EXCEEDED, XP_OFF_TOC_COUNT, NOSEC, "%u sections (limit %u)",
+                    h->section_count, XP_MAX_SECTIONS);
+    if (h->metadata_length == 0 || h->metadata_length > XP_MAX_METADATA ||
+        h->metadata_decoded_length > XP_MAX_METADATA)
+        return FAIL(h->metadata_length == 0 ? EXPERT_E_BAD_HEADER : EXPERT_E_LIMIT_EXCEEDED,
+                    XP_OFF_METADATA_LENGTH, NOSEC,
+                    "metadata stored %llu / decoded %llu bytes (must be 1..%u)",
+                    (unsigned long long)h->metadata_length,
+                    (unsigned long long)h->metadata_decoded_length, XP_MAX_METADATA);
+    if (h->strings_length > XP_MAX_STRINGS)
+        return FAIL(EXPERT_E_LIMIT_EXCEEDED, XP_OFF_STRINGS_LENGTH, NOSEC,
+                    "strings region %llu bytes (limit %u)", (unsigned long long)h->strings_length,
+                    XP_MAX_STRINGS);
+    r->slot_count = xp_index_slot_count(h->section_count);
+    if (h->index_length != 8 + 4 * (uint64_t)r->slot_count)
+        return FAIL(EXPERT_E_BAD_INDEX, XP_OFF_INDEX_LENGTH, NOSEC,
+                    "index_length %llu (expected %llu for %u sections)",
+                    (unsigned long long)h->index_length,
+                    (unsigned long long)(8 + 4 * (uint64_t)r->slot_count), h->section_count);
+
+    /* Region bounds and alignment. */
+    struct {
+        const char *name;
+        uint64_t off, len;
+        unsigned field;
+        int needs_align8;
+    } regions[] = {
+        {"metadata", h->metadata_offset, h->metadata_length, XP_OFF_METADATA_OFFSET, 1},
+        {"TOC", h->toc_offset, (uint64_t)h->section_count * XP_TOC_ENTRY_SIZE, XP_OFF_TOC_OFFSET, 1},
+        {"index", h->index_offset, h->index_length, XP_OFF_INDEX_OFFSET, 1},
+        {"strings", h->strings_offset, h->strings_length, XP_OFF_STRINGS_OFFSET, 0},
+    };
+    for (size_t i = 0; i < 4; i++) {
+        if (!range_inside(regions[i].off, regions[i].len, h->header_size, h->file_length))
+            return FAIL(EXPERT_E_OUT_OF_BOUNDS, regions[i].field, NOSEC,
+                        "%s region [%llu, +%llu) outside [%u, %llu)", regions[i].name,
+                        (unsigned long long)regions[i].off, (unsigned long long)regions[i].len,
+                        h->header_size, (unsigned long long)h->file_length);
+        if (regions[i].needs_align8 && regions[i].off % 8 != 0)
+            return FAIL(EXPERT_E_MISALIGNED, regions[i].field, NOSEC,
+                        "%s region offset %llu is not a multiple of 8", regions[i].name,
+                        (unsigned long long)regions[i].off);
+    }
+    return EXPERT_OK;
+}
+
+static expert_status check_structure_hash(expert_reader *r, expert_error *err)
+{
+    const expert_header_info *h = &r->hdr;
+    xp_sha256_ctx *c = NULL;
+    if (xp_sha256_new(&c) != EXPERT_OK)
+        return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
+    uint8_t digest[32];
+    expert_status s = xp_hash_header(c, r->data, h->header_size, 0);
+    if (s == EXPERT_OK)
+        s = xp_sha256_update(c, r->data + h->metadata_offset, (size_t)h->metadata_length);
+    if (s == EXPERT_OK)
+        s = xp_sha256_update(c, r->data + h->toc_offset,
+                             (size_t)h->section_count * XP_TOC_ENTRY_SIZE);
+    if (s == EXPERT_OK)
+        s = xp_sha256_update(c, r->data + h->index_offset, (size_t)h->index_length);
+    if (s == EXPERT_OK)
+        s = xp_sha256_update(c, r->data + h->strings_offset, (size_t)h->strings_length);
+    if (s == EXPERT_OK)
+        s = xp_sha256_final(c, digest);
+    xp_sha256_free(c);
+    if (s != EXPERT_OK)
+        return FAIL(s, NOOFF, NOSEC, "hashing failed");
+    if (memcmp(digest, h->structure_sha256, 32) != 0)
+        return FAIL(EXPERT_E_STRUCTURE_HASH_MISMATCH, XP_OFF_STRUCTURE_SHA256, NOSEC,
+                    "structure_sha256 does not match header, metadata, TOC, index and strings");
+    return EXPERT_OK;
+}
+
+/* ----------------------------------------------------------- metadata (§9) */
+
+static expert_status load_metadata(expert_reader *r, expert_error *err)
+{
+    const expert_header_info *h = &r->hdr;
+    const uint8_t *src = r->data + h->metadata_offset;
+    size_t src_len = (size_t)h->metadata_length;
+    unsigned long long fcs = ZSTD_getFrameContentSize(src, src_len);
+    if (fcs == ZSTD_CONTENTSIZE_ERROR || fcs == ZSTD_CONTENTSIZE_UNKNOWN ||
+        fcs != h->metadata_decoded_length)
+        return FAIL(EXPERT_E_BAD_METADATA, h->metadata_offset, NOSEC,
+                    "metadata zstd frame does not declare the content size %llu",
+                    (unsigned long long)h->metadata_decoded_length);
+    size_t csize = ZSTD_findFrameCompressedSize(src, src_len);
+    if (ZSTD_isError(csize) || csize != src_len || ZSTD_getDictID_fromFrame(src, src_len) != 0)
+        return FAIL(EXPERT_E_BAD_METADATA, h->metadata_offset, NOSEC,
+                    "metadata is not exactly one dictionary-less zstd frame");
+    size_t n = (size_t)h->metadata_decoded_length;
+    r->metadata_json = xp_malloc(n + 1);
+    if (r->metadata_json == NULL)
+        return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
+    size_t got = ZSTD_decompress(r->metadata_json, n, src, src_len);
+    if (ZSTD_isError(got) || got != n)
+        return FAIL(EXPERT_E_BAD_METADATA, h->metadata_offset, NOSEC,
+                    "metadata does not decode: %s",
+                    ZSTD_isError(got) ? ZSTD_getErrorName(got) : "short output");
+    r->metadata_json[n] = '\0';
+    r->metadata_json_length = n;
+    return xp_metadata_parse(r->metadata_json, n, &r->meta, h->metadata_offset, err);
+}
+
+/* ------------------------------------------------------------- TOC (§5, §6) */
+
+static expert_status parse_entry(expert_reader *r, uint32_t i, uint64_t *total_decoded,
+                                 expert_error *err)
+{
+    const expert_header_info *h = &r->hdr;
+    uint64_t eoff = h->toc_offset + (uint64_t)i * XP_TOC_ENTRY_SIZE;
+    const uint8_t *e = r->data + eoff;
+    expert_section_info *s = &r->sections[i].info;
+    memset(s, 0, sizeof *s);
+    s->index = i;
+    uint32_t name_offset = xp_le32(e + XP_TOC_NAME_OFFSET);
+    s->name_length = xp_le16(e + XP_TOC_NAME_LENGTH);
+    s->type = xp_le16(e + XP_TOC_TYPE);
+    s->codec = e[XP_TOC_CODEC];
+    s->dtype = e[XP_TOC_DTYPE];
+    s->rank = e[XP_TOC_RANK];
+    s->flags = xp_le32(e + XP_TOC_FLAGS);
+    s->layer = xp_le32(e + XP_TOC_LAYER);
+    s->module = xp_le32(e + XP_TOC_MODULE);
+    s->frame_size = xp_le32(e + XP_TOC_FRAME_SIZE);
+    s->offset = xp_le64(e + XP_TOC_OFFSET);
+    s->stored_length = xp_le64(e + XP_TOC_STORED);
+    s->decoded_length = xp_le64(e + XP_TOC_DECODED);
+    for (unsigned k = 0; k < EXPERT_MAX_RANK; k++)
+        s->dims[k] = xp_le64(e + XP_TOC_DIMS + 8 * k);
+    memcpy(s->sha256, e + XP_TOC_SHA256, 32);
+
+    /* Field checks, in the spec's order. */
+    if (e[XP_TOC_RESERVED0] != 0 || xp_le32(e + XP_TOC_RESERVED1) != 0 ||
+        xp_le64(e + XP_TOC_RESERVED2) != 0)
+        return FAIL(EXPERT_E_BAD_TOC, eoff, i, "reserved TOC field is not zero");
+    if (s->codec > EXPERT_CODEC_SHUFFLE_ZSTD)
+        return FAIL(EXPERT_E_UNKNOWN_CODEC, eoff + XP_TOC_CODEC, i, "unknown codec %u", s->codec);
+    if (s->dtype >= EXPERT_DTYPE_COUNT)
+        return FAIL(EXPERT_E_UNKNOWN_DTYPE, eoff + XP_TOC_DTYPE, i, "unknown dtype %u", s->dtype);
+    s->known_type = is_known_type(s->type);
+    if (!s->known_type && s->type < 0x8000)
+        return FAIL(EXPERT_E_UNKNOWN_SECTION_TYPE, eoff + XP_TOC_TYPE, i,
+                    "unknown must-understand section type 0x%04x", s->type);
+    if ((s->flags & XP_FLAGS_MUST_UNDERSTAND) != 0)
+        return FAIL(EXPERT_E_UNKNOWN_FLAG, eoff + XP_TOC_FLAGS, i,
+                    "unknown must-understand section flags 0x%04x", s->flags & 0xFFFFu);
+    if (s->rank > EXPERT_MAX_RANK)
+        return FAIL(EXPERT_E_BAD_TOC, eoff + XP_TOC_RANK, i, "rank %u (max %d)", s->rank,
+                    EXPERT_MAX_RANK);
+    for (unsigned k = s->rank; k < EXPERT_MAX_RANK; k++)
+        if (s->dims[k] != 0)
+            return FAIL(EXPERT_E_BAD_TOC, eoff + XP_TOC_DIMS + 8 * k, i,
+                        "dims[%u] beyond rank %u is not zero", k, s->rank);
+    if (s->layer != EXPERT_LAYER_NONE && s->layer > XP_MAX_LAYER)
+        return FAIL(EXPERT_E_BAD_TOC, eoff + XP_TOC_LAYER, i, "layer %u out of range", s->layer);
+    if (s->module != EXPERT_MODULE_NONE && s->module >= xp_metadata_module_count(r->meta))
+        return FAIL(EXPERT_E_BAD_TOC, eoff + XP_TOC_MODULE, i,
+                    "module %u but metadata lists %u modules", s->module,
+                    xp_metadata_module_count(r->meta));
+    if (s->codec == EXPERT_CODEC_RAW ? s->frame_size != 0
+                                     : !xp_is_pow2(s->frame_size) ||
+                                           s->frame_size < XP_MIN_FRAME_SIZE ||
+                                           s->frame_size > XP_MAX_FRAME_SIZE)
+        return FAIL(EXPERT_E_BAD_TOC, eoff + XP_TOC_FRAME_SIZE, i,
+                    "frame_size %u invalid for codec %s", s->frame_size,
+                    expert_codec_name(s->codec));
+
+    /* Name. */
+    if (s->name_length == 0)
+        return FAIL(EXPERT_E_BAD_TOC, eoff + XP_TOC_NAME_LENGTH, i, "empty section name");
+    if (s->name_length > XP_MAX_NAME)
+        return FAIL(EXPERT_E_LIMIT_EXCEEDED, eoff + XP_TOC_NAME_LENGTH, i,
+                    "name length %u (limit %u)", s->name_length, XP_MAX_NAME);
+    if (!range_inside(name_offset, s->name_length, 0, h->strings_length))
+        return FAIL(EXPERT_E_OUT_OF_BOUNDS, eoff + XP_TOC_NAME_OFFSET, i,
+                    "name [%u, +%u) outside the strings region", name_offset, s->name_length);
+    s->name = (const char *)r->data + h->strings_offset + name_offset;
+    if (!utf8_valid((const uint8_t *)s->name, s->name_length))
+        return FAIL(EXPERT_E_BAD_TOC, h->strings_offset + name_offset, i,
+                    "section name is not valid UTF-8 without NUL");
+
+    /* Sizes: decoded length must equal numel × element size (checked). */
+    if (s->decoded_length > XP_MAX_SECTION_DECODED)
+        return FAIL(EXPERT_E_LIMIT_EXCEEDED, eoff + XP_TOC_DECODED, i,
+                    "decoded length %llu exceeds 4 GiB", (unsigned long long)s->decoded_length);
+    if (xp_add_overflows(*total_decoded, s->decoded_length, total_decoded) ||
+        *total_decoded > XP_MAX_TOTAL_DECODED)
+        return FAIL(EXPERT_E_LIMIT_EXCEEDED, eoff + XP_TOC_DECODED, i,
+                    "total decoded size exceeds 64 GiB");
+    uint64_t numel = 1;
+    for (unsigned k = 0; k < s->rank; k++)
+        if (xp_mul_overflows(numel, s->dims[k], &numel))
+            return FAIL(EXPERT_E_SIZE_MISMATCH, eoff + XP_TOC_DIMS, i, "shape overflows");
+    uint64_t bytes;
+    if (xp_mul_overflows(numel, expert_dtype_size(s->dtype), &bytes) || bytes != s->decoded_length)
+        return FAIL(EXPERT_E_SIZE_MISMATCH, eoff + XP_TOC_DECODED, i,
+                    "decoded length %llu != shape × %zu-byte %s",
+                    (unsigned long long)s->decoded_length, expert_dtype_size(s->dtype),
+                    expert_dtype_name(s->dtype));
+    if ((s->type == EXPERT_SECTION_FILE || s->type == EXPERT_SECTION_SAFETENSORS_HEADER) &&
+        (s->dtype != EXPERT_DTYPE_BYTES || s->rank != 1))
+        return FAIL(EXPERT_E_BAD_TOC, eoff + XP_TOC_DTYPE, i,
+                    "%s sections must be BYTES of rank 1", expert_section_type_name(s->type));
+    if (s->codec == EXPERT_CODEC_RAW && s->stored_length != s->decoded_length)
+        return FAIL(EXPERT_E_SIZE_MISMATCH, eoff + XP_TOC_STORED, i,
+                    "raw section stored %llu != decoded %llu bytes",
+                    (unsigned long long)s->stored_length, (unsigned long long)s->decoded_length);
+    if (s->codec != EXPERT_CODEC_RAW) {
+        uint64_t nframes = s->decoded_length / s->frame_size + (s->decoded_length % s->frame_size != 0);
+        if (s->stored_length < 4 * nframes)
+            return FAIL(EXPERT_E_SIZE_MISMATCH, eoff + XP_TOC_STORED, i,
+                        "stored length %llu cannot hold a %llu-frame table",
+                        (unsigned long long)s->stored_length, (unsigned long long)nframes);
+    }
+    /* Placement. */
+    if (!range_inside(s->offset, s->stored_length, h->header_size, h->file_length))
+        return FAIL(EXPERT_E_OUT_OF_BOUNDS, eoff + XP_TOC_OFFSET, i,
+                    "section [%llu, +%llu) outside the file", (unsigned long long)s->offset,
+                    (unsigned long long)s->stored_length);
+    if (s->offset % h->alignment != 0)
+        return FAIL(EXPERT_E_MISALIGNED, eoff + XP_TOC_OFFSET, i,
+                    "section offset %llu is not a multiple of %u", (unsigned long long)s->offset,
+                    h->alignment);
+    return EXPERT_OK;
+}
+
+static int names_equal(const expert_section_info *a, const char *name, size_t len)
+{
+    return a->name_length == len && memcmp(a->name, name, len) == 0;
+}
+
+/* Rebuilds the canonical index while detecting duplicates, then requires the
+ * file's index to be byte-identical (spec §8). */
+static expert_status check_names_and_index(expert_reader *r, expert_error *err)
+{
+    const expert_header_info *h = &r->hdr;
+    uint32_t n = h->section_count, mask = r->slot_count - 1;
+    uint32_t *slots = xp_calloc(r->slot_count, sizeof *slots);
+    if (slots == NULL)
+        return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
+    expert_status s = EXPERT_OK;
+    for (uint32_t i = 0; i < n && s == EXPERT_OK; i++) {
+        const expert_section_info *e = &r->sections[i].info;
+        uint32_t p = (uint32_t)(xp_fnv1a64(e->name, e->name_length) & mask);
+        while (slots[p] != 0) {
+            const expert_section_info *o = &r->sections[slots[p] - 1].info;
+            if (names_equal(o, e->name, e->name_length)) {
+                s = FAIL(EXPERT_E_DUPLICATE_NAME, h->toc_offset + (uint64_t)i * XP_TOC_ENTRY_SIZE, i,
+                         "section name '%.*s' also used by section %u", (int)e->name_length,
+                         e->name, o->index);
+                break;
+            }
+            p = (p + 1) & mask;
+        }
+        slots[p] = i + 1;
+    }
+    if (s == EXPERT_OK) {
+        const uint8_t *idx = r->data + h->index_offset;
+        if (xp_le32(idx) != r->slot_count || xp_le32(idx + 4) != 0)
+            s = FAIL(EXPERT_E_BAD_INDEX, h->index_offset, NOSEC,
+                     "index header: %u slots (expected %u), reserved %u", xp_le32(idx),
+                     r->slot_count, xp_le32(idx + 4));
+        for (uint32_t k = 0; k < r->slot_count && s == EXPERT_OK; k++)
+            if (xp_le32(idx + 8 + 4 * (uint64_t)k) != slots[k])
+                s = FAIL(EXPERT_E_BAD_INDEX, h->index_offset + 8 + 4 * (uint64_t)k, NOSEC,
+                         "index slot %u differs from the canonical index", k);
+        r->index_slots = idx + 8;
+    }
+    xp_free(slots);
+    return s;
+}
+
+/* ------------------------------------------------------------ layout (§4) */
+
+typedef struct extent {
+    uint64_t off, len;
+    int is_section;
+    uint32_t section;
+} extent;
+
+static int extent_cmp(const void *a, const void *b)
+{
+    const extent *x = a, *y = b;
+    return x->off < y->off ? -1 : x->off > y->off ? 1 : 0;
+}
+
+/* Builds the sorted list of occupied byte ranges (header, regions, non-empty
+ * sections). Used structurally for overlaps and gaps, and by full
+ * verification to find the padding bytes. */
+static expert_status build_extents(const expert_reader *r, extent **out, size_t *count)
+{
+    const expert_header_info *h = &r->hdr;
+    size_t cap = (size_t)h->section_count + 5, n = 0;
+    extent *ex = xp_malloc(cap * sizeof *ex);
+    if (ex == NULL)
+        return EXPERT_E_NOMEM;
+    ex[n++] = (extent){0, h->header_size, 0, NOSEC};
+    uint64_t rl[4][2] = {{h->metadata_offset, h->metadata_length},
+                         {h->toc_offset, (uint64_t)h->section_count * XP_TOC_ENTRY_SIZE},
+                         {h->index_offset, h->index_length},
+                         {h->strings_offset, h->strings_length}};
+    for (int i = 0; i < 4; i++)
+        if (rl[i][1] != 0)
+            ex[n++] = (extent){rl[i][0], rl[i][1], 0, NOSEC};
+    for (uint32_t i = 0; i < h->section_count; i++) {
+        const expert_section_info *s = &r->sections[i].info;
+        if (s->stored_length != 0)
+            ex[n++] = (extent){s->offset, s->stored_length, 1, i};
+    }
+    qsort(ex, n, sizeof *ex, extent_cmp);
+    *out = ex;
+    *count = n;
+    return EXPERT_OK;
+}
+
+static expert_status check_layout(const expert_reader *r, expert_error *err)
+{
+    const expert_header_info *h = &r->hdr;
+    extent *ex = NULL;
+    size_t n = 0;
+    if (build_extents(r, &ex, &n) != EXPERT_OK)
+        return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
+    expert_status s = EXPERT_OK;
+    uint64_t end = 0;
+    for (size_t i = 0; i < n && s == EXPERT_OK; i++) {
+        if (ex[i].off < end) {
+            s = FAIL(EXPERT_E_OVERLAP, ex[i].off, ex[i].section,
+                     "%s at %llu overlaps the previous extent ending at %llu",
+                     ex[i].is_section ? "section" : "region", (unsigned long long)ex[i].off,
+                     (unsigned long long)end);
+            break;
+        }
+        /* Padding may only be what alignment requires: no room to hide data. */
+        uint64_t gap = ex[i].off - end;
+        uint64_t limit = ex[i].is_section ? h->alignment : 8;
+        if (gap >= limit)
+            s = FAIL(EXPERT_E_BAD_PADDING, end, ex[i].section,
+                     "%llu unused bytes before offset %llu (at most %llu allowed)",
+                     (unsigned long long)gap, (unsigned long long)ex[i].off,
+                     (unsigned long long)(limit - 1));
+        end = ex[i].off + ex[i].len;
+    }
+    if (s == EXPERT_OK && end != h->file_length)
+        s = FAIL(EXPERT_E_TRAILING_DATA, end, NOSEC,
+                 "%llu bytes after the last region or section",
+                 (unsigned long long)(h->file_length - end));
+    xp_free(ex);
+    return s;
+}
+
+static expert_status check_metadata_links(const expert_reader *r, expert_error *err)
+{
+    const char *sm = xp_metadata_source_manifest(r->meta);
+    if (sm == NULL)
+        return EXPERT_OK;
+    uint32_t idx;
+    if (expert_find(r, sm, strlen(sm), &idx) != EXPERT_OK ||
+        r->sections[idx].info.type != EXPERT_SECTION_FILE)
+        return FAIL(EXPERT_E_BAD_METADATA, r->hdr.metadata_offset, NOSEC,
+                    "source_manifest '%s' names no FILE section", sm);
+    return EXPERT_OK;
+}
+
+static int layer_cmp(const void *a, const void *b, void *ctx)
+{
+    const expert_reader *r = ctx;
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    uint32_t lx = r->sections[x].info.layer, ly = r->sections[y].info.layer;
+    if (lx != ly)
+        return lx < ly ? -1 : 1; /* EXPERT_LAYER_NONE is UINT32_MAX: sorts last */
+    return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/* --------------------------------------------------------------- open */
+
+static expert_status structural_validate(expert_reader *r, expert_error *err)
+{
+    XP_TRY(parse_header(r, err));
+    XP_TRY(check_structure_hash(r, err));
+    XP_TRY(load_metadata(r, err));
+    uint32_t n = r->hdr.section_count;
+    r->sections = xp_calloc(n ? n : 1, sizeof *r->sections);
+    r->layer_order = xp_calloc(n ? n : 1, sizeof *r->layer_order);
+    if (r->sections == NULL || r->layer_order == NULL)
+        return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < n; i++)
+        XP_TRY(parse_entry(r, i, &total, err));
+    XP_TRY(check_names_and_index(r, err));
+    XP_TRY(check_layout(r, err));
+    XP_TRY(check_metadata_links(r, err));
+    for (uint32_t i = 0; i < n; i++)
+        r->layer_order[i] = i;
+    qsort_r(r->layer_order, n, sizeof *r->layer_order, layer_cmp, r);
+    return EXPERT_OK;
+}
+
+static expert_status open_common(expert_reader *r, const expert_open_options *opt,
+                                 expert_reader **out, expert_error *err)
+{
+    r->threads = opt != NULL && opt->threads > 1 ? opt->threads : 1;
+    if (r->threads > 64)
+        r->threads = 64;
+    expert_status s = structural_validate(r, err);
+    if (s != EXPERT_OK) {
+        expert_close(r);
+        return s;
+    }
+    *out = r;
+    return EXPERT_OK;
+}
+
+expert_status expert_open_memory(const void *data, size_t size, const expert_open_options *opt,
+                                 expert_reader **out, expert_error *err)
+{
+    if (out == NULL || (data == NULL && size != 0))
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, NOSEC, "invalid argument");
+    *out = NULL;
+    expert_reader *r = xp_calloc(1, sizeof *r);
+    if (r == NULL)
+        return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
+    static const uint8_t empty[1] = {0};
+    r->data = size ? data : empty;
+    r->size = size;
+    return open_common(r, opt, out, err);
+}
+
+expert_status expert_open(const char *path, const expert_open_options *opt, expert_reader **out,
+                          expert_error *err)
+{
+    if (out == NULL || path == NULL)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, NOSEC, "invalid argument");
+    *out = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return FAIL(EXPERT_E_IO, NOOFF, NOSEC, "cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return FAIL(EXPERT_E_IO, NOOFF, NOSEC, "%s is not a regular file", path);
+    }
+    if ((uint64_t)st.st_size > SIZE_MAX) {
+        close(fd);
+        return FAIL(EXPERT_E_LIMIT_EXCEEDED, NOOFF, NOSEC, "file too large for this machine");
+    }
+    expert_reader *r = xp_calloc(1, sizeof *r);
+    if (r == NULL) {
+        close(fd);
+        return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
+    }
+    size_t size = (size_t)st.st_size;
+    r->size = size;
+    int want_map = !(opt != NULL && (opt->flags & EXPERT_OPEN_NO_MMAP)) && size > 0;
+    if (want_map) {
+        void *m = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (m != MAP_FAILED) {
+            r->map = m;
+            r->data = m;
+            r->hdr.used_mmap = 1;
+        }
+    }
+    if (r->map == NULL) {
+        /* read() fallback: for file systems without mmap, or by request. */
+        r->owned = xp_malloc(size ? size : 1);
+        if (r->owned == NULL) {
+            close(fd);
+            xp_free(r);
+            return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory reading %zu bytes", size);
+        }
+        size_t got = 0;
+        while (got < size) {
+            ssize_t k = pread(fd, r->owned + got, size - got, (off_t)got);
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k <= 0)
+                break;
+            got += (size_t)k;
+        }
+        if (got != size) {
+            close(fd);
+            xp_free(r->owned);
+            xp_free(r);
+            return FAIL(EXPERT_E_IO, got, NOSEC, "short read on %s", path);
+        }
+        r->data = r->owned;
+    }
+    close(fd);
+    int used = r->hdr.used_mmap;
+    expert_status s = open_common(r, opt, out, err);
+    if (s == EXPERT_OK)
+        (*out)->hdr.used_mmap = used;
+    return s;
+}
+
+void expert_close(expert_reader *r)
+{
+    if (r == NULL)
+        return;
+    if (r->map != NULL)
+        munmap(r->map, r->size);
+    xp_free(r->owned);
+    xp_free(r->sections);
+    xp_free(r->layer_order);
+    xp_free(r->metadata_json);
+    xp_metadata_free(r->meta);
+    xp_free(r);
+}
+
+/* ---------------------------------------------------------- accessors */
+
+void expert_header(const expert_reader *r, expert_header_info *out)
+{
+    if (r != NULL && out != NULL)
+        *out = r->hdr;
+}
+
+uint32_t expert_section_count(const expert_reader *r)
+{
+    return r != NULL ? r->hdr.section_count : 0;
+}
+
+expert_status expert_section(const expert_reader *r, uint32_t index, expert_section_info *out)
+{
+    if (r == NULL || out == NULL || index >= r->hdr.section_count)
+        return EXPERT_E_INVALID_ARGUMENT;
+    *out = r->sections[index].info;
+    return EXPERT_OK;
+}
+
+expert_status expert_find(const expert_reader *r, const char *name, size_t name_length,
+                          uint32_t *index)
+{
+    if (r == NULL || name == NULL || index == NULL)
+        return EXPERT_E_INVALID_ARGUMENT;
+    uint32_t mask = r->slot_count - 1;
+    uint32_t p = (uint32_t)(xp_fnv1a64(name, name_length) & mask);
+    /* The index was verified canonical at open: every chain ends in an empty slot. */
+    for (;;) {
+        uint32_t v = xp_le32(r->index_slots + 4 * (size_t)p);
+        if (v == 0)
+            return EXPERT_E_NOT_FOUND;
+        if (names_equal(&r->sections[v - 1].info, name, name_length)) {
+            *index = v - 1;
+            return EXPERT_OK;
+        }
+        p = (p + 1) & mask;
+    }
+}
+
+uint32_t expert_section_in_layer_order(const expert_reader *r, uint32_t i)
+{
+    if (r == NULL || i >= r->hdr.section_count)
+        return EXPERT_NO_SECTION;
+    return r->layer_order[i];
+}
+
+const char *expert_metadata_json(const expert_reader *r, size_t *length)
+{
+    if (r == NULL)
+        return NULL;
+    if (length != NULL)
+        *length = r->metadata_json_length;
+    return r->metadata_json;
+}
+
+const char *expert_name(const expert_reader *r) { return r ? xp_metadata_name(r->meta) : NULL; }
+const char *expert_version(const expert_reader *r) { return r ? xp_metadata_version(r->meta) : NULL; }
+uint32_t expert_module_count(const expert_reader *r) { return r ? xp_metadata_module_count(r->meta) : 0; }
+
+expert_status expert_module(const expert_reader *r, uint32_t index, expert_module_info *out)
+{
+    if (r == NULL || out == NULL || index >= xp_metadata_module_count(r->meta))
+        return EXPERT_E_INVALID_ARGUMENT;
+    *out = *xp_metadata_module(r->meta, index);
+    return EXPERT_OK;
+}
+
+/* ------------------------------------------------------- access (§12.2) */
+
+static expert_status check_hash(expert_reader *r, uint32_t index, const uint8_t *bytes,
+                                expert_error *err)
+{
+    xp_section *sec = &r->sections[index];
+    uint8_t digest[32];
+    if (expert_sha256(bytes, (size_t)sec->info.decoded_length, digest) != EXPERT_OK)
+        return FAIL(EXPERT_E_NOMEM, NOOFF, index, "hashing failed");
+    if (memcmp(digest, sec->info.sha256, 32) != 0)
+        return FAIL(EXPERT_E_SECTION_HASH_MISMATCH, sec->info.offset, index,
+                    "section '%.*s': SHA-256 of the decoded bytes does not match the TOC",
+                    (int)sec->info.name_length, sec->info.name);
+    atomic_store(&sec->verified, 1);
+    return EXPERT_OK;
+}
+
+expert_status expert_read(expert_reader *r, uint32_t index, void *dst, size_t dst_capacity,
+                          uint32_t flags, expert_error *err)
+{
+    if (r == NULL || index >= r->hdr.section_count || (dst == NULL && dst_capacity != 0))
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, NOSEC, "invalid argument");
+    const expert_section_info *s = &r->sections[index].info;
+    if (dst_capacity < s->decoded_length)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, index,
+                    "buffer of %zu bytes for a %llu-byte section", dst_capacity,
+                    (unsigned long long)s->decoded_length);
+    expert_status st = xp_decode(s->codec, expert_dtype_size(s->dtype), s->frame_size,
+                                 r->data + s->offset, s->stored_length, dst, s->decoded_length,
+                                 r->threads, s->offset, index, err);
+    if (st == EXPERT_OK && !(flags & EXPERT_READ_NO_VERIFY) && !atomic_load(&r->sections[index].verified))
+        st = check_hash(r, index, dst, err);
+    if (st != EXPERT_OK && s->decoded_length != 0)
+        memset(dst, 0, (size_t)s->decoded_length); /* never hand out unverified bytes */
+    return st;
+}
+
+expert_status expert_view(expert_reader *r, uint32_t index, const void **data, size_t *length,
+                          uint32_t flags, expert_error *err)
+{
+    if (r == NULL || data == NULL || length == NULL || index >= r->hdr.section_count)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, NOSEC, "invalid argument");
+    const expert_section_info *s = &r->sections[index].info;
+    if (s->codec != EXPERT_CODEC_RAW)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, index,
+                    "section is %s-compressed: use expert_read", expert_codec_name(s->codec));
+    const uint8_t *p = r->data + s->offset;
+    if (!(flags & EXPERT_READ_NO_VERIFY) && !atomic_load(&r->sections[index].verified))
+        XP_TRY(check_hash(r, index, p, err));
+    *data = p;
+    *length = (size_t)s->decoded_length;
+    return EXPERT_OK;
+}
+
+/* ------------------------------------------------------ full (§12.3) */
+
+/* Hashes one section's decoded bytes a frame at a time: memory stays at one
+ * frame per thread whatever sizes the file claims. */
+static expert_status verify_section_streaming(expert_reader *r, uint32_t index, ZSTD_DCtx *dctx,
+                                              uint8_t *frame_buf, uint8_t *scratch,
+                                              expert_error *err)
+{
+    const expert_section_info *s = &r->sections[index].info;
+    const uint8_t *stored = r->data + s->offset;
+    if (s->codec == EXPERT_CODEC_RAW)
+        return check_hash(r, index, stored, err);
+    xp_frame_ctx fc = {stored, NULL, 0, s->frame_size, s->decoded_length,
+                       expert_dtype_size(s->dtype),
+                       s->codec == EXPERT_CODEC_SHUFFLE_ZSTD && expert_dtype_size(s->dtype) > 1,
+                       s->offset, index};
+    XP_TRY(xp_frames_parse(stored, s->stored_length, s->decoded_length, s->frame_size, &fc.starts,
+                           &fc.nframes, s->offset, index, err));
+    xp_sha256_ctx *c = NULL;
+    expert_status st = xp_sha256_new(&c);
+    if (st != EXPERT_OK)
+        st = FAIL(EXPERT_E_NOMEM, NOOFF, index, "out of memory");
+    for (uint64_t f = 0; st == EXPERT_OK && f < fc.nframes; f++) {
+        uint64_t start = f * s->frame_size;
+        size_t len = (size_t)(s->decoded_length - start < s->frame_size ? s->decoded_length - start
+                                                                         : s->frame_size);
+        st = xp_frame_decode(&fc, dctx, scratch, f, frame_buf, err);
+        if (st == EXPERT_OK)
+            st = xp_sha256_update(c, frame_buf, len);
+    }
+    uint8_t digest[32];
+    if (st == EXPERT_OK)
+        st = xp_sha256_final(c, digest);
+    xp_sha256_free(c);
+    xp_free(fc.starts);
+    if (st != EXPERT_OK)
+        return st;
+    if (memcmp(digest, s->sha256, 32) != 0)
+        return FAIL(EXPERT_E_SECTION_HASH_MISMATCH, s->offset, index,
+                    "section '%.*s': SHA-256 of the decoded bytes does not match the TOC",
+                    (int)s->name_length, s->name);
+    atomic_store(&r->sections[index].verified, 1);
+    return EXPERT_OK;
+}
+
+typedef struct verify_pool {
+    expert_reader *r;
+    atomic_uint next;
+    uint32_t max_frame;
+    pthread_mutex_t lock;
+    uint32_t bad_index;    /* lowest failing section, for a timing-independent report */
+    expert_status bad_status;
+    expert_error bad_err;
+} verify_pool;
+
+static void *verify_worker(void *arg)
+{
+    verify_pool *p = arg;
+    expert_reader *r = p->r;
+    ZSTD_DCtx *dctx = ZSTD_createDCtx();
+    uint8_t *frame_buf = p->max_frame ? xp_malloc(p->max_frame) : NULL;
+    uint8_t *scratch = p->max_frame ? xp_malloc(p->max_frame) : NULL;
+    int oom = dctx == NULL || (p->max_frame && (frame_buf == NULL || scratch == NULL));
+    for (;;) {
+        uint32_t i = atomic_fetch_add(&p->next, 1);
+        if (i >= r->hdr.section_count)
+            break;
+        expert_error e = {0};
+        expert_status st = oom ? xp_set_error(&e, EXPERT_E_NOMEM, NOOFF, i, "out of memory")
+                               : verify_section_streaming(r, i, dctx, frame_buf, scratch, &e);
+        if (st != EXPERT_OK) {
+            pthread_mutex_lock(&p->lock);
+            if (p->bad_status == EXPERT_OK || i < p->bad_index) {
+                p->bad_index = i;
+                p->bad_status = st;
+                p->bad_err = e;
+            }
+            pthread_mutex_unlock(&p->lock);
+        }
+    }
+    xp_free(frame_buf);
+    xp_free(scratch);
+    ZSTD_freeDCtx(dctx);
+    return NULL;
+}
+
+static expert_status verify_all_sections(expert_reader *r, expert_error *err)
+{
+    verify_pool p;
+    memset(&p, 0, sizeof p);
+    p.r = r;
+    atomic_init(&p.next, 0);
+    for (uint32_t i = 0; i < r->hdr.section_count; i++)
+        if (r->sections[i].info.frame_size > p.max_frame)
+            p.max_frame = r->sections[i].info.frame_size;
+    if (pthread_mutex_init(&p.lock, NULL) != 0)
+        return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "cannot create a mutex");
+    unsigned n = r->threads;
+    pthread_t tids[64];
+    int running[64] = {0};
+    for (unsigned t = 1; t < n; t++)
+        running[t] = pthread_create(&tids[t], NULL, verify_worker, &p) == 0;
+    verify_worker(&p);
+    for (unsigned t = 1; t < n; t++)
+        if (running[t])
+            pthread_join(tids[t], NULL);
+    pthread_mutex_destroy(&p.lock);
+    if (p.bad_status != EXPERT_OK) {
+        if (err != NULL)
+            *err = p.bad_err;
+        return p.bad_status;
+    }
+    return EXPERT_OK;
+}
+
+static expert_status check_padding(const expert_reader *r, expert_error *err)
+{
+    extent *ex = NULL;
+    size_t n = 0;
+    if (build_extents(r, &ex, &n) != EXPERT_OK)
+        return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
+    uint64_t end = 0;
+    expert_status s = EXPERT_OK;
+    for (size_t i = 0; i < n && s == EXPERT_OK; i++) {
+        for (uint64_t b = end; b < ex[i].off; b++)
+            if (r->data[b] != 0) {
+                s = FAIL(EXPERT_E_BAD_PADDING, b, NOSEC, "padding byte at %llu is not zero",
+                         (unsigned long long)b);
+                break;
+            }
+        end = ex[i].off + ex[i].len;
+    }
+    xp_free(ex);
+    return s;
+}
+
+static expert_status check_file_hash(const expert_reader *r, expert_error *err)
+{
+    const expert_header_info *h = &r->hdr;
+    xp_sha256_ctx *c = NULL;
+    if (xp_sha256_new(&c) != EXPERT_OK)
+        return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
+    uint8_t digest[32];
+    expert_status s = xp_hash_header(c, r->data, h->header_size, 1);
+    if (s == EXPERT_OK)
+        s = xp_sha256_update(c, r->data + h->header_size, (size_t)(h->file_length - h->header_size));
+    if (s == EXPERT_OK)
+        s = xp_sha256_final(c, digest);
+    xp_sha256_free(c);
+    if (s != EXPERT_OK)
+        return FAIL(s, NOOFF, NOSEC, "hashing failed");
+    if (memcmp(digest, h->file_sha256, 32) != 0)
+        return FAIL(EXPERT_E_FILE_HASH_MISMATCH, XP_OFF_FILE_SHA256, NOSEC,
+                    "file_sha256 does not match the file");
+    return EXPERT_OK;
+}
+
+expert_status expert_verify_signature(const expert_reader *r, const expert_public_key *key,
+                                      expert_error *err)
+{
+    if (r == NULL || key == NULL)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, NOSEC, "invalid argument");
+    if (!r->hdr.is_signed)
+        return FAIL(EXPERT_E_UNSIGNED, XP_OFF_SIGNATURE, NOSEC,
+                    "the file carries no signature (64 zero bytes)");
+    uint8_t msg[XP_SIGN_DOMAIN_LEN + 32];
+    memcpy(msg, XP_SIGN_DOMAIN, XP_SIGN_DOMAIN_LEN);
+    memcpy(msg + XP_SIGN_DOMAIN_LEN, r->hdr.structure_sha256, 32);
+    if (xp_ed25519_verify(key, msg, sizeof msg, r->data + XP_OFF_SIGNATURE) != EXPERT_OK)
+        return FAIL(EXPERT_E_BAD_SIGNATURE, XP_OFF_SIGNATURE, NOSEC,
+                    "Ed25519 signature does not verify with the given public key");
+    return EXPERT_OK;
+}
+
+expert_status expert_verify_full(expert_reader *r, const expert_public_key *key, expert_error *err)
+{
+    if (r == NULL)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, NOSEC, "invalid argument");
+    XP_TRY(verify_all_sections(r, err));
+    XP_TRY(check_padding(r, err));
+    XP_TRY(check_file_hash(r, err));
+    if (key != NULL)
+        XP_TRY(expert_verify_signature(r, key, err));
+    return EXPERT_OK;
+}
+
+const uint8_t *expert_reader_bytes(const expert_reader *r, size_t *length)
+{
+    *length = r->size;
+    return r->data;
+}

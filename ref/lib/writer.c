@@ -1,0 +1,561 @@
+/* writer.c — building a .expert v2 file (spec §2 canonical layout).
+ *
+ * Sections are encoded and written as they arrive, each at the next multiple
+ * of the file alignment, so memory stays near one section. The structure
+ * (metadata, TOC, index, strings) goes at the tail once everything is known;
+ * then the header is filled in, the file hash is computed by reading the file
+ * back, the structure hash and optional signature follow, and the temporary
+ * file is fsynced and renamed into place. Until that rename nothing exists at
+ * the target path. */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <zstd.h>
+
+#include "alloc.h"
+#include "errors_internal.h"
+#include "format.h"
+
+typedef struct wsection {
+    uint8_t entry[XP_TOC_ENTRY_SIZE]; /* final TOC bytes except name_offset */
+    char *name;
+    uint16_t name_length;
+} wsection;
+
+struct expert_writer {
+    char *path;
+    char *tmp_path;
+    int fd;
+    uint64_t pos;
+    expert_writer_options opt;
+    wsection *sections;
+    uint32_t count, capacity;
+    uint64_t total_decoded;
+    uint8_t *metadata;     /* compressed */
+    size_t metadata_length;
+    size_t metadata_decoded_length;
+    uint32_t module_count;
+};
+
+#define FAIL(code, ...) xp_set_error(err, (code), EXPERT_NO_OFFSET, EXPERT_NO_SECTION, __VA_ARGS__)
+
+static expert_status write_all(expert_writer *w, const void *data, size_t length, expert_error *err)
+{
+    const uint8_t *p = data;
+    while (length > 0) {
+        ssize_t k = write(w->fd, p, length);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return FAIL(EXPERT_E_IO, "write to %s failed: %s", w->tmp_path,
+                        k < 0 ? strerror(errno) : "no progress");
+        p += k;
+        length -= (size_t)k;
+        w->pos += (uint64_t)k;
+    }
+    return EXPERT_OK;
+}
+
+static expert_status pad_to(expert_writer *w, uint64_t align, expert_error *err)
+{
+    static const uint8_t zeros[4096];
+    uint64_t target;
+    if (xp_align_up(w->pos, align, &target))
+        return FAIL(EXPERT_E_LIMIT_EXCEEDED, "file offset overflow");
+    return write_all(w, zeros, (size_t)(target - w->pos), err);
+}
+
+expert_status expert_writer_open(const char *path, const expert_writer_options *opt,
+                                 expert_writer **out, expert_error *err)
+{
+    if (path == NULL || out == NULL)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "path and out are required");
+    *out = NULL;
+    expert_writer_options o = {0};
+    if (opt != NULL)
+        o = *opt;
+    if (o.alignment == 0)
+        o.alignment = 64;
+    if (o.frame_size == 0)
+        o.frame_size = XP_DEFAULT_FRAME_SIZE;
+    if (o.zstd_level == 0)
+        o.zstd_level = 19;
+    if (o.alignment != 64 && o.alignment != 256 && o.alignment != 4096)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "alignment %u (must be 64, 256 or 4096)", o.alignment);
+    if (!xp_is_pow2(o.frame_size) || o.frame_size < XP_MIN_FRAME_SIZE || o.frame_size > XP_MAX_FRAME_SIZE)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "frame size %u (power of two in 64 KiB..64 MiB)",
+                    o.frame_size);
+    if (o.zstd_level < ZSTD_minCLevel() || o.zstd_level > ZSTD_maxCLevel())
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "zstd level %d out of range", o.zstd_level);
+
+    expert_writer *w = xp_calloc(1, sizeof *w);
+    if (w == NULL)
+        return FAIL(EXPERT_E_NOMEM, "out of memory");
+    w->opt = o;
+    w->fd = -1;
+    size_t n = strlen(path);
+    w->path = xp_strndup(path, n);
+    w->tmp_path = xp_malloc(n + 16);
+    if (w->path == NULL || w->tmp_path == NULL) {
+        expert_writer_abort(w);
+        return FAIL(EXPERT_E_NOMEM, "out of memory");
+    }
+    /* Same directory as the target, so the final rename is atomic. */
+    snprintf(w->tmp_path, n + 16, "%s.tmp.XXXXXX", path);
+    w->fd = mkostemp(w->tmp_path, O_CLOEXEC);
+    if (w->fd < 0) {
+        expert_status s = FAIL(EXPERT_E_IO, "cannot create %s: %s", w->tmp_path, strerror(errno));
+        w->tmp_path[0] = '\0';
+        expert_writer_abort(w);
+        return s;
+    }
+    fchmod(w->fd, 0644);
+    /* Placeholder header; rewritten by finish. */
+    uint8_t zeros[XP_HEADER_SIZE] = {0};
+    expert_status s = write_all(w, zeros, sizeof zeros, err);
+    if (s != EXPERT_OK) {
+        expert_writer_abort(w);
+        return s;
+    }
+    *out = w;
+    return EXPERT_OK;
+}
+
+static int name_ok(const char *name, size_t n)
+{
+    /* UTF-8 validity is checked again by the reader; here: no NUL. */
+    return memchr(name, '\0', n) == NULL;
+}
+
+static expert_status check_desc(const expert_writer *w, const expert_section_desc *d,
+                                size_t name_length, size_t length, expert_error *err)
+{
+    if (w->count >= XP_MAX_SECTIONS)
+        return FAIL(EXPERT_E_LIMIT_EXCEEDED, "more than %u sections", XP_MAX_SECTIONS);
+    if (name_length == 0 || name_length > XP_MAX_NAME || !name_ok(d->name, name_length))
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "section name must be 1..%u bytes without NUL",
+                    XP_MAX_NAME);
+    if (d->codec > EXPERT_CODEC_SHUFFLE_ZSTD)
+        return FAIL(EXPERT_E_UNKNOWN_CODEC, "unknown codec %u", d->codec);
+    if (d->dtype >= EXPERT_DTYPE_COUNT)
+        return FAIL(EXPERT_E_UNKNOWN_DTYPE, "unknown dtype %u", d->dtype);
+    if (d->type < 0x8000 && expert_section_type_name(d->type) == NULL)
+        return FAIL(EXPERT_E_UNKNOWN_SECTION_TYPE, "unknown section type 0x%04x", d->type);
+    if (d->flags & XP_FLAGS_MUST_UNDERSTAND)
+        return FAIL(EXPERT_E_UNKNOWN_FLAG, "section flags 0x%04x are not defined",
+                    d->flags & XP_FLAGS_MUST_UNDERSTAND);
+    if (d->rank > EXPERT_MAX_RANK)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "rank %u (max %d)", d->rank, EXPERT_MAX_RANK);
+    if (d->layer != EXPERT_LAYER_NONE && d->layer > XP_MAX_LAYER)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "layer %u out of range", d->layer);
+    uint64_t numel = 1, bytes;
+    for (unsigned k = 0; k < d->rank; k++)
+        if (xp_mul_overflows(numel, d->dims[k], &numel))
+            return FAIL(EXPERT_E_SIZE_MISMATCH, "shape overflows");
+    for (unsigned k = d->rank; k < EXPERT_MAX_RANK; k++)
+        if (d->dims[k] != 0)
+            return FAIL(EXPERT_E_INVALID_ARGUMENT, "dims beyond rank must be 0");
+    if (xp_mul_overflows(numel, expert_dtype_size(d->dtype), &bytes) || bytes != length)
+        return FAIL(EXPERT_E_SIZE_MISMATCH, "%zu bytes given for a shape of %llu bytes", length,
+                    (unsigned long long)bytes);
+    if (length > XP_MAX_SECTION_DECODED || w->total_decoded + length > XP_MAX_TOTAL_DECODED)
+        return FAIL(EXPERT_E_LIMIT_EXCEEDED, "section or total size over the spec limits");
+    if ((d->type == EXPERT_SECTION_FILE || d->type == EXPERT_SECTION_SAFETENSORS_HEADER) &&
+        (d->dtype != EXPERT_DTYPE_BYTES || d->rank != 1))
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "FILE/SAFETENSORS_HEADER sections are BYTES, rank 1");
+    return EXPERT_OK;
+}
+
+expert_status expert_writer_add(expert_writer *w, const expert_section_desc *desc,
+                                const void *data, size_t length, expert_error *err)
+{
+    if (w == NULL || desc == NULL || desc->name == NULL || (data == NULL && length != 0))
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "invalid argument");
+    size_t name_length = desc->name_length ? desc->name_length : strlen(desc->name);
+    XP_TRY(check_desc(w, desc, name_length, length, err));
+    if (w->count == w->capacity) {
+        uint32_t cap = w->capacity ? w->capacity * 2 : 64;
+        wsection *grown = xp_realloc(w->sections, (size_t)cap * sizeof *grown);
+        if (grown == NULL)
+            return FAIL(EXPERT_E_NOMEM, "out of memory");
+        w->sections = grown;
+        w->capacity = cap;
+    }
+    wsection *s = &w->sections[w->count];
+    memset(s, 0, sizeof *s);
+    s->name = xp_strndup(desc->name, name_length);
+    if (s->name == NULL)
+        return FAIL(EXPERT_E_NOMEM, "out of memory");
+    s->name_length = (uint16_t)name_length;
+
+    uint8_t digest[32];
+    expert_status st = expert_sha256(data, length, digest);
+    uint8_t *encoded = NULL;
+    size_t encoded_length = 0;
+    uint32_t frame_size = desc->codec == EXPERT_CODEC_RAW ? 0 : w->opt.frame_size;
+    if (st == EXPERT_OK)
+        st = xp_encode(desc->codec, expert_dtype_size(desc->dtype), frame_size, w->opt.zstd_level,
+                       w->opt.threads, data, length, &encoded, &encoded_length, err);
+    else
+        st = FAIL(EXPERT_E_NOMEM, "hashing failed");
+    if (st == EXPERT_OK)
+        st = pad_to(w, w->opt.alignment, err);
+    uint64_t offset = w->pos;
+    if (st == EXPERT_OK)
+        st = write_all(w, desc->codec == EXPERT_CODEC_RAW ? data : encoded, encoded_length, err);
+    xp_free(encoded);
+    if (st != EXPERT_OK) {
+        xp_free(s->name);
+        return st;
+    }
+    uint8_t *e = s->entry;
+    xp_put16(e + XP_TOC_NAME_LENGTH, s->name_length);
+    xp_put16(e + XP_TOC_TYPE, desc->type);
+    e[XP_TOC_CODEC] = desc->codec;
+    e[XP_TOC_DTYPE] = desc->dtype;
+    e[XP_TOC_RANK] = desc->rank;
+    xp_put32(e + XP_TOC_FLAGS, desc->flags);
+    xp_put32(e + XP_TOC_LAYER, desc->layer);
+    xp_put32(e + XP_TOC_MODULE, desc->module);
+    xp_put32(e + XP_TOC_FRAME_SIZE, frame_size);
+    xp_put64(e + XP_TOC_OFFSET, offset);
+    xp_put64(e + XP_TOC_STORED, encoded_length);
+    xp_put64(e + XP_TOC_DECODED, length);
+    for (unsigned k = 0; k < EXPERT_MAX_RANK; k++)
+        xp_put64(e + XP_TOC_DIMS + 8 * k, k < desc->rank ? desc->dims[k] : 0);
+    memcpy(e + XP_TOC_SHA256, digest, 32);
+    w->total_decoded += length;
+    w->count++;
+    return EXPERT_OK;
+}
+
+expert_status expert_writer_set_metadata(expert_writer *w, const char *json, size_t length,
+                                         expert_error *err)
+{
+    if (w == NULL || json == NULL)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "invalid argument");
+    if (length < 2 || length > XP_MAX_METADATA)
+        return FAIL(EXPERT_E_LIMIT_EXCEEDED, "metadata is %zu bytes (limit %u)", length, XP_MAX_METADATA);
+    xp_metadata *m = NULL;
+    XP_TRY(xp_metadata_parse(json, length, &m, EXPERT_NO_OFFSET, err));
+    uint32_t modules = xp_metadata_module_count(m);
+    xp_metadata_free(m);
+    size_t cap = ZSTD_compressBound(length);
+    uint8_t *buf = xp_malloc(cap);
+    if (buf == NULL)
+        return FAIL(EXPERT_E_NOMEM, "out of memory");
+    /* ZSTD_compress writes the content size into the frame header, which the
+     * spec requires for metadata. */
+    size_t n = ZSTD_compress(buf, cap, json, length, 19);
+    if (ZSTD_isError(n)) {
+        xp_free(buf);
+        return FAIL(EXPERT_E_NOMEM, "metadata compression failed: %s", ZSTD_getErrorName(n));
+    }
+    xp_free(w->metadata);
+    w->metadata = buf;
+    w->metadata_length = n;
+    w->metadata_decoded_length = length;
+    w->module_count = modules;
+    return EXPERT_OK;
+}
+
+/* The file hash needs the finished header first, so it is computed by
+ * reading the file back (from the page cache) with the hash fields zeroed. */
+static expert_status hash_file(expert_writer *w, const uint8_t *header, uint8_t out[32],
+                               expert_error *err)
+{
+    xp_sha256_ctx *c = NULL;
+    if (xp_sha256_new(&c) != EXPERT_OK)
+        return FAIL(EXPERT_E_NOMEM, "out of memory");
+    uint8_t *buf = xp_malloc(1u << 20);
+    expert_status s = buf == NULL ? FAIL(EXPERT_E_NOMEM, "out of memory")
+                                  : xp_hash_header(c, header, XP_HEADER_SIZE, 1);
+    uint64_t off = XP_HEADER_SIZE;
+    while (s == EXPERT_OK && off < w->pos) {
+        size_t want = (size_t)(w->pos - off < (1u << 20) ? w->pos - off : (1u << 20));
+        ssize_t k = pread(w->fd, buf, want, (off_t)off);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            s = FAIL(EXPERT_E_IO, "reading back %s failed", w->tmp_path);
+            break;
+        }
+        s = xp_sha256_update(c, buf, (size_t)k);
+        off += (uint64_t)k;
+    }
+    if (s == EXPERT_OK)
+        s = xp_sha256_final(c, out);
+    xp_free(buf);
+    xp_sha256_free(c);
+    return s;
+}
+
+static expert_status pwrite_all(int fd, const uint8_t *p, size_t n, uint64_t off, expert_error *err)
+{
+    while (n > 0) {
+        ssize_t k = pwrite(fd, p, n, (off_t)off);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return FAIL(EXPERT_E_IO, "write failed: %s", k < 0 ? strerror(errno) : "no progress");
+        p += k;
+        n -= (size_t)k;
+        off += (uint64_t)k;
+    }
+    return EXPERT_OK;
+}
+
+static expert_status sync_and_rename(int fd, const char *tmp, const char *path, expert_error *err)
+{
+    if (fsync(fd) != 0)
+        return FAIL(EXPERT_E_IO, "fsync failed: %s", strerror(errno));
+    if (rename(tmp, path) != 0)
+        return FAIL(EXPERT_E_IO, "rename to %s failed: %s", path, strerror(errno));
+    /* Make the rename itself durable. */
+    size_t n = strlen(path);
+    char *dir = xp_strndup(path, n);
+    if (dir != NULL) {
+        int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+            fsync(dfd);
+            close(dfd);
+        }
+        xp_free(dir);
+    }
+    return EXPERT_OK;
+}
+
+static expert_status write_structure(expert_writer *w, uint8_t *header, const expert_private_key *key,
+                                     expert_error *err)
+{
+    uint32_t n = w->count;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t module = xp_le32(w->sections[i].entry + XP_TOC_MODULE);
+        if (module != EXPERT_MODULE_NONE && module >= w->module_count)
+            return xp_set_error(err, EXPERT_E_BAD_TOC, EXPERT_NO_OFFSET, i,
+                                "section %u refers to module %u; metadata has %u", i, module,
+                                w->module_count);
+    }
+    /* Strings region and name offsets. */
+    uint64_t strings_length = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        xp_put32(w->sections[i].entry + XP_TOC_NAME_OFFSET, (uint32_t)strings_length);
+        strings_length += w->sections[i].name_length;
+    }
+    if (strings_length > XP_MAX_STRINGS)
+        return FAIL(EXPERT_E_LIMIT_EXCEEDED, "names take %llu bytes (limit %u)",
+                    (unsigned long long)strings_length, XP_MAX_STRINGS);
+    uint32_t slot_count = xp_index_slot_count(n);
+    size_t index_length = 8 + 4 * (size_t)slot_count;
+    size_t toc_length = (size_t)n * XP_TOC_ENTRY_SIZE;
+    uint8_t *toc = xp_malloc(toc_length ? toc_length : 1);
+    uint8_t *index = xp_calloc(1, index_length);
+    uint8_t *strings = xp_malloc(strings_length ? (size_t)strings_length : 1);
+    uint32_t *slots = xp_calloc(slot_count, sizeof *slots);
+    const uint8_t **names = xp_calloc(n ? n : 1, sizeof *names);
+    uint16_t *lengths = xp_calloc(n ? n : 1, sizeof *lengths);
+    expert_status s = EXPERT_OK;
+    if (!toc || !index || !strings || !slots || !names || !lengths) {
+        s = FAIL(EXPERT_E_NOMEM, "out of memory");
+        goto done;
+    }
+    size_t sp = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        memcpy(toc + (size_t)i * XP_TOC_ENTRY_SIZE, w->sections[i].entry, XP_TOC_ENTRY_SIZE);
+        memcpy(strings + sp, w->sections[i].name, w->sections[i].name_length);
+        names[i] = (const uint8_t *)w->sections[i].name;
+        lengths[i] = w->sections[i].name_length;
+        sp += w->sections[i].name_length;
+    }
+    /* Duplicate names would make lookups ambiguous: refuse them here. */
+    uint32_t mask = slot_count - 1;
+    for (uint32_t i = 0; i < n && s == EXPERT_OK; i++) {
+        uint32_t p = (uint32_t)(xp_fnv1a64(names[i], lengths[i]) & mask);
+        while (slots[p] != 0) {
+            uint32_t o = slots[p] - 1;
+            if (lengths[o] == lengths[i] && memcmp(names[o], names[i], lengths[i]) == 0) {
+                s = xp_set_error(err, EXPERT_E_DUPLICATE_NAME, EXPERT_NO_OFFSET, i,
+                                 "section name '%s' given twice", w->sections[i].name);
+                break;
+            }
+            p = (p + 1) & mask;
+        }
+        slots[p] = i + 1;
+    }
+    if (s != EXPERT_OK)
+        goto done;
+    xp_put32(index, slot_count);
+    for (uint32_t k = 0; k < slot_count; k++)
+        xp_put32(index + 8 + 4 * (size_t)k, slots[k]);
+
+    uint64_t meta_off, toc_off, index_off, strings_off;
+    if ((s = pad_to(w, 8, err)) != EXPERT_OK)
+        goto done;
+    meta_off = w->pos;
+    if ((s = write_all(w, w->metadata, w->metadata_length, err)) != EXPERT_OK ||
+        (s = pad_to(w, 8, err)) != EXPERT_OK)
+        goto done;
+    toc_off = w->pos;
+    if ((s = write_all(w, toc, toc_length, err)) != EXPERT_OK || (s = pad_to(w, 8, err)) != EXPERT_OK)
+        goto done;
+    index_off = w->pos;
+    if ((s = write_all(w, index, index_length, err)) != EXPERT_OK)
+        goto done;
+    strings_off = w->pos;
+    if ((s = write_all(w, strings, (size_t)strings_length, err)) != EXPERT_OK)
+        goto done;
+
+    memcpy(header + XP_OFF_MAGIC, XP_MAGIC, 8);
+    xp_put16(header + XP_OFF_MAJOR, EXPERT_VERSION_MAJOR);
+    xp_put16(header + XP_OFF_MINOR, EXPERT_VERSION_MINOR);
+    xp_put32(header + XP_OFF_HEADER_SIZE, XP_HEADER_SIZE);
+    xp_put32(header + XP_OFF_TOC_COUNT, n);
+    xp_put32(header + XP_OFF_ALIGNMENT, w->opt.alignment);
+    xp_put32(header + XP_OFF_FLAGS, 0);
+    xp_put32(header + XP_OFF_TOC_ENTRY_SIZE, XP_TOC_ENTRY_SIZE);
+    xp_put64(header + XP_OFF_METADATA_OFFSET, meta_off);
+    xp_put64(header + XP_OFF_METADATA_LENGTH, w->metadata_length);
+    xp_put64(header + XP_OFF_METADATA_DECODED, w->metadata_decoded_length);
+    xp_put64(header + XP_OFF_TOC_OFFSET, toc_off);
+    xp_put64(header + XP_OFF_INDEX_OFFSET, index_off);
+    xp_put64(header + XP_OFF_INDEX_LENGTH, index_length);
+    xp_put64(header + XP_OFF_STRINGS_OFFSET, strings_off);
+    xp_put64(header + XP_OFF_STRINGS_LENGTH, strings_length);
+    xp_put64(header + XP_OFF_FILE_LENGTH, w->pos);
+    if ((s = pwrite_all(w->fd, header, XP_HEADER_SIZE, 0, err)) != EXPERT_OK)
+        goto done;
+
+    /* 1. file hash, 2. structure hash (covers the file hash), 3. signature. */
+    uint8_t digest[32];
+    if ((s = hash_file(w, header, digest, err)) != EXPERT_OK)
+        goto done;
+    memcpy(header + XP_OFF_FILE_SHA256, digest, 32);
+    xp_sha256_ctx *c = NULL;
+    if (xp_sha256_new(&c) != EXPERT_OK) {
+        s = FAIL(EXPERT_E_NOMEM, "out of memory");
+        goto done;
+    }
+    s = xp_hash_header(c, header, XP_HEADER_SIZE, 0);
+    if (s == EXPERT_OK)
+        s = xp_sha256_update(c, w->metadata, w->metadata_length);
+    if (s == EXPERT_OK)
+        s = xp_sha256_update(c, toc, toc_length);
+    if (s == EXPERT_OK)
+        s = xp_sha256_update(c, index, index_length);
+    if (s == EXPERT_OK)
+        s = xp_sha256_update(c, strings, (size_t)strings_length);
+    if (s == EXPERT_OK)
+        s = xp_sha256_final(c, header + XP_OFF_STRUCTURE_SHA256);
+    xp_sha256_free(c);
+    if (s != EXPERT_OK) {
+        s = FAIL(s, "hashing failed");
+        goto done;
+    }
+    if (key != NULL) {
+        uint8_t msg[XP_SIGN_DOMAIN_LEN + 32];
+        memcpy(msg, XP_SIGN_DOMAIN, XP_SIGN_DOMAIN_LEN);
+        memcpy(msg + XP_SIGN_DOMAIN_LEN, header + XP_OFF_STRUCTURE_SHA256, 32);
+        if ((s = xp_ed25519_sign(key, msg, sizeof msg, header + XP_OFF_SIGNATURE, err)) != EXPERT_OK)
+            goto done;
+    }
+    s = pwrite_all(w->fd, header, XP_HEADER_SIZE, 0, err);
+done:
+    xp_free(toc);
+    xp_free(index);
+    xp_free(strings);
+    xp_free(slots);
+    xp_free(names);
+    xp_free(lengths);
+    return s;
+}
+
+expert_status expert_writer_finish(expert_writer *w, const expert_private_key *key,
+                                   expert_error *err)
+{
+    if (w == NULL)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "invalid argument");
+    expert_status s = EXPERT_OK;
+    if (w->metadata == NULL)
+        s = FAIL(EXPERT_E_BAD_METADATA, "metadata was not set");
+    uint8_t header[XP_HEADER_SIZE] = {0};
+    if (s == EXPERT_OK)
+        s = write_structure(w, header, key, err);
+    if (s == EXPERT_OK)
+        s = sync_and_rename(w->fd, w->tmp_path, w->path, err);
+    if (s == EXPERT_OK)
+        w->tmp_path[0] = '\0'; /* renamed: nothing to remove */
+    expert_writer_abort(w);
+    return s;
+}
+
+void expert_writer_abort(expert_writer *w)
+{
+    if (w == NULL)
+        return;
+    if (w->fd >= 0)
+        close(w->fd);
+    if (w->tmp_path != NULL && w->tmp_path[0] != '\0')
+        unlink(w->tmp_path);
+    for (uint32_t i = 0; i < w->count; i++)
+        xp_free(w->sections[i].name);
+    xp_free(w->sections);
+    xp_free(w->metadata);
+    xp_free(w->path);
+    xp_free(w->tmp_path);
+    xp_free(w);
+}
+
+/* ------------------------------------------------------------- signing */
+
+expert_status expert_sign_file(const char *path, const expert_private_key *key, expert_error *err)
+{
+    if (path == NULL || key == NULL)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "path and key are required");
+    expert_reader *r = NULL;
+    expert_open_options o = {EXPERT_OPEN_NO_MMAP, 1};
+    XP_TRY(expert_open(path, &o, &r, err));
+    expert_header_info h;
+    expert_header(r, &h);
+    uint8_t msg[XP_SIGN_DOMAIN_LEN + 32], sig[64];
+    memcpy(msg, XP_SIGN_DOMAIN, XP_SIGN_DOMAIN_LEN);
+    memcpy(msg + XP_SIGN_DOMAIN_LEN, h.structure_sha256, 32);
+    expert_status s = xp_ed25519_sign(key, msg, sizeof msg, sig, err);
+    if (s != EXPERT_OK) {
+        expert_close(r);
+        return s;
+    }
+    /* Copy with the new signature into a temp file, then rename: a crash
+     * leaves either the old file or the signed one. */
+    size_t len = 0;
+    const uint8_t *data = expert_reader_bytes(r, &len);
+    size_t n = strlen(path);
+    char *tmp = xp_malloc(n + 16);
+    if (tmp == NULL) {
+        expert_close(r);
+        return FAIL(EXPERT_E_NOMEM, "out of memory");
+    }
+    snprintf(tmp, n + 16, "%s.tmp.XXXXXX", path);
+    int fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd < 0) {
+        s = FAIL(EXPERT_E_IO, "cannot create %s: %s", tmp, strerror(errno));
+    } else {
+        fchmod(fd, 0644);
+        s = pwrite_all(fd, data, len, 0, err);
+        if (s == EXPERT_OK)
+            s = pwrite_all(fd, sig, 64, XP_OFF_SIGNATURE, err);
+        if (s == EXPERT_OK)
+            s = sync_and_rename(fd, tmp, path, err);
+        close(fd);
+        if (s != EXPERT_OK)
+            unlink(tmp);
+    }
+    xp_free(tmp);
+    expert_close(r);
+    return s;
+}
