@@ -29,7 +29,7 @@ extern "C" {
 
 /* ---------------------------------------------------------------- errors */
 
-/* Error classes, spec §12. Numeric values are stable. */
+/* Error classes, spec §15. Numeric values are stable. */
 typedef enum expert_status {
     EXPERT_OK = 0,
     EXPERT_E_IO = 1,
@@ -255,7 +255,7 @@ typedef struct expert_writer expert_writer;
 typedef struct expert_writer_options {
     uint32_t alignment;    /* 64 (default when 0), 256 or 4096 */
     uint32_t frame_size;   /* default 1 MiB when 0 */
-    int zstd_level;        /* default 19 when 0 */
+    int zstd_level;        /* default 9 when 0 (ratio/speed knee on F32 weights) */
     unsigned threads;      /* compression threads, 0/1 = none */
 } expert_writer_options;
 

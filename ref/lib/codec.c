@@ -5,9 +5,10 @@
  * shorter). Independence is what lets decode run one frame per thread and
  * lets a streaming reader start before the whole section has arrived. */
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
-#define ZSTD_STATIC_LINKING_ONLY /* not needed for the API used; harmless */
+#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_getFrameHeader: window size check */
 #include <zstd.h>
 
 #include "alloc.h"
@@ -232,6 +233,46 @@ expert_status xp_frames_parse(const uint8_t *stored, uint64_t stored_length,
     return EXPERT_OK;
 }
 
+/* The frame rules of spec §7.3, checked from the frame header before any
+ * decoding: one real zstd frame (no skippable/legacy), content size present
+ * and equal to what the TOC implies, no dictionary, window <= 2^27, and the
+ * frame ends exactly at the end of its slot. Returns 0 when acceptable. */
+int xp_zstd_frame_check(const uint8_t *src, size_t src_len, uint64_t expect, char *why,
+                        size_t why_len)
+{
+    static const uint8_t zstd_magic[4] = {0x28, 0xB5, 0x2F, 0xFD};
+    if (src_len < 4 || memcmp(src, zstd_magic, 4) != 0) {
+        snprintf(why, why_len, "not a zstd frame (empty, skippable or legacy)");
+        return -1;
+    }
+    ZSTD_frameHeader fh;
+    size_t hr = ZSTD_getFrameHeader(&fh, src, src_len);
+    if (hr != 0) {
+        snprintf(why, why_len, "unreadable frame header");
+        return -1;
+    }
+    if (fh.frameContentSize == ZSTD_CONTENTSIZE_UNKNOWN || fh.frameContentSize != expect) {
+        snprintf(why, why_len, "content size %s (expected %llu)",
+                 fh.frameContentSize == ZSTD_CONTENTSIZE_UNKNOWN ? "absent" : "wrong",
+                 (unsigned long long)expect);
+        return -1;
+    }
+    if (fh.dictID != 0) {
+        snprintf(why, why_len, "uses a dictionary");
+        return -1;
+    }
+    if (fh.windowSize > (1ull << XP_ZSTD_WINDOW_LOG_MAX)) {
+        snprintf(why, why_len, "window larger than 2^27");
+        return -1;
+    }
+    size_t csize = ZSTD_findFrameCompressedSize(src, src_len);
+    if (ZSTD_isError(csize) || csize != src_len) {
+        snprintf(why, why_len, "not exactly one zstd frame");
+        return -1;
+    }
+    return 0;
+}
+
 expert_status xp_frame_decode(const xp_frame_ctx *fc, ZSTD_DCtx *dctx, uint8_t *scratch,
                               uint64_t f, uint8_t *out, expert_error *err)
 {
@@ -245,21 +286,10 @@ expert_status xp_frame_decode(const xp_frame_ctx *fc, ZSTD_DCtx *dctx, uint8_t *
     /* Each frame must be exactly one zstd frame, declare its content size and
      * use no dictionary; decoding into a buffer of the expected size then
      * bounds memory whatever the frame claims (no decompression bombs). */
-    unsigned long long fcs = ZSTD_getFrameContentSize(src, src_len);
-    if (fcs == ZSTD_CONTENTSIZE_ERROR || fcs == ZSTD_CONTENTSIZE_UNKNOWN || fcs != expect)
-        return xp_set_error(err, EXPERT_E_DECODE_FAILED, off, fc->section,
-                            "frame %llu: content size %s (expected %zu)", (unsigned long long)f,
-                            fcs == ZSTD_CONTENTSIZE_ERROR     ? "unreadable"
-                            : fcs == ZSTD_CONTENTSIZE_UNKNOWN ? "absent"
-                                                              : "wrong",
-                            expect);
-    if (ZSTD_getDictID_fromFrame(src, src_len) != 0)
-        return xp_set_error(err, EXPERT_E_DECODE_FAILED, off, fc->section,
-                            "frame %llu uses a dictionary", (unsigned long long)f);
-    size_t csize = ZSTD_findFrameCompressedSize(src, src_len);
-    if (ZSTD_isError(csize) || csize != src_len)
-        return xp_set_error(err, EXPERT_E_DECODE_FAILED, off, fc->section,
-                            "frame %llu is not exactly one zstd frame", (unsigned long long)f);
+    char why[96];
+    if (xp_zstd_frame_check(src, src_len, expect, why, sizeof why) != 0)
+        return xp_set_error(err, EXPERT_E_DECODE_FAILED, off, fc->section, "frame %llu: %s",
+                            (unsigned long long)f, why);
     uint8_t *dst = fc->shuffle ? scratch : out;
     size_t r = ZSTD_decompressDCtx(dctx, dst, expect, src, src_len);
     if (ZSTD_isError(r) || r != expect)

@@ -186,6 +186,8 @@ expert_status xp_frames_parse(const uint8_t *stored, uint64_t stored_length,
  * bytes when fc->shuffle. */
 expert_status xp_frame_decode(const xp_frame_ctx *fc, ZSTD_DCtx *dctx, uint8_t *scratch,
                               uint64_t f, uint8_t *out, expert_error *err);
+int xp_zstd_frame_check(const uint8_t *src, size_t src_len, uint64_t expect, char *why,
+                        size_t why_len);
 void xp_shuffle(const uint8_t *src, uint8_t *dst, size_t length, size_t elem_size);
 void xp_unshuffle(const uint8_t *src, uint8_t *dst, size_t length, size_t elem_size);
 
@@ -197,6 +199,7 @@ void xp_metadata_free(xp_metadata *m);
 const char *xp_metadata_name(const xp_metadata *m);
 const char *xp_metadata_version(const xp_metadata *m);
 const char *xp_metadata_source_manifest(const xp_metadata *m);
+const char *xp_metadata_adapter_config(const xp_metadata *m);
 uint32_t xp_metadata_module_count(const xp_metadata *m);
 const expert_module_info *xp_metadata_module(const xp_metadata *m, uint32_t i);
 

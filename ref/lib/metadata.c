@@ -2,6 +2,7 @@
  * rejected at every level, bounded depth) and schema check. Unknown keys are
  * ignored so later minor versions can add fields. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
@@ -14,15 +15,21 @@ struct xp_metadata {
     char *name;
     char *version;
     char *source_manifest; /* NULL when absent */
+    char *adapter_config;  /* NULL when absent */
     uint32_t module_count;
     expert_module_info *modules;
 };
 
+/* Spec §9.3: integers are exact in an IEEE double, so every implementation
+ * reads the same value. */
+#define XP_JSON_INT_MAX ((json_int_t)9007199254740991LL)
+
 #define META_FAIL(...) xp_set_error(err, EXPERT_E_BAD_METADATA, file_offset, EXPERT_NO_SECTION, __VA_ARGS__)
 
+/* Depth counts containers only: the top-level object is 1 (spec §9.2). */
 static int depth_ok(const json_t *v, int depth)
 {
-    if (depth > XP_MAX_JSON_DEPTH)
+    if ((json_is_object(v) || json_is_array(v)) && depth > XP_MAX_JSON_DEPTH)
         return 0;
     if (json_is_object(v)) {
         const char *k;
@@ -72,7 +79,9 @@ static expert_status parse_module(const json_t *m, uint32_t i, expert_module_inf
 
     const json_t *layer = json_object_get(m, "layer");
     out->layer = -1;
-    if (layer != NULL && !json_is_null(layer)) {
+    if (layer == NULL)
+        return META_FAIL("modules[%u].layer is required (an integer or null)", i);
+    if (!json_is_null(layer)) {
         if (!json_is_integer(layer) || json_integer_value(layer) < 0 ||
             json_integer_value(layer) > (json_int_t)XP_MAX_LAYER)
             return META_FAIL("modules[%u].layer must be an integer in 0..%u or null", i, XP_MAX_LAYER);
@@ -85,7 +94,7 @@ static expert_status parse_module(const json_t *m, uint32_t i, expert_module_inf
         *dst[d] = 0;
         if (v == NULL)
             continue;
-        if (!json_is_integer(v) || json_integer_value(v) <= 0)
+        if (!json_is_integer(v) || json_integer_value(v) <= 0 || json_integer_value(v) > XP_JSON_INT_MAX)
             return META_FAIL("modules[%u].%s must be a positive integer", i, dims[d]);
         *dst[d] = (uint64_t)json_integer_value(v);
     }
@@ -98,7 +107,7 @@ static expert_status parse_module(const json_t *m, uint32_t i, expert_module_inf
         const json_t *r = json_object_get(m, "r");
         const json_t *alpha = json_object_get(m, "alpha");
         const json_t *rs = json_object_get(m, "rslora");
-        if (!json_is_integer(r) || json_integer_value(r) <= 0)
+        if (!json_is_integer(r) || json_integer_value(r) <= 0 || json_integer_value(r) > XP_JSON_INT_MAX)
             return META_FAIL("modules[%u].r must be a positive integer", i);
         if (!json_is_number(alpha) || !isfinite(json_number_value(alpha)))
             return META_FAIL("modules[%u].alpha must be a finite number", i);
@@ -116,8 +125,8 @@ static expert_status parse_module(const json_t *m, uint32_t i, expert_module_inf
     } else { /* osd */
         const json_t *k = json_object_get(m, "rank");
         const json_t *fmt = json_object_get(m, "sparse_format");
-        if (!json_is_integer(k) || json_integer_value(k) <= 0)
-            return META_FAIL("modules[%u].rank must be a positive integer", i);
+        if (!json_is_integer(k) || json_integer_value(k) < 0 || json_integer_value(k) > XP_JSON_INT_MAX)
+            return META_FAIL("modules[%u].rank must be an integer >= 0", i);
         if (!json_is_string(fmt) || strcmp(json_string_value(fmt), "csr") != 0)
             return META_FAIL("modules[%u].sparse_format must be \"csr\"", i);
         out->r = (uint64_t)json_integer_value(k);
@@ -126,6 +135,11 @@ static expert_status parse_module(const json_t *m, uint32_t i, expert_module_inf
     if (out->path == NULL)
         return xp_set_error(err, EXPERT_E_NOMEM, file_offset, EXPERT_NO_SECTION, "out of memory");
     return EXPERT_OK;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
 static expert_status check_schema(const json_t *root, xp_metadata *m, uint64_t file_offset,
@@ -138,8 +152,9 @@ static expert_status check_schema(const json_t *root, xp_metadata *m, uint64_t f
         return META_FAIL("\"format\" must be \"expert-v2\"");
     const json_t *name = json_object_get(root, "name");
     const json_t *version = json_object_get(root, "version");
-    if (!json_is_string(name) || !json_is_string(version))
-        return META_FAIL("\"name\" and \"version\" must be strings");
+    if (!json_is_string(name) || !json_is_string(version) || json_string_length(name) == 0 ||
+        json_string_length(version) == 0)
+        return META_FAIL("\"name\" and \"version\" must be non-empty strings");
     static const char *opt_strings[] = {"description", "adapter_config", "source_manifest",
                                         "created_by"};
     for (size_t k = 0; k < sizeof opt_strings / sizeof opt_strings[0]; k++)
@@ -165,13 +180,32 @@ static expert_status check_schema(const json_t *root, xp_metadata *m, uint64_t f
     const json_t *sm = json_object_get(root, "source_manifest");
     if (sm != NULL)
         m->source_manifest = xp_strndup(json_string_value(sm), json_string_length(sm));
+    const json_t *ac = json_object_get(root, "adapter_config");
+    if (ac != NULL)
+        m->adapter_config = xp_strndup(json_string_value(ac), json_string_length(ac));
     m->modules = xp_calloc(count ? count : 1, sizeof *m->modules);
     if (m->name == NULL || m->version == NULL || m->modules == NULL ||
-        (sm != NULL && m->source_manifest == NULL))
+        (sm != NULL && m->source_manifest == NULL) || (ac != NULL && m->adapter_config == NULL))
         return xp_set_error(err, EXPERT_E_NOMEM, file_offset, EXPERT_NO_SECTION, "out of memory");
     for (size_t i = 0; i < count; i++) {
         XP_TRY(parse_module(json_array_get(modules, i), (uint32_t)i, &m->modules[i], file_offset, err));
         m->module_count = (uint32_t)i + 1;
+    }
+    /* Module paths are unique: sort a copy of the pointers and compare neighbours. */
+    if (count > 1) {
+        const char **paths = xp_malloc(count * sizeof *paths);
+        if (paths == NULL)
+            return xp_set_error(err, EXPERT_E_NOMEM, file_offset, EXPERT_NO_SECTION, "out of memory");
+        for (size_t i = 0; i < count; i++)
+            paths[i] = m->modules[i].path;
+        qsort(paths, count, sizeof *paths, cmp_str);
+        const char *dup = NULL;
+        for (size_t i = 1; i < count && dup == NULL; i++)
+            if (strcmp(paths[i - 1], paths[i]) == 0)
+                dup = paths[i];
+        expert_status st = dup ? META_FAIL("module path '%s' appears twice", dup) : EXPERT_OK;
+        xp_free(paths);
+        return st;
     }
     return EXPERT_OK;
 }
@@ -217,12 +251,14 @@ void xp_metadata_free(xp_metadata *m)
     xp_free(m->name);
     xp_free(m->version);
     xp_free(m->source_manifest);
+    xp_free(m->adapter_config);
     xp_free(m);
 }
 
 const char *xp_metadata_name(const xp_metadata *m) { return m->name; }
 const char *xp_metadata_version(const xp_metadata *m) { return m->version; }
 const char *xp_metadata_source_manifest(const xp_metadata *m) { return m->source_manifest; }
+const char *xp_metadata_adapter_config(const xp_metadata *m) { return m->adapter_config; }
 uint32_t xp_metadata_module_count(const xp_metadata *m) { return m->module_count; }
 const expert_module_info *xp_metadata_module(const xp_metadata *m, uint32_t i)
 {

@@ -26,6 +26,7 @@
 #include "alloc.h"
 #include "errors_internal.h"
 #include "format.h"
+#include "v1.h" /* v1 compat: gzip dispatch and v1 provenance */
 
 typedef struct xp_section {
     expert_section_info info;
@@ -45,9 +46,12 @@ struct expert_reader {
     const uint8_t *index_slots; /* slot array inside the file (u32 LE each) */
     uint32_t slot_count;
 
+    int seen_safetensors_header;
+    uint32_t *module_roles; /* [module * ROLE_N + role] = section index + 1 */
     char *metadata_json;   /* decoded, NUL-terminated */
     size_t metadata_json_length;
     xp_metadata *meta;
+    xp_v1_info *v1;        /* v1 compat: source archive of an in-memory image, or NULL */
 };
 
 #define FAIL(code, off, sec, ...) xp_set_error(err, (code), (off), (sec), __VA_ARGS__)
@@ -115,10 +119,10 @@ static expert_status parse_header(expert_reader *r, expert_error *err)
 {
     const uint8_t *d = r->data;
     size_t n = r->size;
-    size_t magic_n = n < 8 ? n : 8;
-    if (memcmp(d, XP_MAGIC, magic_n) != 0)
+    /* S1–S4: magic, size, version, header size. */
+    if (n < 8 || memcmp(d, XP_MAGIC, 8) != 0)
         return FAIL(EXPERT_E_BAD_MAGIC, 0, NOSEC, "not a .expert v2 file (bad magic)");
-    if (n < XP_OFF_MINOR + 2)
+    if (n < XP_HEADER_SIZE)
         return FAIL(EXPERT_E_TRUNCATED, n, NOSEC, "file ends inside the header (%zu bytes)", n);
     expert_header_info *h = &r->hdr;
     h->major = xp_le16(d + XP_OFF_MAJOR);
@@ -126,16 +130,11 @@ static expert_status parse_header(expert_reader *r, expert_error *err)
     if (h->major != EXPERT_VERSION_MAJOR)
         return FAIL(EXPERT_E_UNSUPPORTED_VERSION, XP_OFF_MAJOR, NOSEC,
                     "major version %u (this reader supports %d)", h->major, EXPERT_VERSION_MAJOR);
-    if (n < XP_HEADER_SIZE)
-        return FAIL(EXPERT_E_TRUNCATED, n, NOSEC, "file ends inside the header (%zu bytes)", n);
     h->header_size = xp_le32(d + XP_OFF_HEADER_SIZE);
     if (h->header_size < XP_HEADER_SIZE || h->header_size > XP_HEADER_SIZE_MAX ||
         h->header_size % 8 != 0)
         return FAIL(EXPERT_E_BAD_HEADER, XP_OFF_HEADER_SIZE, NOSEC,
                     "header_size %u (must be a multiple of 8 in 256..4096)", h->header_size);
-    if (h->header_size > n)
-        return FAIL(EXPERT_E_TRUNCATED, n, NOSEC, "file ends inside the %u-byte header",
-                    h->header_size);
     h->file_length = xp_le64(d + XP_OFF_FILE_LENGTH);
     if (h->file_length > n)
         return FAIL(EXPERT_E_TRUNCATED, n, NOSEC, "file is %zu bytes, header says %llu", n,
@@ -145,10 +144,14 @@ static expert_status parse_header(expert_reader *r, expert_error *err)
                     "%llu bytes after the declared end of file",
                     (unsigned long long)(n - h->file_length));
 
+    /* S6 */
     h->section_count = xp_le32(d + XP_OFF_TOC_COUNT);
     h->alignment = xp_le32(d + XP_OFF_ALIGNMENT);
     h->flags = xp_le32(d + XP_OFF_FLAGS);
     uint32_t entry_size = xp_le32(d + XP_OFF_TOC_ENTRY_SIZE);
+    if (h->header_size >= h->file_length)
+        return FAIL(EXPERT_E_BAD_HEADER, XP_OFF_HEADER_SIZE, NOSEC,
+                    "header_size %u leaves no room for the metadata", h->header_size);
     for (unsigned i = 0; i < XP_RESERVED_LEN; i++)
         if (d[XP_OFF_RESERVED + i] != 0)
             return FAIL(EXPERT_E_BAD_HEADER, XP_OFF_RESERVED + i, NOSEC, "reserved header byte is not zero");
@@ -176,16 +179,23 @@ static expert_status parse_header(expert_reader *r, expert_error *err)
     for (unsigned i = 0; i < XP_SIGNATURE_LEN; i++)
         h->is_signed |= d[XP_OFF_SIGNATURE + i] != 0;
 
-    /* Limits before any use of the sizes. */
+    /* S7: limits before any use of the sizes. */
     if (h->section_count > XP_MAX_SECTIONS)
         return FAIL(EXPERT_E_LIMIT_EXCEEDED, XP_OFF_TOC_COUNT, NOSEC, "%u sections (limit %u)",
                     h->section_count, XP_MAX_SECTIONS);
-    if (h->metadata_length == 0 || h->metadata_length > XP_MAX_METADATA ||
-        h->metadata_decoded_length > XP_MAX_METADATA)
-        return FAIL(h->metadata_length == 0 ? EXPERT_E_BAD_HEADER : EXPERT_E_LIMIT_EXCEEDED,
-                    XP_OFF_METADATA_LENGTH, NOSEC,
-                    "metadata stored %llu / decoded %llu bytes (must be 1..%u)",
-                    (unsigned long long)h->metadata_length,
+    if (h->metadata_length == 0)
+        return FAIL(EXPERT_E_BAD_HEADER, XP_OFF_METADATA_LENGTH, NOSEC, "metadata_length is 0");
+    if (h->metadata_length > XP_MAX_METADATA)
+        return FAIL(EXPERT_E_LIMIT_EXCEEDED, XP_OFF_METADATA_LENGTH, NOSEC,
+                    "metadata_length %llu (limit %u)", (unsigned long long)h->metadata_length,
+                    XP_MAX_METADATA);
+    if (h->metadata_decoded_length < 2)
+        return FAIL(EXPERT_E_BAD_HEADER, XP_OFF_METADATA_DECODED, NOSEC,
+                    "metadata_decoded_length %llu (at least 2)",
+                    (unsigned long long)h->metadata_decoded_length);
+    if (h->metadata_decoded_length > XP_MAX_METADATA)
+        return FAIL(EXPERT_E_LIMIT_EXCEEDED, XP_OFF_METADATA_DECODED, NOSEC,
+                    "metadata_decoded_length %llu (limit %u)",
                     (unsigned long long)h->metadata_decoded_length, XP_MAX_METADATA);
     if (h->strings_length > XP_MAX_STRINGS)
         return FAIL(EXPERT_E_LIMIT_EXCEEDED, XP_OFF_STRINGS_LENGTH, NOSEC,
@@ -259,16 +269,9 @@ static expert_status load_metadata(expert_reader *r, expert_error *err)
     const expert_header_info *h = &r->hdr;
     const uint8_t *src = r->data + h->metadata_offset;
     size_t src_len = (size_t)h->metadata_length;
-    unsigned long long fcs = ZSTD_getFrameContentSize(src, src_len);
-    if (fcs == ZSTD_CONTENTSIZE_ERROR || fcs == ZSTD_CONTENTSIZE_UNKNOWN ||
-        fcs != h->metadata_decoded_length)
-        return FAIL(EXPERT_E_BAD_METADATA, h->metadata_offset, NOSEC,
-                    "metadata zstd frame does not declare the content size %llu",
-                    (unsigned long long)h->metadata_decoded_length);
-    size_t csize = ZSTD_findFrameCompressedSize(src, src_len);
-    if (ZSTD_isError(csize) || csize != src_len || ZSTD_getDictID_fromFrame(src, src_len) != 0)
-        return FAIL(EXPERT_E_BAD_METADATA, h->metadata_offset, NOSEC,
-                    "metadata is not exactly one dictionary-less zstd frame");
+    char why[96];
+    if (xp_zstd_frame_check(src, src_len, h->metadata_decoded_length, why, sizeof why) != 0)
+        return FAIL(EXPERT_E_BAD_METADATA, h->metadata_offset, NOSEC, "metadata frame: %s", why);
     size_t n = (size_t)h->metadata_decoded_length;
     r->metadata_json = xp_malloc(n + 1);
     if (r->metadata_json == NULL)
@@ -284,6 +287,117 @@ static expert_status load_metadata(expert_reader *r, expert_error *err)
 }
 
 /* ------------------------------------------------------------- TOC (§5, §6) */
+
+
+static int is_float(uint8_t dtype)
+{
+    return dtype == EXPERT_DTYPE_F32 || dtype == EXPERT_DTYPE_F16 || dtype == EXPERT_DTYPE_BF16 ||
+           dtype == EXPERT_DTYPE_F64;
+}
+
+/* A path stored as a FILE name must not escape the directory it is
+ * extracted into (spec §6.4). */
+static int safe_relative_path(const char *p, size_t n)
+{
+    if (n == 0 || p[0] == '/' || memchr(p, '\\', n) != NULL)
+        return 0;
+    size_t start = 0;
+    for (size_t k = 0; k <= n; k++) {
+        if (k == n || p[k] == '/') {
+            size_t len = k - start;
+            if (len == 0 || (len == 1 && p[start] == '.') ||
+                (len == 2 && p[start] == '.' && p[start + 1] == '.'))
+                return 0;
+            start = k + 1;
+        }
+    }
+    return 1;
+}
+
+/* Which module type may own which adapter section type (spec §6.4). */
+static int module_owns(const char *mtype, uint16_t t)
+{
+    if (strcmp(mtype, "lora") == 0)
+        return t == EXPERT_SECTION_LORA_A || t == EXPERT_SECTION_LORA_B;
+    if (strcmp(mtype, "dora") == 0)
+        return t == EXPERT_SECTION_LORA_A || t == EXPERT_SECTION_LORA_B ||
+               t == EXPERT_SECTION_DORA_MAGNITUDE;
+    if (strcmp(mtype, "ia3") == 0)
+        return t == EXPERT_SECTION_IA3_VECTOR;
+    return t >= EXPERT_SECTION_OSD_U && t <= EXPERT_SECTION_OSD_SPARSE_VALUES;
+}
+
+static int is_adapter_type(uint16_t t)
+{
+    return (t >= EXPERT_SECTION_LORA_A && t <= EXPERT_SECTION_IA3_VECTOR) ||
+           (t >= EXPERT_SECTION_OSD_U && t <= EXPERT_SECTION_OSD_SPARSE_VALUES);
+}
+
+static expert_status check_type_rules(expert_reader *r, uint32_t i, uint64_t eoff, expert_error *err)
+{
+    const expert_section_info *s = &r->sections[i].info;
+    const char *tn = expert_section_type_name(s->type);
+    int ok = 1;
+    switch (s->type) {
+    case EXPERT_SECTION_FILE:
+    case EXPERT_SECTION_SAFETENSORS_HEADER:
+        ok = s->dtype == EXPERT_DTYPE_BYTES && s->rank == 1;
+        if (ok && !safe_relative_path(s->name, s->name_length))
+            return FAIL(EXPERT_E_BAD_TOC, eoff, i, "%s name '%.*s' is not a safe relative path",
+                        tn, (int)s->name_length, s->name);
+        if (ok && s->type == EXPERT_SECTION_SAFETENSORS_HEADER) {
+            if (r->seen_safetensors_header)
+                return FAIL(EXPERT_E_BAD_TOC, eoff, i, "second SAFETENSORS_HEADER section");
+            r->seen_safetensors_header = 1;
+        }
+        break;
+    case EXPERT_SECTION_LORA_A:
+    case EXPERT_SECTION_LORA_B:
+    case EXPERT_SECTION_OSD_U:
+    case EXPERT_SECTION_OSD_VT:
+    case EXPERT_SECTION_SOFT_PROMPT:
+        ok = is_float(s->dtype) && s->rank == 2;
+        break;
+    case EXPERT_SECTION_OSD_S:
+    case EXPERT_SECTION_OSD_SPARSE_VALUES:
+        ok = is_float(s->dtype) && s->rank == 1;
+        break;
+    case EXPERT_SECTION_DORA_MAGNITUDE:
+        ok = is_float(s->dtype) && (s->rank == 1 || (s->rank == 2 && s->dims[0] == 1));
+        break;
+    case EXPERT_SECTION_IA3_VECTOR:
+        ok = is_float(s->dtype) && s->rank == 2 && (s->dims[0] == 1 || s->dims[1] == 1);
+        break;
+    case EXPERT_SECTION_OSD_SPARSE_INDPTR:
+    case EXPERT_SECTION_OSD_SPARSE_INDICES:
+        ok = (s->dtype == EXPERT_DTYPE_I32 || s->dtype == EXPERT_DTYPE_I64) && s->rank == 1 &&
+             (s->type != EXPERT_SECTION_OSD_SPARSE_INDPTR || s->dims[0] >= 1);
+        break;
+    case EXPERT_SECTION_TENSOR:
+        ok = s->dtype != EXPERT_DTYPE_BYTES;
+        break;
+    default:
+        break;
+    }
+    if (!ok)
+        return FAIL(EXPERT_E_BAD_TOC, eoff + XP_TOC_DTYPE, i,
+                    "%s section '%.*s' has dtype %s and rank %u, which the spec does not allow",
+                    tn, (int)s->name_length, s->name, expert_dtype_name(s->dtype), s->rank);
+    if (is_adapter_type(s->type)) {
+        if (s->module == EXPERT_MODULE_NONE)
+            return FAIL(EXPERT_E_BAD_TOC, eoff + XP_TOC_MODULE, i,
+                        "adapter section '%.*s' belongs to no module", (int)s->name_length, s->name);
+        const expert_module_info *m = xp_metadata_module(r->meta, s->module);
+        if (!module_owns(m->type, s->type))
+            return FAIL(EXPERT_E_BAD_TOC, eoff + XP_TOC_MODULE, i,
+                        "a %s module cannot own a %s section", m->type, tn);
+        uint32_t want = m->layer < 0 ? EXPERT_LAYER_NONE : (uint32_t)m->layer;
+        if (s->layer != want)
+            return FAIL(EXPERT_E_BAD_TOC, eoff + XP_TOC_LAYER, i,
+                        "section layer differs from its module's layer");
+    }
+    return EXPERT_OK;
+}
 
 static expert_status parse_entry(expert_reader *r, uint32_t i, uint64_t *total_decoded,
                                  expert_error *err)
@@ -311,7 +425,7 @@ static expert_status parse_entry(expert_reader *r, uint32_t i, uint64_t *total_d
         s->dims[k] = xp_le64(e + XP_TOC_DIMS + 8 * k);
     memcpy(s->sha256, e + XP_TOC_SHA256, 32);
 
-    /* Field checks, in the spec's order. */
+    /* S11 (a)–(j), in the spec's order. */
     if (e[XP_TOC_RESERVED0] != 0 || xp_le32(e + XP_TOC_RESERVED1) != 0 ||
         xp_le64(e + XP_TOC_RESERVED2) != 0)
         return FAIL(EXPERT_E_BAD_TOC, eoff, i, "reserved TOC field is not zero");
@@ -326,6 +440,7 @@ static expert_status parse_entry(expert_reader *r, uint32_t i, uint64_t *total_d
     if ((s->flags & XP_FLAGS_MUST_UNDERSTAND) != 0)
         return FAIL(EXPERT_E_UNKNOWN_FLAG, eoff + XP_TOC_FLAGS, i,
                     "unknown must-understand section flags 0x%04x", s->flags & 0xFFFFu);
+    /* (f) rank and dims */
     if (s->rank > EXPERT_MAX_RANK)
         return FAIL(EXPERT_E_BAD_TOC, eoff + XP_TOC_RANK, i, "rank %u (max %d)", s->rank,
                     EXPERT_MAX_RANK);
@@ -333,35 +448,9 @@ static expert_status parse_entry(expert_reader *r, uint32_t i, uint64_t *total_d
         if (s->dims[k] != 0)
             return FAIL(EXPERT_E_BAD_TOC, eoff + XP_TOC_DIMS + 8 * k, i,
                         "dims[%u] beyond rank %u is not zero", k, s->rank);
-    if (s->layer != EXPERT_LAYER_NONE && s->layer > XP_MAX_LAYER)
-        return FAIL(EXPERT_E_BAD_TOC, eoff + XP_TOC_LAYER, i, "layer %u out of range", s->layer);
-    if (s->module != EXPERT_MODULE_NONE && s->module >= xp_metadata_module_count(r->meta))
-        return FAIL(EXPERT_E_BAD_TOC, eoff + XP_TOC_MODULE, i,
-                    "module %u but metadata lists %u modules", s->module,
-                    xp_metadata_module_count(r->meta));
-    if (s->codec == EXPERT_CODEC_RAW ? s->frame_size != 0
-                                     : !xp_is_pow2(s->frame_size) ||
-                                           s->frame_size < XP_MIN_FRAME_SIZE ||
-                                           s->frame_size > XP_MAX_FRAME_SIZE)
-        return FAIL(EXPERT_E_BAD_TOC, eoff + XP_TOC_FRAME_SIZE, i,
-                    "frame_size %u invalid for codec %s", s->frame_size,
-                    expert_codec_name(s->codec));
-
-    /* Name. */
-    if (s->name_length == 0)
-        return FAIL(EXPERT_E_BAD_TOC, eoff + XP_TOC_NAME_LENGTH, i, "empty section name");
-    if (s->name_length > XP_MAX_NAME)
-        return FAIL(EXPERT_E_LIMIT_EXCEEDED, eoff + XP_TOC_NAME_LENGTH, i,
-                    "name length %u (limit %u)", s->name_length, XP_MAX_NAME);
-    if (!range_inside(name_offset, s->name_length, 0, h->strings_length))
-        return FAIL(EXPERT_E_OUT_OF_BOUNDS, eoff + XP_TOC_NAME_OFFSET, i,
-                    "name [%u, +%u) outside the strings region", name_offset, s->name_length);
-    s->name = (const char *)r->data + h->strings_offset + name_offset;
-    if (!utf8_valid((const uint8_t *)s->name, s->name_length))
-        return FAIL(EXPERT_E_BAD_TOC, h->strings_offset + name_offset, i,
-                    "section name is not valid UTF-8 without NUL");
-
-    /* Sizes: decoded length must equal numel × element size (checked). */
+    if (s->dtype == EXPERT_DTYPE_BYTES && s->rank != 1)
+        return FAIL(EXPERT_E_BAD_TOC, eoff + XP_TOC_RANK, i, "BYTES sections must have rank 1");
+    /* (g) sizes: decoded length must equal numel × element size (checked). */
     if (s->decoded_length > XP_MAX_SECTION_DECODED)
         return FAIL(EXPERT_E_LIMIT_EXCEEDED, eoff + XP_TOC_DECODED, i,
                     "decoded length %llu exceeds 4 GiB", (unsigned long long)s->decoded_length);
@@ -379,30 +468,46 @@ static expert_status parse_entry(expert_reader *r, uint32_t i, uint64_t *total_d
                     "decoded length %llu != shape × %zu-byte %s",
                     (unsigned long long)s->decoded_length, expert_dtype_size(s->dtype),
                     expert_dtype_name(s->dtype));
-    if ((s->type == EXPERT_SECTION_FILE || s->type == EXPERT_SECTION_SAFETENSORS_HEADER) &&
-        (s->dtype != EXPERT_DTYPE_BYTES || s->rank != 1))
-        return FAIL(EXPERT_E_BAD_TOC, eoff + XP_TOC_DTYPE, i,
-                    "%s sections must be BYTES of rank 1", expert_section_type_name(s->type));
-    if (s->codec == EXPERT_CODEC_RAW && s->stored_length != s->decoded_length)
-        return FAIL(EXPERT_E_SIZE_MISMATCH, eoff + XP_TOC_STORED, i,
-                    "raw section stored %llu != decoded %llu bytes",
-                    (unsigned long long)s->stored_length, (unsigned long long)s->decoded_length);
-    if (s->codec != EXPERT_CODEC_RAW) {
-        uint64_t nframes = s->decoded_length / s->frame_size + (s->decoded_length % s->frame_size != 0);
-        if (s->stored_length < 4 * nframes)
+    if (s->codec == EXPERT_CODEC_RAW) {
+        if (s->frame_size != 0)
+            return FAIL(EXPERT_E_BAD_TOC, eoff + XP_TOC_FRAME_SIZE, i,
+                        "frame_size %u on a raw section (must be 0)", s->frame_size);
+        if (s->stored_length != s->decoded_length)
             return FAIL(EXPERT_E_SIZE_MISMATCH, eoff + XP_TOC_STORED, i,
-                        "stored length %llu cannot hold a %llu-frame table",
-                        (unsigned long long)s->stored_length, (unsigned long long)nframes);
+                        "raw section stored %llu != decoded %llu bytes",
+                        (unsigned long long)s->stored_length, (unsigned long long)s->decoded_length);
+    } else if (!xp_is_pow2(s->frame_size) || s->frame_size < XP_MIN_FRAME_SIZE ||
+               s->frame_size > XP_MAX_FRAME_SIZE) {
+        return FAIL(EXPERT_E_BAD_TOC, eoff + XP_TOC_FRAME_SIZE, i,
+                    "frame_size %u (power of two in 2^16..2^26)", s->frame_size);
     }
-    /* Placement. */
-    if (!range_inside(s->offset, s->stored_length, h->header_size, h->file_length))
+    if (s->stored_length == 0 ? s->offset > h->file_length
+                              : !range_inside(s->offset, s->stored_length, h->header_size,
+                                              h->file_length))
         return FAIL(EXPERT_E_OUT_OF_BOUNDS, eoff + XP_TOC_OFFSET, i,
                     "section [%llu, +%llu) outside the file", (unsigned long long)s->offset,
                     (unsigned long long)s->stored_length);
-    if (s->offset % h->alignment != 0)
-        return FAIL(EXPERT_E_MISALIGNED, eoff + XP_TOC_OFFSET, i,
-                    "section offset %llu is not a multiple of %u", (unsigned long long)s->offset,
-                    h->alignment);
+    /* (h) name */
+    if (s->name_length == 0 || s->name_length > XP_MAX_NAME)
+        return FAIL(EXPERT_E_BAD_TOC, eoff + XP_TOC_NAME_LENGTH, i,
+                    "name length %u (must be 1..%u)", s->name_length, XP_MAX_NAME);
+    if (!range_inside(name_offset, s->name_length, 0, h->strings_length))
+        return FAIL(EXPERT_E_OUT_OF_BOUNDS, eoff + XP_TOC_NAME_OFFSET, i,
+                    "name [%u, +%u) outside the strings region", name_offset, s->name_length);
+    s->name = (const char *)r->data + h->strings_offset + name_offset;
+    if (!utf8_valid((const uint8_t *)s->name, s->name_length))
+        return FAIL(EXPERT_E_BAD_TOC, h->strings_offset + name_offset, i,
+                    "section name is not valid UTF-8 without NUL");
+    /* (i) layer and module */
+    if (s->layer != EXPERT_LAYER_NONE && s->layer > XP_MAX_LAYER)
+        return FAIL(EXPERT_E_BAD_TOC, eoff + XP_TOC_LAYER, i, "layer %u out of range", s->layer);
+    if (s->module != EXPERT_MODULE_NONE && s->module >= xp_metadata_module_count(r->meta))
+        return FAIL(EXPERT_E_BAD_TOC, eoff + XP_TOC_MODULE, i,
+                    "module %u but metadata lists %u modules", s->module,
+                    xp_metadata_module_count(r->meta));
+    /* (j) per-type rules, known types only */
+    if (s->known_type)
+        XP_TRY(check_type_rules(r, i, eoff, err));
     return EXPERT_OK;
 }
 
@@ -503,16 +608,22 @@ static expert_status check_layout(const expert_reader *r, expert_error *err)
     if (build_extents(r, &ex, &n) != EXPERT_OK)
         return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
     expert_status s = EXPERT_OK;
-    uint64_t end = 0;
-    for (size_t i = 0; i < n && s == EXPERT_OK; i++) {
-        if (ex[i].off < end) {
+    /* S14a: one owner per byte. */
+    for (size_t i = 1; i < n && s == EXPERT_OK; i++)
+        if (ex[i].off < ex[i - 1].off + ex[i - 1].len)
             s = FAIL(EXPERT_E_OVERLAP, ex[i].off, ex[i].section,
-                     "%s at %llu overlaps the previous extent ending at %llu",
+                     "%s at %llu overlaps the extent [%llu, +%llu)",
                      ex[i].is_section ? "section" : "region", (unsigned long long)ex[i].off,
-                     (unsigned long long)end);
-            break;
-        }
-        /* Padding may only be what alignment requires: no room to hide data. */
+                     (unsigned long long)ex[i - 1].off, (unsigned long long)ex[i - 1].len);
+    /* S14b: section alignment, in TOC order (empty sections included). */
+    for (uint32_t i = 0; i < h->section_count && s == EXPERT_OK; i++)
+        if (r->sections[i].info.offset % h->alignment != 0)
+            s = FAIL(EXPERT_E_MISALIGNED, h->toc_offset + (uint64_t)i * XP_TOC_ENTRY_SIZE + XP_TOC_OFFSET,
+                     i, "section offset %llu is not a multiple of %u",
+                     (unsigned long long)r->sections[i].info.offset, h->alignment);
+    /* S14c: padding may only be what alignment requires — no room to hide data. */
+    uint64_t end = h->header_size;
+    for (size_t i = 1; i < n && s == EXPERT_OK; i++) { /* ex[0] is the header */
         uint64_t gap = ex[i].off - end;
         uint64_t limit = ex[i].is_section ? h->alignment : 8;
         if (gap >= limit)
@@ -522,6 +633,7 @@ static expert_status check_layout(const expert_reader *r, expert_error *err)
                      (unsigned long long)(limit - 1));
         end = ex[i].off + ex[i].len;
     }
+    /* S14d */
     if (s == EXPERT_OK && end != h->file_length)
         s = FAIL(EXPERT_E_TRAILING_DATA, end, NOSEC,
                  "%llu bytes after the last region or section",
@@ -530,16 +642,124 @@ static expert_status check_layout(const expert_reader *r, expert_error *err)
     return s;
 }
 
+/* S15: every module has exactly the sections its type needs, with shapes
+ * that agree with each other and with in/out_features (spec §6.5). */
+enum { ROLE_A, ROLE_B, ROLE_M, ROLE_IA3, ROLE_U, ROLE_S, ROLE_VT, ROLE_IP, ROLE_IX, ROLE_V, ROLE_N };
+
+static int role_of(uint16_t t)
+{
+    switch (t) {
+    case EXPERT_SECTION_LORA_A: return ROLE_A;
+    case EXPERT_SECTION_LORA_B: return ROLE_B;
+    case EXPERT_SECTION_DORA_MAGNITUDE: return ROLE_M;
+    case EXPERT_SECTION_IA3_VECTOR: return ROLE_IA3;
+    case EXPERT_SECTION_OSD_U: return ROLE_U;
+    case EXPERT_SECTION_OSD_S: return ROLE_S;
+    case EXPERT_SECTION_OSD_VT: return ROLE_VT;
+    case EXPERT_SECTION_OSD_SPARSE_INDPTR: return ROLE_IP;
+    case EXPERT_SECTION_OSD_SPARSE_INDICES: return ROLE_IX;
+    case EXPERT_SECTION_OSD_SPARSE_VALUES: return ROLE_V;
+    default: return -1;
+    }
+}
+
+static expert_status check_modules(expert_reader *r, expert_error *err)
+{
+    uint32_t nm = xp_metadata_module_count(r->meta), n = r->hdr.section_count;
+    if (nm == 0)
+        return EXPERT_OK;
+    /* roles[m * ROLE_N + role] = section index + 1, or 0. */
+    uint32_t *roles = xp_calloc((size_t)nm * ROLE_N, sizeof *roles);
+    if (roles == NULL)
+        return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
+    expert_status st = EXPERT_OK;
+    uint32_t bad_module = EXPERT_MODULE_NONE;
+    for (uint32_t i = 0; i < n; i++) {
+        const expert_section_info *s = &r->sections[i].info;
+        int role = s->known_type ? role_of(s->type) : -1;
+        if (role < 0 || s->module == EXPERT_MODULE_NONE)
+            continue;
+        uint32_t *slot = &roles[(size_t)s->module * ROLE_N + (size_t)role];
+        if (*slot != 0 && s->module < bad_module)
+            bad_module = s->module; /* two sections with one role */
+        *slot = i + 1;
+    }
+    for (uint32_t m = 0; m < nm && st == EXPERT_OK; m++) {
+        const expert_module_info *mi = xp_metadata_module(r->meta, m);
+        const uint32_t *ro = &roles[(size_t)m * ROLE_N];
+#define SEC(role) (&r->sections[ro[role] - 1].info)
+        const char *why = NULL;
+        uint64_t in = 0, out = 0;
+        if (m == bad_module) {
+            why = "two sections with the same role";
+        } else if (strcmp(mi->type, "lora") == 0 || strcmp(mi->type, "dora") == 0) {
+            int dora = mi->type[0] == 'd';
+            if (!ro[ROLE_A] || !ro[ROLE_B] || (dora != (ro[ROLE_M] != 0)))
+                why = dora ? "a dora module needs LORA_A, LORA_B and DORA_MAGNITUDE"
+                           : "a lora module needs exactly LORA_A and LORA_B";
+            else if (SEC(ROLE_A)->dims[0] != mi->r || SEC(ROLE_B)->dims[1] != mi->r)
+                why = "LORA_A/LORA_B rank differs from the module's r";
+            else {
+                in = SEC(ROLE_A)->dims[1];
+                out = SEC(ROLE_B)->dims[0];
+                if (dora) {
+                    const expert_section_info *mg = SEC(ROLE_M);
+                    uint64_t len = mg->rank == 1 ? mg->dims[0] : mg->dims[1];
+                    if (len != out)
+                        why = "DORA_MAGNITUDE length differs from out_features";
+                }
+            }
+        } else if (strcmp(mi->type, "ia3") == 0) {
+            if (!ro[ROLE_IA3])
+                why = "an ia3 module needs IA3_VECTOR";
+            else {
+                const expert_section_info *v = SEC(ROLE_IA3);
+                if (mi->feedforward ? v->dims[0] != 1 : v->dims[1] != 1)
+                    why = "IA3_VECTOR shape does not match feedforward ([1,in] or [out,1])";
+                else if (mi->feedforward)
+                    in = v->dims[1];
+                else
+                    out = v->dims[0];
+            }
+        } else { /* osd */
+            int sparse = (ro[ROLE_IP] != 0) + (ro[ROLE_IX] != 0) + (ro[ROLE_V] != 0);
+            if (!ro[ROLE_U] || !ro[ROLE_S] || !ro[ROLE_VT] || (sparse != 0 && sparse != 3))
+                why = "an osd module needs OSD_U, OSD_S, OSD_VT and all or none of the sparse sections";
+            else if (SEC(ROLE_U)->dims[1] != mi->r || SEC(ROLE_S)->dims[0] != mi->r ||
+                     SEC(ROLE_VT)->dims[0] != mi->r)
+                why = "OSD factor shapes differ from the module's rank";
+            else {
+                out = SEC(ROLE_U)->dims[0];
+                in = SEC(ROLE_VT)->dims[1];
+                if (sparse == 3 && (SEC(ROLE_IP)->dims[0] != out + 1 ||
+                                    SEC(ROLE_IX)->dims[0] != SEC(ROLE_V)->dims[0]))
+                    why = "CSR section shapes do not match [out+1], [nnz], [nnz]";
+            }
+        }
+#undef SEC
+        if (why == NULL && ((in && mi->in_features && mi->in_features != in) ||
+                            (out && mi->out_features && mi->out_features != out)))
+            why = "in_features/out_features differ from the tensor shapes";
+        if (why != NULL)
+            st = FAIL(EXPERT_E_BAD_TOC, r->hdr.metadata_offset, NOSEC, "module %u ('%s'): %s", m,
+                      mi->path, why);
+    }
+    r->module_roles = roles;
+    return st;
+}
+
+/* S16 */
 static expert_status check_metadata_links(const expert_reader *r, expert_error *err)
 {
-    const char *sm = xp_metadata_source_manifest(r->meta);
-    if (sm == NULL)
-        return EXPERT_OK;
-    uint32_t idx;
-    if (expert_find(r, sm, strlen(sm), &idx) != EXPERT_OK ||
-        r->sections[idx].info.type != EXPERT_SECTION_FILE)
-        return FAIL(EXPERT_E_BAD_METADATA, r->hdr.metadata_offset, NOSEC,
-                    "source_manifest '%s' names no FILE section", sm);
+    const char *refs[2] = {xp_metadata_adapter_config(r->meta), xp_metadata_source_manifest(r->meta)};
+    const char *what[2] = {"adapter_config", "source_manifest"};
+    for (int k = 0; k < 2; k++) {
+        uint32_t idx;
+        if (refs[k] != NULL && (expert_find(r, refs[k], strlen(refs[k]), &idx) != EXPERT_OK ||
+                                r->sections[idx].info.type != EXPERT_SECTION_FILE))
+            return FAIL(EXPERT_E_BAD_METADATA, r->hdr.metadata_offset, NOSEC,
+                        "%s '%s' names no FILE section", what[k], refs[k]);
+    }
     return EXPERT_OK;
 }
 
@@ -570,6 +790,7 @@ static expert_status structural_validate(expert_reader *r, expert_error *err)
         XP_TRY(parse_entry(r, i, &total, err));
     XP_TRY(check_names_and_index(r, err));
     XP_TRY(check_layout(r, err));
+    XP_TRY(check_modules(r, err));
     XP_TRY(check_metadata_links(r, err));
     for (uint32_t i = 0; i < n; i++)
         r->layer_order[i] = i;
@@ -598,6 +819,8 @@ expert_status expert_open_memory(const void *data, size_t size, const expert_ope
     if (out == NULL || (data == NULL && size != 0))
         return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, NOSEC, "invalid argument");
     *out = NULL;
+    if (xp_is_gzip(data, size)) /* v1 compat: a v1 tar.gz package */
+        return xp_v1_open_memory(data, size, opt, NULL, out, err);
     expert_reader *r = xp_calloc(1, sizeof *r);
     if (r == NULL)
         return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
@@ -624,6 +847,14 @@ expert_status expert_open(const char *path, const expert_open_options *opt, expe
     if ((uint64_t)st.st_size > SIZE_MAX) {
         close(fd);
         return FAIL(EXPERT_E_LIMIT_EXCEEDED, NOOFF, NOSEC, "file too large for this machine");
+    }
+    { /* v1 compat: a gzip magic means a v1 tar.gz package, read as a stream */
+        uint8_t magic[2];
+        if (st.st_size >= 2 && pread(fd, magic, 2, 0) == 2 && xp_is_gzip(magic, 2)) {
+            expert_status vs = xp_v1_open_fd(fd, path, opt, NULL, out, err);
+            close(fd);
+            return vs;
+        }
     }
     expert_reader *r = xp_calloc(1, sizeof *r);
     if (r == NULL) {
@@ -683,8 +914,10 @@ void expert_close(expert_reader *r)
     xp_free(r->owned);
     xp_free(r->sections);
     xp_free(r->layer_order);
+    xp_free(r->module_roles);
     xp_free(r->metadata_json);
     xp_metadata_free(r->meta);
+    xp_v1_info_free(r->v1); /* v1 compat */
     xp_free(r);
 }
 
@@ -926,6 +1159,74 @@ static expert_status verify_all_sections(expert_reader *r, expert_error *err)
     return EXPERT_OK;
 }
 
+
+/* Reads an I32 or I64 index section as int64 values (verified on access). */
+static expert_status read_index_array(expert_reader *r, uint32_t idx, int64_t **out, uint64_t *count,
+                                      expert_error *err)
+{
+    const expert_section_info *s = &r->sections[idx].info;
+    size_t e = expert_dtype_size(s->dtype);
+    uint64_t n = s->decoded_length / e;
+    uint8_t *raw = xp_malloc((size_t)s->decoded_length);
+    int64_t *v = xp_malloc((size_t)n * sizeof *v);
+    expert_status st = raw && v ? expert_read(r, idx, raw, (size_t)s->decoded_length, 0, err)
+                                : FAIL(EXPERT_E_NOMEM, NOOFF, idx, "out of memory");
+    for (uint64_t k = 0; st == EXPERT_OK && k < n; k++)
+        v[k] = e == 4 ? (int64_t)(int32_t)xp_le32(raw + 4 * k) : (int64_t)xp_le64(raw + 8 * k);
+    xp_free(raw);
+    if (st != EXPERT_OK) {
+        xp_free(v);
+        return st;
+    }
+    *out = v;
+    *count = n;
+    return EXPERT_OK;
+}
+
+/* Spec §10.6: indptr starts at 0, never decreases, ends at nnz; column
+ * indices are in range and strictly increase within a row. */
+static expert_status check_csr(expert_reader *r, expert_error *err)
+{
+    uint32_t nm = xp_metadata_module_count(r->meta);
+    for (uint32_t m = 0; m < nm; m++) {
+        const uint32_t *ro = r->module_roles ? &r->module_roles[(size_t)m * ROLE_N] : NULL;
+        if (ro == NULL || strcmp(xp_metadata_module(r->meta, m)->type, "osd") != 0 || !ro[ROLE_IP])
+            continue;
+        uint64_t in = r->sections[ro[ROLE_VT] - 1].info.dims[1];
+        int64_t *indptr = NULL, *indices = NULL;
+        uint64_t np = 0, nnz = 0;
+        expert_status st = read_index_array(r, ro[ROLE_IP] - 1, &indptr, &np, err);
+        if (st == EXPERT_OK)
+            st = read_index_array(r, ro[ROLE_IX] - 1, &indices, &nnz, err);
+        const char *why = NULL;
+        if (st == EXPERT_OK) {
+            if (indptr[0] != 0 || indptr[np - 1] < 0 || (uint64_t)indptr[np - 1] != nnz)
+                why = "indptr must start at 0 and end at nnz";
+            for (uint64_t row = 0; why == NULL && row + 1 < np; row++) {
+                /* Bound before use: indptr values index into `indices`. */
+                if (indptr[row + 1] < indptr[row] || (uint64_t)indptr[row + 1] > nnz) {
+                    why = "indptr decreases or exceeds nnz";
+                    break;
+                }
+                for (int64_t j = indptr[row]; why == NULL && j < indptr[row + 1]; j++) {
+                    if (indices[j] < 0 || (uint64_t)indices[j] >= in)
+                        why = "column index out of range";
+                    else if (j > indptr[row] && indices[j] <= indices[j - 1])
+                        why = "column indices not strictly increasing within a row";
+                }
+            }
+            if (why != NULL)
+                st = FAIL(EXPERT_E_DECODE_FAILED, r->sections[ro[ROLE_IP] - 1].info.offset,
+                          ro[ROLE_IP] - 1, "module %u: invalid CSR: %s", m, why);
+        }
+        xp_free(indptr);
+        xp_free(indices);
+        if (st != EXPERT_OK)
+            return st;
+    }
+    return EXPERT_OK;
+}
+
 static expert_status check_padding(const expert_reader *r, expert_error *err)
 {
     extent *ex = NULL;
@@ -990,6 +1291,7 @@ expert_status expert_verify_full(expert_reader *r, const expert_public_key *key,
     if (r == NULL)
         return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, NOSEC, "invalid argument");
     XP_TRY(verify_all_sections(r, err));
+    XP_TRY(check_csr(r, err));
     XP_TRY(check_padding(r, err));
     XP_TRY(check_file_hash(r, err));
     if (key != NULL)
@@ -1001,4 +1303,27 @@ const uint8_t *expert_reader_bytes(const expert_reader *r, size_t *length)
 {
     *length = r->size;
     return r->data;
+}
+
+/* ------------------------------------------- v1 compat (see v1.h, v1.c) */
+
+expert_status xp_reader_open_owned(uint8_t *image, size_t size, const expert_open_options *opt,
+                                   xp_v1_info *v1, expert_reader **out, expert_error *err)
+{
+    expert_reader *r = xp_calloc(1, sizeof *r);
+    if (r == NULL) {
+        xp_free(image);
+        xp_v1_info_free(v1);
+        return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
+    }
+    r->owned = image; /* freed by expert_close, also when open_common fails */
+    r->data = image;
+    r->size = size;
+    r->v1 = v1;
+    return open_common(r, opt, out, err);
+}
+
+const xp_v1_info *xp_reader_v1(const expert_reader *r)
+{
+    return r != NULL ? r->v1 : NULL;
 }

@@ -21,6 +21,7 @@
 #include "alloc.h"
 #include "errors_internal.h"
 #include "format.h"
+#include "v1.h" /* v1 compat: in-memory sink (xp_writer_open_memory) */
 
 typedef struct wsection {
     uint8_t entry[XP_TOC_ENTRY_SIZE]; /* final TOC bytes except name_offset */
@@ -41,6 +42,11 @@ struct expert_writer {
     size_t metadata_length;
     size_t metadata_decoded_length;
     uint32_t module_count;
+    /* v1 compat: in-memory sink. When in_memory, bytes go to mem[0..pos)
+     * instead of fd, and finish hands the buffer out (xp_writer_finish_memory). */
+    int in_memory;
+    uint8_t *mem;
+    size_t mem_cap;
 };
 
 #define FAIL(code, ...) xp_set_error(err, (code), EXPERT_NO_OFFSET, EXPERT_NO_SECTION, __VA_ARGS__)
@@ -48,6 +54,25 @@ struct expert_writer {
 static expert_status write_all(expert_writer *w, const void *data, size_t length, expert_error *err)
 {
     const uint8_t *p = data;
+    if (w->in_memory) { /* v1 compat: append to the memory image */
+        if (length > w->mem_cap - (size_t)w->pos) {
+            size_t cap = w->mem_cap ? w->mem_cap : 4096;
+            while (cap - (size_t)w->pos < length) {
+                if (cap > SIZE_MAX / 2)
+                    return FAIL(EXPERT_E_NOMEM, "in-memory image too large");
+                cap *= 2;
+            }
+            uint8_t *grown = xp_realloc(w->mem, cap);
+            if (grown == NULL)
+                return FAIL(EXPERT_E_NOMEM, "out of memory building an in-memory image");
+            w->mem = grown;
+            w->mem_cap = cap;
+        }
+        if (length > 0)
+            memcpy(w->mem + w->pos, p, length);
+        w->pos += length;
+        return EXPERT_OK;
+    }
     while (length > 0) {
         ssize_t k = write(w->fd, p, length);
         if (k < 0 && errno == EINTR)
@@ -85,7 +110,7 @@ expert_status expert_writer_open(const char *path, const expert_writer_options *
     if (o.frame_size == 0)
         o.frame_size = XP_DEFAULT_FRAME_SIZE;
     if (o.zstd_level == 0)
-        o.zstd_level = 19;
+        o.zstd_level = 9;
     if (o.alignment != 64 && o.alignment != 256 && o.alignment != 4096)
         return FAIL(EXPERT_E_INVALID_ARGUMENT, "alignment %u (must be 64, 256 or 4096)", o.alignment);
     if (!xp_is_pow2(o.frame_size) || o.frame_size < XP_MIN_FRAME_SIZE || o.frame_size > XP_MAX_FRAME_SIZE)
@@ -204,9 +229,10 @@ expert_status expert_writer_add(expert_writer *w, const expert_section_desc *des
                        w->opt.threads, data, length, &encoded, &encoded_length, err);
     else
         st = FAIL(EXPERT_E_NOMEM, "hashing failed");
-    if (st == EXPERT_OK)
+    /* Empty sections occupy no bytes and sit at offset 0 (spec §2.2). */
+    if (st == EXPERT_OK && encoded_length != 0)
         st = pad_to(w, w->opt.alignment, err);
-    uint64_t offset = w->pos;
+    uint64_t offset = encoded_length != 0 ? w->pos : 0;
     if (st == EXPERT_OK)
         st = write_all(w, desc->codec == EXPERT_CODEC_RAW ? data : encoded, encoded_length, err);
     xp_free(encoded);
@@ -273,6 +299,15 @@ static expert_status hash_file(expert_writer *w, const uint8_t *header, uint8_t 
     xp_sha256_ctx *c = NULL;
     if (xp_sha256_new(&c) != EXPERT_OK)
         return FAIL(EXPERT_E_NOMEM, "out of memory");
+    if (w->in_memory) { /* v1 compat: the image is at hand */
+        expert_status ms = xp_hash_header(c, header, XP_HEADER_SIZE, 1);
+        if (ms == EXPERT_OK)
+            ms = xp_sha256_update(c, w->mem + XP_HEADER_SIZE, (size_t)w->pos - XP_HEADER_SIZE);
+        if (ms == EXPERT_OK)
+            ms = xp_sha256_final(c, out);
+        xp_sha256_free(c);
+        return ms == EXPERT_OK ? EXPERT_OK : FAIL(ms, "hashing failed");
+    }
     uint8_t *buf = xp_malloc(1u << 20);
     expert_status s = buf == NULL ? FAIL(EXPERT_E_NOMEM, "out of memory")
                                   : xp_hash_header(c, header, XP_HEADER_SIZE, 1);
@@ -309,6 +344,16 @@ static expert_status pwrite_all(int fd, const uint8_t *p, size_t n, uint64_t off
         off += (uint64_t)k;
     }
     return EXPERT_OK;
+}
+
+/* v1 compat: the header goes into the memory image or the file. */
+static expert_status header_write(expert_writer *w, const uint8_t *header, expert_error *err)
+{
+    if (w->in_memory) {
+        memcpy(w->mem, header, XP_HEADER_SIZE);
+        return EXPERT_OK;
+    }
+    return pwrite_all(w->fd, header, XP_HEADER_SIZE, 0, err);
 }
 
 static expert_status sync_and_rename(int fd, const char *tmp, const char *path, expert_error *err)
@@ -428,7 +473,7 @@ static expert_status write_structure(expert_writer *w, uint8_t *header, const ex
     xp_put64(header + XP_OFF_STRINGS_OFFSET, strings_off);
     xp_put64(header + XP_OFF_STRINGS_LENGTH, strings_length);
     xp_put64(header + XP_OFF_FILE_LENGTH, w->pos);
-    if ((s = pwrite_all(w->fd, header, XP_HEADER_SIZE, 0, err)) != EXPERT_OK)
+    if ((s = header_write(w, header, err)) != EXPERT_OK)
         goto done;
 
     /* 1. file hash, 2. structure hash (covers the file hash), 3. signature. */
@@ -464,7 +509,7 @@ static expert_status write_structure(expert_writer *w, uint8_t *header, const ex
         if ((s = xp_ed25519_sign(key, msg, sizeof msg, header + XP_OFF_SIGNATURE, err)) != EXPERT_OK)
             goto done;
     }
-    s = pwrite_all(w->fd, header, XP_HEADER_SIZE, 0, err);
+    s = header_write(w, header, err);
 done:
     xp_free(toc);
     xp_free(index);
@@ -480,12 +525,24 @@ expert_status expert_writer_finish(expert_writer *w, const expert_private_key *k
 {
     if (w == NULL)
         return FAIL(EXPERT_E_INVALID_ARGUMENT, "invalid argument");
+    if (w->in_memory) { /* v1 compat: memory writers end with xp_writer_finish_memory */
+        expert_writer_abort(w);
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "in-memory writer: use xp_writer_finish_memory");
+    }
     expert_status s = EXPERT_OK;
     if (w->metadata == NULL)
         s = FAIL(EXPERT_E_BAD_METADATA, "metadata was not set");
     uint8_t header[XP_HEADER_SIZE] = {0};
     if (s == EXPERT_OK)
         s = write_structure(w, header, key, err);
+    if (s == EXPERT_OK) {
+        /* The writer never publishes a file its own reader would reject:
+         * structural validation of the temporary file before the rename
+         * catches module/metadata inconsistencies the caller introduced. */
+        expert_reader *check = NULL;
+        s = expert_open(w->tmp_path, NULL, &check, err); /* mmap: touches only the structure */
+        expert_close(check);
+    }
     if (s == EXPERT_OK)
         s = sync_and_rename(w->fd, w->tmp_path, w->path, err);
     if (s == EXPERT_OK)
@@ -502,6 +559,7 @@ void expert_writer_abort(expert_writer *w)
         close(w->fd);
     if (w->tmp_path != NULL && w->tmp_path[0] != '\0')
         unlink(w->tmp_path);
+    xp_free(w->mem); /* v1 compat: in-memory image not handed out */
     for (uint32_t i = 0; i < w->count; i++)
         xp_free(w->sections[i].name);
     xp_free(w->sections);
@@ -509,6 +567,69 @@ void expert_writer_abort(expert_writer *w)
     xp_free(w->path);
     xp_free(w->tmp_path);
     xp_free(w);
+}
+
+/* --------------------------------------- v1 compat: in-memory images */
+
+expert_status xp_writer_open_memory(const expert_writer_options *opt, size_t size_hint,
+                                    expert_writer **out, expert_error *err)
+{
+    if (out == NULL)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "out is required");
+    *out = NULL;
+    expert_writer_options o = {0};
+    if (opt != NULL)
+        o = *opt;
+    if (o.alignment == 0)
+        o.alignment = 64;
+    if (o.frame_size == 0)
+        o.frame_size = XP_DEFAULT_FRAME_SIZE;
+    if (o.zstd_level == 0)
+        o.zstd_level = 9;
+    if (o.alignment != 64 && o.alignment != 256 && o.alignment != 4096)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "alignment %u (must be 64, 256 or 4096)", o.alignment);
+    expert_writer *w = xp_calloc(1, sizeof *w);
+    if (w == NULL)
+        return FAIL(EXPERT_E_NOMEM, "out of memory");
+    w->opt = o;
+    w->fd = -1;
+    w->in_memory = 1;
+    w->mem_cap = size_hint > XP_HEADER_SIZE ? size_hint : 4096;
+    w->mem = xp_malloc(w->mem_cap);
+    if (w->mem == NULL) {
+        xp_free(w);
+        return FAIL(EXPERT_E_NOMEM, "out of memory (%zu-byte image)", size_hint);
+    }
+    uint8_t zeros[XP_HEADER_SIZE] = {0};
+    expert_status s = write_all(w, zeros, sizeof zeros, err);
+    if (s != EXPERT_OK) {
+        expert_writer_abort(w);
+        return s;
+    }
+    *out = w;
+    return EXPERT_OK;
+}
+
+expert_status xp_writer_finish_memory(expert_writer *w, const expert_private_key *key,
+                                      uint8_t **image, size_t *size, expert_error *err)
+{
+    if (w == NULL || !w->in_memory || image == NULL || size == NULL) {
+        expert_writer_abort(w);
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "invalid argument");
+    }
+    expert_status s = EXPERT_OK;
+    if (w->metadata == NULL)
+        s = FAIL(EXPERT_E_BAD_METADATA, "metadata was not set");
+    uint8_t header[XP_HEADER_SIZE] = {0};
+    if (s == EXPERT_OK)
+        s = write_structure(w, header, key, err);
+    if (s == EXPERT_OK) {
+        *image = w->mem;
+        *size = (size_t)w->pos;
+        w->mem = NULL;
+    }
+    expert_writer_abort(w);
+    return s;
 }
 
 /* ------------------------------------------------------------- signing */
@@ -520,6 +641,11 @@ expert_status expert_sign_file(const char *path, const expert_private_key *key, 
     expert_reader *r = NULL;
     expert_open_options o = {EXPERT_OPEN_NO_MMAP, 1};
     XP_TRY(expert_open(path, &o, &r, err));
+    if (xp_reader_v1(r) != NULL) { /* v1 compat: never rewrite a v1 tar.gz as its v2 image */
+        expert_close(r);
+        return FAIL(EXPERT_E_INVALID_ARGUMENT,
+                    "%s is a v1 tar.gz package: convert it to v2 before signing", path);
+    }
     expert_header_info h;
     expert_header(r, &h);
     uint8_t msg[XP_SIGN_DOMAIN_LEN + 32], sig[64];

@@ -1,0 +1,209 @@
+/* util.h — shared helpers of expert-cli: argument parsing, error reporting,
+ * a growable string buffer with JSON escaping, size/hex formatting, atomic
+ * file writing, directory walking, and a small bounded JSON reader
+ * (json_lite.c) for manifest.json / adapter_config.json.
+ *
+ * Everything here reports failures as an expert_status plus an expert_error,
+ * the same convention as the library, so the CLI has one error path. */
+#ifndef EXPERT_CLI_UTIL_H
+#define EXPERT_CLI_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "expert.h"
+
+#define CLI_NAME "expert-cli"
+#define CLI_VERSION "2.0.0"
+#define CLI_EXIT_USAGE 64  /* EX_USAGE */
+#define CLI_PARSE_HELP (-1) /* cli_parse: --help was printed, exit 0 */
+
+/* ------------------------------------------------------------ commands */
+
+typedef struct cli_cmd {
+    const char *name;     /* "pack" */
+    const char *summary;  /* one line for the command list */
+    const char *help;     /* full help text (usage line first) */
+    int (*run)(const struct cli_cmd *cmd, int argc, char **argv);
+} cli_cmd;
+
+/* Subcommands implemented outside main.c. argv[0] is the subcommand name;
+ * the return value is the process exit code. */
+int cmd_pack(const cli_cmd *cmd, int argc, char **argv);
+
+/* ---------------------------------------------------- argument parsing */
+
+typedef struct cli_opt_spec {
+    const char *name;  /* long name without "--" */
+    char short_name;   /* 'o' for -o, or 0 */
+    int has_value;     /* 1: --name VALUE / --name=VALUE / -o VALUE */
+} cli_opt_spec;
+
+typedef struct cli_opt_val {
+    int seen;
+    const char *value; /* last value given */
+} cli_opt_val;
+
+/* Parses argv[1..argc) of a subcommand. Options may appear anywhere; "--"
+ * ends them; "-" alone is a positional. --help / -h prints cmd->help to
+ * stdout and returns CLI_PARSE_HELP. Usage errors print a message to stderr
+ * and return CLI_EXIT_USAGE. Positionals must number in [min_pos, max_pos]. */
+int cli_parse(const cli_cmd *cmd, int argc, char **argv, const cli_opt_spec *specs,
+              cli_opt_val *vals, size_t nopts, const char **pos, size_t min_pos,
+              size_t max_pos, size_t *npos);
+/* Prints "expert-cli CMD: <msg>" and a hint to stderr; returns CLI_EXIT_USAGE. */
+int cli_usage_error(const cli_cmd *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Decimal unsigned integer, optional K/M/G (binary) suffix when allow_suffix. */
+int cli_parse_u64(const cli_cmd *cmd, const char *opt, const char *text, uint64_t min,
+                  uint64_t max, int allow_suffix, uint64_t *out);
+
+/* ------------------------------------------------------ error handling */
+
+/* Clears an error (code OK, no offset, no section, empty message). */
+void err_clear(expert_error *err);
+/* Fills err like the library does; returns code. */
+expert_status err_set(expert_error *err, expert_status code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Same, appending ": strerror(errno_value)". */
+expert_status err_errno(expert_error *err, expert_status code, int errno_value,
+                        const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* Reports a failure: with json, one object {"ok":false,"error":{...}} on
+ * stdout; otherwise "expert-cli: CLASS: message (section N 'name', offset
+ * 0x..)" on stderr. r (may be NULL) resolves the section name. Returns the
+ * exit code, i.e. the numeric class of st (1 if st is somehow OK). */
+int cli_report(int json, const expert_reader *r, expert_status st, const expert_error *err);
+
+/* --------------------------------------------------------- string buffer */
+
+typedef struct strbuf {
+    char *data;   /* NUL-terminated when len > 0 or after any append */
+    size_t len, cap;
+    int failed;   /* sticky: an allocation failed, contents incomplete */
+} strbuf;
+
+void sb_init(strbuf *sb);
+void sb_free(strbuf *sb);
+void sb_append(strbuf *sb, const char *s, size_t n);
+void sb_puts(strbuf *sb, const char *s);
+void sb_printf(strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends s[0..n) as a quoted JSON string. Invalid UTF-8 becomes U+FFFD. */
+void sb_json_string(strbuf *sb, const char *s, size_t n);
+void sb_json_cstr(strbuf *sb, const char *s); /* NULL -> null */
+/* A finite double in the shortest form that reads back exactly; non-finite
+ * values become null (JSON has no NaN/Infinity). */
+void sb_json_double(strbuf *sb, double v);
+/* Writes the buffer plus '\n' to stdout; EXPERT_E_NOMEM if sb->failed. */
+expert_status sb_print_line(strbuf *sb, expert_error *err);
+
+/* ------------------------------------------------------------ formatting */
+
+/* "512 B", "1.50 KiB", "25.9 MiB". Returns buf. */
+const char *fmt_size(uint64_t n, char buf[32]);
+/* Lower-case hex of n bytes into out (2n+1 bytes). Returns out. */
+const char *fmt_hex(const uint8_t *p, size_t n, char *out);
+/* decoded/stored as "2.31x", or "-" when stored is 0. Returns buf. */
+const char *fmt_ratio(uint64_t decoded, uint64_t stored, char buf[32]);
+/* "[12, 1024]" for dims[0..rank). Returns buf. */
+const char *fmt_shape(const uint64_t *dims, unsigned rank, char buf[128]);
+
+/* Monotonic clock in nanoseconds. */
+uint64_t clock_ns(void);
+
+/* ------------------------------------------------------------ file I/O */
+
+/* read()/write() loops that retry on EINTR and short counts. */
+expert_status read_full(int fd, void *buf, size_t n, const char *what, expert_error *err);
+expert_status write_full(int fd, const void *buf, size_t n, const char *what,
+                         expert_error *err);
+/* Reads a whole regular file (at most max bytes) into a malloc'd buffer with
+ * a terminating NUL (not counted in *len). */
+expert_status read_small_file(const char *path, size_t max, char **out, size_t *len,
+                              expert_error *err);
+/* 1 if path exists (lstat), 0 if not. */
+int path_exists(const char *path);
+
+/* Atomic file: data goes to a hidden temp file in the target directory;
+ * commit fsyncs it, sets mode 0644 and renames it into place (refusing to
+ * replace an existing entry unless overwrite), then fsyncs the directory. */
+typedef struct atomic_file {
+    int dirfd;        /* borrowed, must stay open until commit/abort */
+    int fd;
+    char *tmp_name;   /* leaf names inside dirfd */
+    char *final_name;
+    char *display;    /* path for messages */
+} atomic_file;
+
+expert_status atomic_begin(atomic_file *af, int dirfd, const char *leaf, const char *display,
+                           expert_error *err);
+expert_status atomic_write(atomic_file *af, const void *data, size_t n, expert_error *err);
+expert_status atomic_commit(atomic_file *af, int overwrite, expert_error *err);
+void atomic_abort(atomic_file *af); /* removes the temp file; safe after commit */
+/* Writes `n` bytes to path atomically (opens its parent directory). */
+expert_status atomic_write_path(const char *path, const void *data, size_t n, int overwrite,
+                                expert_error *err);
+
+/* mkdir -p for an ordinary user-given path (symlinks allowed), mode 0755. */
+expert_status make_dirs(const char *path, expert_error *err);
+/* Opens (creating with 0755 when create) the directory `reldir` below dirfd,
+ * one component at a time and never following symlinks, so the result lies
+ * inside dirfd's tree. reldir "" gives a dup of dirfd. */
+expert_status open_subdir(int dirfd, const char *reldir, size_t reldir_len, int create,
+                          int *out_fd, expert_error *err);
+/* 1 if name[0..len) is a safe relative path: not empty, not absolute, no
+ * empty, "." or ".." components, no backslash, no NUL. */
+int is_safe_relpath(const char *name, size_t len);
+
+/* Regular files under a directory, relative '/'-separated paths sorted by
+ * byte order. Symlinks and special files are errors (INVALID_ARGUMENT). */
+typedef struct file_entry {
+    char *path;
+    uint64_t size;
+    uint64_t dev, ino;
+} file_entry;
+
+typedef struct file_list {
+    file_entry *items;
+    size_t count, cap;
+} file_list;
+
+expert_status walk_dir(const char *root, file_list *out, expert_error *err);
+void file_list_free(file_list *list);
+
+/* ------------------------------------------------------ json_lite.c */
+
+/* A small strict JSON (RFC 8259) reader for configuration files: input at
+ * most 16 MiB, nesting at most 64, strings must be valid UTF-8. Objects keep
+ * member order; a duplicate key is looked up as its last occurrence. */
+typedef enum jl_type {
+    JL_NULL,
+    JL_FALSE,
+    JL_TRUE,
+    JL_NUMBER,
+    JL_STRING,
+    JL_ARRAY,
+    JL_OBJECT
+} jl_type;
+
+typedef struct jl_value jl_value;
+struct jl_value {
+    jl_type type;
+    double number;        /* JL_NUMBER */
+    char *string;         /* JL_STRING: decoded, NUL-terminated */
+    size_t string_length;
+    char *key;            /* member name when inside an object */
+    size_t key_length;
+    jl_value *items;      /* JL_ARRAY / JL_OBJECT children */
+    size_t count;
+};
+
+/* Returns NULL on failure with a message "line L col C: ..." in errbuf. */
+jl_value *jl_parse(const char *text, size_t length, char *errbuf, size_t errbuf_size);
+void jl_free(jl_value *v);
+const jl_value *jl_get(const jl_value *object, const char *key); /* NULL if absent */
+const char *jl_get_string(const jl_value *object, const char *key); /* NULL unless string */
+int jl_get_number(const jl_value *object, const char *key, double *out); /* 1 if number */
+int jl_get_bool(const jl_value *object, const char *key, int *out);      /* 1 if bool */
+
+#endif /* EXPERT_CLI_UTIL_H */

@@ -1,0 +1,2229 @@
+/* v1.c — v1 .expert packages (hivellm tar.gz): reading them as a stream
+ * into an in-memory v2 image, rebuilding package files, the v1 signature
+ * scheme, and writing v1 tar.gz packages (rollback, fixtures).
+ *
+ * Reading pipeline (nothing touches the disk except reading the input):
+ *
+ *   file/memory --(SHA-256 for the sidecar)--> zlib inflate (gzip members,
+ *   CRC-32 and length checked, trailing data refused, decompressed bytes
+ *   bounded) --> libarchive tar reader (regular files only) --> entries in
+ *   memory --> safetensors parse + PEFT roles --> in-memory v2 writer (raw
+ *   codec; same sections and metadata as `expert-cli pack`) --> reader.
+ *
+ * gzip is inflated here with zlib rather than by libarchive's gzip filter,
+ * which does not check the CRC-32/ISIZE trailer and ignores trailing bytes:
+ * a lossless migration must not freeze a corrupted weight into a v2 file. */
+#define ZLIB_CONST
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <openssl/evp.h>
+
+#include "alloc.h"
+#include "errors_internal.h"
+#include "format.h"
+#include "v1.h"
+
+#define FAIL(code, ...) xp_set_error(err, (code), EXPERT_NO_OFFSET, EXPERT_NO_SECTION, __VA_ARGS__)
+
+#define ST_NAME "adapter_model.safetensors"
+#define MANIFEST_NAME "manifest.json"
+#define ADAPTER_CONFIG_NAME "adapter_config.json"
+#define SIGNATURE_NAME "signature.sig"
+#define CREATED_BY "libexpert 2.0.0 (v1 import)"
+#define IN_CHUNK (1u << 20)
+#define TAR_CHUNK (256u << 10)
+#define SIDECAR_MAX 4096u
+#define JSON_FILE_MAX (16u << 20)
+
+static const char k_notice[] =
+    "v1 .expert package (tar.gz): this format is deprecated and read through a compatibility "
+    "layer; convert it with `expert-cli convert IN OUT` (lossless, reversible with --to v1)";
+
+/* ============================================================ utilities */
+
+static int utf8_ok(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        size_t len;
+        uint32_t cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if ((c & 0xE0) == 0xC0) {
+            len = 2;
+            cp = c & 0x1Fu;
+        } else if ((c & 0xF0) == 0xE0) {
+            len = 3;
+            cp = c & 0x0Fu;
+        } else if ((c & 0xF8) == 0xF0) {
+            len = 4;
+            cp = c & 0x07u;
+        } else {
+            return 0;
+        }
+        if (i + len > n)
+            return 0;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (s[i + k] & 0x3Fu);
+        }
+        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+            cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return 0;
+        i += len;
+    }
+    return 1;
+}
+
+static void hex_encode(const uint8_t *p, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[p[i] >> 4];
+        out[2 * i + 1] = digits[p[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static int hex_val(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Exactly 2n hex digits -> n bytes. */
+static int hex_decode(const char *s, size_t len, uint8_t *out, size_t n)
+{
+    if (len != 2 * n)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        int hi = hex_val(s[2 * i]), lo = hex_val(s[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return 0;
+        out[i] = (uint8_t)(hi * 16 + lo);
+    }
+    return 1;
+}
+
+/* Checks and normalises an archive entry name: leading "./" dropped, and
+ * for directories trailing '/'. Refuses what could escape or alias a target
+ * directory. Returns NULL (with *why) or a fresh string ("" for the root). */
+static char *normalize_name(const char *raw, int is_dir, const char **why)
+{
+    if (raw == NULL || raw[0] == '\0') {
+        *why = "empty name";
+        return NULL;
+    }
+    if (raw[0] == '/') {
+        *why = "absolute path";
+        return NULL;
+    }
+    const char *p = raw;
+    while (p[0] == '.' && p[1] == '/') { /* "./x", ".//x" -> "x" */
+        p += 2;
+        while (*p == '/')
+            p++;
+    }
+    size_t n = strlen(p);
+    if (n >= 2 && ((p[0] >= 'A' && p[0] <= 'Z') || (p[0] >= 'a' && p[0] <= 'z')) && p[1] == ':') {
+        *why = "absolute (drive-letter) path";
+        return NULL;
+    }
+    if (is_dir)
+        while (n > 0 && p[n - 1] == '/')
+            n--;
+    if (n == 0 || (n == 1 && p[0] == '.')) {
+        if (is_dir)
+            return xp_strndup("", 0);
+        *why = "empty name";
+        return NULL;
+    }
+    if (n > XP_MAX_NAME) {
+        *why = "name longer than 1024 bytes";
+        return NULL;
+    }
+    if (!utf8_ok((const unsigned char *)p, n)) {
+        *why = "name is not valid UTF-8";
+        return NULL;
+    }
+    size_t start = 0;
+    for (size_t i = 0; i <= n; i++) {
+        unsigned char c = i < n ? (unsigned char)p[i] : '/';
+        if (c == '\\') {
+            *why = "backslash in name";
+            return NULL;
+        }
+        if (c < 0x20 || c == 0x7F) {
+            *why = "control character in name";
+            return NULL;
+        }
+        if (c != '/')
+            continue;
+        size_t len = i - start;
+        if (len == 0) {
+            *why = "empty path component";
+            return NULL;
+        }
+        if ((len == 1 && p[start] == '.') || (len == 2 && p[start] == '.' && p[start + 1] == '.')) {
+            *why = "'.' or '..' path component";
+            return NULL;
+        }
+        start = i + 1;
+    }
+    return xp_strndup(p, n);
+}
+
+void expert_v1_free(void *p)
+{
+    xp_free(p);
+}
+
+/* ========================================================= gzip source */
+
+typedef struct gz_src {
+    int fd;                  /* -1: memory */
+    const uint8_t *mem;
+    size_t mem_size, mem_pos;
+    uint64_t file_pos;
+    uint8_t *inbuf;
+    int in_eof;
+    uint64_t in_bytes;
+    xp_sha256_ctx *sha;
+    z_stream zs;
+    int z_ready;
+    int in_member;           /* inside a gzip member */
+    int padding;             /* saw zero bytes after the last member */
+    uint32_t members;
+    int done;
+    uint64_t out_bytes, limit;
+    uint8_t *outbuf;
+    expert_status st;        /* first failure of this layer */
+    expert_error e;
+} gz_src;
+
+static expert_status gz_fail(gz_src *g, expert_status code, const char *msg)
+{
+    if (g->st == EXPERT_OK) {
+        g->st = code;
+        xp_set_error(&g->e, code, g->in_bytes, EXPERT_NO_SECTION, "%s", msg);
+    }
+    return g->st;
+}
+
+static expert_status gz_fill(gz_src *g)
+{
+    if (g->fd < 0) {
+        size_t n = g->mem_size - g->mem_pos;
+        if (n > IN_CHUNK)
+            n = IN_CHUNK;
+        if (n == 0) {
+            g->in_eof = 1;
+            return EXPERT_OK;
+        }
+        g->zs.next_in = g->mem + g->mem_pos;
+        g->zs.avail_in = (uInt)n;
+        g->mem_pos += n;
+        g->in_bytes += n;
+        return xp_sha256_update(g->sha, g->zs.next_in, n) == EXPERT_OK
+                   ? EXPERT_OK
+                   : gz_fail(g, EXPERT_E_NOMEM, "hashing failed");
+    }
+    ssize_t k;
+    do
+        k = pread(g->fd, g->inbuf, IN_CHUNK, (off_t)g->file_pos);
+    while (k < 0 && errno == EINTR);
+    if (k < 0)
+        return gz_fail(g, EXPERT_E_IO, strerror(errno));
+    if (k == 0) {
+        g->in_eof = 1;
+        return EXPERT_OK;
+    }
+    g->file_pos += (uint64_t)k;
+    g->in_bytes += (uint64_t)k;
+    g->zs.next_in = g->inbuf;
+    g->zs.avail_in = (uInt)k;
+    return xp_sha256_update(g->sha, g->inbuf, (size_t)k) == EXPERT_OK
+               ? EXPERT_OK
+               : gz_fail(g, EXPERT_E_NOMEM, "hashing failed");
+}
+
+/* Inflates up to cap bytes into out; *got = 0 only at the end of the stream. */
+static expert_status gz_read(gz_src *g, uint8_t *out, size_t cap, size_t *got)
+{
+    *got = 0;
+    if (g->st != EXPERT_OK)
+        return g->st;
+    while (!g->done && *got < cap) {
+        if (g->zs.avail_in == 0) {
+            if (!g->in_eof && gz_fill(g) != EXPERT_OK)
+                return g->st;
+            if (g->zs.avail_in == 0) {
+                if (g->in_member || g->members == 0)
+                    return gz_fail(g, EXPERT_E_BAD_ARCHIVE,
+                                   "truncated archive: the gzip stream ends early");
+                g->done = 1;
+                break;
+            }
+        }
+        if (!g->in_member) {
+            /* Between members: another gzip member, zero padding, or junk. */
+            uint8_t b = g->zs.next_in[0];
+            if (g->members > 0 && b == 0) {
+                g->padding = 1;
+                while (g->zs.avail_in > 0 && g->zs.next_in[0] == 0) {
+                    g->zs.next_in++;
+                    g->zs.avail_in--;
+                }
+                continue;
+            }
+            if (g->members > 0 && (b != 0x1f || g->padding))
+                return gz_fail(g, EXPERT_E_BAD_ARCHIVE, "trailing data after the gzip stream");
+            if (g->members > 0 && inflateReset(&g->zs) != Z_OK)
+                return gz_fail(g, EXPERT_E_NOMEM, "inflateReset failed");
+            g->in_member = 1;
+        }
+        size_t room = cap - *got;
+        if (room > UINT32_MAX)
+            room = UINT32_MAX;
+        g->zs.next_out = out + *got;
+        g->zs.avail_out = (uInt)room;
+        int zr = inflate(&g->zs, Z_NO_FLUSH);
+        size_t n = room - g->zs.avail_out;
+        *got += n;
+        g->out_bytes += n;
+        if (g->out_bytes > g->limit) {
+            char msg[160];
+            snprintf(msg, sizeof msg,
+                     "archive expands past the %llu-byte limit (gzip bomb?); raise "
+                     "expert_v1_options.max_total_bytes to accept it",
+                     (unsigned long long)g->limit);
+            return gz_fail(g, EXPERT_E_BAD_ARCHIVE, msg);
+        }
+        if (zr == Z_STREAM_END) {
+            g->in_member = 0;
+            g->members++;
+        } else if (zr == Z_MEM_ERROR) {
+            return gz_fail(g, EXPERT_E_NOMEM, "out of memory inflating");
+        } else if (zr == Z_BUF_ERROR) {
+            if (g->zs.avail_in != 0 && n == 0)
+                return gz_fail(g, EXPERT_E_BAD_ARCHIVE, "corrupt gzip stream");
+        } else if (zr != Z_OK) {
+        {
+            char msg[160];
+            snprintf(msg, sizeof msg, "corrupt gzip stream: %s%s",
+                     g->zs.msg ? g->zs.msg : "inflate error",
+                     zr == Z_DATA_ERROR && g->zs.msg && strstr(g->zs.msg, "check")
+                         ? " (CRC-32 or length trailer mismatch)"
+                         : "");
+            return gz_fail(g, EXPERT_E_BAD_ARCHIVE, msg);
+        }
+        }
+    }
+    return EXPERT_OK;
+}
+
+static la_ssize_t tar_read_cb(struct archive *a, void *ud, const void **buf)
+{
+    gz_src *g = ud;
+    size_t got = 0;
+    if (gz_read(g, g->outbuf, TAR_CHUNK, &got) != EXPERT_OK) {
+        archive_set_error(a, EIO, "%s", g->e.message);
+        return -1;
+    }
+    *buf = g->outbuf;
+    return (la_ssize_t)got;
+}
+
+static expert_status gz_init(gz_src *g, int fd, const void *mem, size_t mem_size, uint64_t limit,
+                             expert_error *err)
+{
+    memset(g, 0, sizeof *g);
+    g->fd = fd;
+    g->mem = mem;
+    g->mem_size = mem_size;
+    g->limit = limit;
+    g->outbuf = xp_malloc(TAR_CHUNK);
+    g->inbuf = fd >= 0 ? xp_malloc(IN_CHUNK) : NULL;
+    if (g->outbuf == NULL || (fd >= 0 && g->inbuf == NULL) || xp_sha256_new(&g->sha) != EXPERT_OK)
+        return FAIL(EXPERT_E_NOMEM, "out of memory");
+    if (inflateInit2(&g->zs, 16 + MAX_WBITS) != Z_OK) /* gzip wrapper only */
+        return FAIL(EXPERT_E_NOMEM, "inflateInit2 failed");
+    g->z_ready = 1;
+    return EXPERT_OK;
+}
+
+static void gz_free(gz_src *g)
+{
+    if (g->z_ready)
+        inflateEnd(&g->zs);
+    xp_sha256_free(g->sha);
+    xp_free(g->inbuf);
+    xp_free(g->outbuf);
+}
+
+/* ======================================================== tar entries */
+
+typedef struct ventry {
+    char *name;
+    uint8_t *data;
+    size_t size;
+    uint32_t mode;
+    int64_t mtime;
+} ventry;
+
+typedef struct v1_load {
+    ventry *e;
+    uint32_t count, cap;
+    uint64_t total;
+} v1_load;
+
+static void load_free(v1_load *l)
+{
+    for (uint32_t i = 0; i < l->count; i++) {
+        xp_free(l->e[i].name);
+        xp_free(l->e[i].data);
+    }
+    xp_free(l->e);
+    memset(l, 0, sizeof *l);
+}
+
+static const char *filetype_name(unsigned t)
+{
+    switch (t) {
+    case AE_IFLNK: return "symbolic link";
+    case AE_IFCHR: return "character device";
+    case AE_IFBLK: return "block device";
+    case AE_IFIFO: return "FIFO";
+    case AE_IFSOCK: return "socket";
+    default: return "special file";
+    }
+}
+
+/* Fails with the gzip layer's error when it caused the libarchive failure. */
+static expert_status tar_fail(gz_src *g, struct archive *a, const char *what, expert_error *err)
+{
+    if (g->st != EXPERT_OK) {
+        if (err != NULL)
+            *err = g->e;
+        return g->st;
+    }
+    const char *msg = archive_error_string(a);
+    return FAIL(EXPERT_E_BAD_ARCHIVE, "%s: %s", what, msg ? msg : "malformed tar data");
+}
+
+static expert_status read_entry_data(gz_src *g, struct archive *a, ventry *v, uint64_t size,
+                                     expert_error *err)
+{
+    size_t cap = size < (1u << 20) ? (size_t)size : (1u << 20), have = 0;
+    v->data = xp_malloc(cap ? cap : 1);
+    if (v->data == NULL)
+        return FAIL(EXPERT_E_NOMEM, "out of memory reading '%s'", v->name);
+    while (have < size) {
+        if (have == cap) {
+            size_t ncap = cap * 2 < size ? cap * 2 : (size_t)size;
+            uint8_t *grown = xp_realloc(v->data, ncap);
+            if (grown == NULL)
+                return FAIL(EXPERT_E_NOMEM, "out of memory reading '%s'", v->name);
+            v->data = grown;
+            cap = ncap;
+        }
+        la_ssize_t k = archive_read_data(a, v->data + have, cap - have);
+        if (k < 0)
+            return tar_fail(g, a, "truncated or corrupt archive", err);
+        if (k == 0)
+            return FAIL(EXPERT_E_BAD_ARCHIVE, "truncated archive: entry '%s' ends after %zu of %llu bytes",
+                        v->name, have, (unsigned long long)size);
+        have += (size_t)k;
+    }
+    v->size = have;
+    return EXPERT_OK;
+}
+
+static int ventry_name_cmp(const void *a, const void *b)
+{
+    const ventry *const *x = a, *const *y = b;
+    return strcmp((*x)->name, (*y)->name);
+}
+
+/* Reads every tar entry into memory (regular files only), enforcing limits
+ * and name safety, then requires a complete gzip stream. */
+static expert_status read_archive(gz_src *g, const expert_v1_options *o, v1_load *l,
+                                  expert_error *err)
+{
+    struct archive *a = archive_read_new();
+    if (a == NULL)
+        return FAIL(EXPERT_E_NOMEM, "archive_read_new failed");
+    expert_status s = EXPERT_OK;
+    archive_read_support_format_tar(a); /* ustar, pax, GNU; no other format, no filter */
+    if (archive_read_open(a, g, NULL, tar_read_cb, NULL) != ARCHIVE_OK) {
+        s = tar_fail(g, a, "not a tar archive", err);
+        goto done;
+    }
+    for (;;) {
+        struct archive_entry *ae = NULL;
+        int r = archive_read_next_header(a, &ae);
+        if (r == ARCHIVE_EOF)
+            break;
+        if (r != ARCHIVE_OK) { /* ARCHIVE_WARN included: damaged headers, odd pax data */
+            s = tar_fail(g, a, "malformed tar archive", err);
+            goto done;
+        }
+        const char *raw = archive_entry_pathname(ae);
+        unsigned type = archive_entry_filetype(ae);
+        const char *why = NULL;
+        if (archive_entry_hardlink(ae) != NULL) {
+            s = FAIL(EXPERT_E_BAD_ARCHIVE, "entry '%s' is a hard link (to '%s'): refused",
+                     raw ? raw : "", archive_entry_hardlink(ae));
+            goto done;
+        }
+        if (type != AE_IFREG && type != AE_IFDIR) {
+            const char *target = archive_entry_symlink(ae);
+            s = FAIL(EXPERT_E_BAD_ARCHIVE, "entry '%s' is a %s%s%s: only regular files are allowed",
+                     raw ? raw : "", filetype_name(type), target ? " to " : "", target ? target : "");
+            goto done;
+        }
+        char *name = normalize_name(raw, type == AE_IFDIR, &why);
+        if (name == NULL) {
+            s = why ? FAIL(EXPERT_E_BAD_ARCHIVE, "unsafe entry name '%s': %s", raw ? raw : "", why)
+                    : FAIL(EXPERT_E_NOMEM, "out of memory");
+            goto done;
+        }
+        if (type == AE_IFDIR) { /* the old packer writes none; harmless, skipped */
+            xp_free(name);
+            continue;
+        }
+        if (archive_entry_sparse_count(ae) > 0) {
+            s = FAIL(EXPERT_E_BAD_ARCHIVE, "entry '%s' is a sparse file: refused", name);
+            xp_free(name);
+            goto done;
+        }
+        int64_t ssize = archive_entry_size_is_set(ae) ? archive_entry_size(ae) : -1;
+        if (ssize < 0) {
+            s = FAIL(EXPERT_E_BAD_ARCHIVE, "entry '%s' has no valid size", name);
+            xp_free(name);
+            goto done;
+        }
+        uint64_t size = (uint64_t)ssize;
+        if (size > o->max_entry_bytes || size > SIZE_MAX - 1 || l->total + size > o->max_total_bytes) {
+            s = FAIL(EXPERT_E_BAD_ARCHIVE,
+                     "entry '%s' (%llu bytes) exceeds the size limits (%llu per entry, %llu in "
+                     "all; gzip bomb?)",
+                     name, (unsigned long long)size, (unsigned long long)o->max_entry_bytes,
+                     (unsigned long long)o->max_total_bytes);
+            xp_free(name);
+            goto done;
+        }
+        if (l->count >= o->max_entries) {
+            s = FAIL(EXPERT_E_BAD_ARCHIVE, "more than %u entries", o->max_entries);
+            xp_free(name);
+            goto done;
+        }
+        if (l->count == l->cap) {
+            uint32_t ncap = l->cap ? l->cap * 2 : 16;
+            ventry *grown = xp_realloc(l->e, (size_t)ncap * sizeof *grown);
+            if (grown == NULL) {
+                xp_free(name);
+                s = FAIL(EXPERT_E_NOMEM, "out of memory");
+                goto done;
+            }
+            l->e = grown;
+            l->cap = ncap;
+        }
+        ventry *v = &l->e[l->count++];
+        memset(v, 0, sizeof *v);
+        v->name = name;
+        v->mode = (uint32_t)(archive_entry_perm(ae) & 07777);
+        v->mtime = (int64_t)archive_entry_mtime(ae);
+        l->total += size;
+        s = read_entry_data(g, a, v, size, err);
+        if (s != EXPERT_OK)
+            goto done;
+    }
+    /* libarchive accepts a tar that simply stops; the old packer always
+     * ends with zero blocks, so a stream that ends where the next header
+     * would start was cut. The rest of the gzip stream is inflated too,
+     * which checks the last CRC-32 and refuses trailing data. */
+    {
+        uint64_t eof_at = (uint64_t)archive_read_header_position(a);
+        size_t got = 0;
+        do {
+            if (gz_read(g, g->outbuf, TAR_CHUNK, &got) != EXPERT_OK) {
+                s = g->st;
+                if (err != NULL)
+                    *err = g->e;
+                goto done;
+            }
+        } while (got > 0);
+        if (g->out_bytes < eof_at + 512) {
+            s = FAIL(EXPERT_E_BAD_ARCHIVE,
+                     "truncated archive: the tar stream ends at byte %llu without its "
+                     "end-of-archive blocks",
+                     (unsigned long long)g->out_bytes);
+            goto done;
+        }
+    }
+    /* Duplicate names (after "./" normalisation) would make lookups and
+     * extraction ambiguous. */
+    if (l->count > 1) {
+        ventry **sorted = xp_calloc(l->count, sizeof *sorted);
+        if (sorted == NULL) {
+            s = FAIL(EXPERT_E_NOMEM, "out of memory");
+            goto done;
+        }
+        for (uint32_t i = 0; i < l->count; i++)
+            sorted[i] = &l->e[i];
+        qsort(sorted, l->count, sizeof *sorted, ventry_name_cmp);
+        for (uint32_t i = 1; i < l->count && s == EXPERT_OK; i++)
+            if (strcmp(sorted[i - 1]->name, sorted[i]->name) == 0)
+                s = FAIL(EXPERT_E_BAD_ARCHIVE, "duplicate entry name '%s'", sorted[i]->name);
+        xp_free(sorted);
+    }
+done:
+    archive_read_free(a);
+    return s;
+}
+
+static ventry *find_entry(v1_load *l, const char *name)
+{
+    for (uint32_t i = 0; i < l->count; i++)
+        if (strcmp(l->e[i].name, name) == 0)
+            return &l->e[i];
+    return NULL;
+}
+
+/* ============================================== pack-equivalent image */
+
+typedef struct tensor_entry {
+    expert_tensor_info info;
+    char *module_path;
+    expert_peft_role role;
+    unsigned role_rank;
+    uint32_t module;
+} tensor_entry;
+
+#define NONE_INDEX SIZE_MAX
+
+typedef struct module_entry {
+    const char *path;
+    uint32_t layer;
+    size_t a, b, mag, ia3;
+} module_entry;
+
+typedef struct build {
+    json_t *manifest, *adapter_cfg; /* NULL when absent */
+    expert_safetensors *st;
+    ventry *st_entry;
+    tensor_entry *tensors;
+    size_t tensor_count;
+    module_entry *modules;
+    size_t module_count;
+} build;
+
+static void build_free(build *b)
+{
+    for (size_t i = 0; i < b->tensor_count; i++)
+        xp_free(b->tensors[i].module_path);
+    xp_free(b->tensors);
+    xp_free(b->modules);
+    expert_safetensors_free(b->st);
+    json_decref(b->manifest);
+    json_decref(b->adapter_cfg);
+}
+
+static unsigned role_rank(uint16_t type)
+{
+    switch (type) {
+    case EXPERT_SECTION_LORA_A: return 0;
+    case EXPERT_SECTION_LORA_B: return 1;
+    case EXPERT_SECTION_DORA_MAGNITUDE: return 2;
+    default: return 3;
+    }
+}
+
+static int has_role(uint16_t type)
+{
+    return type == EXPERT_SECTION_LORA_A || type == EXPERT_SECTION_LORA_B ||
+           type == EXPERT_SECTION_DORA_MAGNITUDE || type == EXPERT_SECTION_IA3_VECTOR;
+}
+
+static int tensor_cmp(const void *pa, const void *pb)
+{
+    const tensor_entry *a = pa, *b = pb;
+    if (a->role.layer != b->role.layer)
+        return a->role.layer < b->role.layer ? -1 : 1;
+    int c = strcmp(a->module_path, b->module_path);
+    if (c != 0)
+        return c;
+    if (a->role_rank != b->role_rank)
+        return a->role_rank < b->role_rank ? -1 : 1;
+    return strcmp(a->info.name, b->info.name);
+}
+
+/* PEFT's rule for target/feed-forward module names: suffix at a '.' boundary. */
+static int suffix_match(const char *path, const char *suffix)
+{
+    size_t pl = strlen(path), sl = strlen(suffix);
+    if (sl == 0 || sl > pl || strcmp(path + pl - sl, suffix) != 0)
+        return 0;
+    return sl == pl || path[pl - sl - 1] == '.';
+}
+
+static expert_status parse_json_entry(const ventry *v, json_t **out, expert_error *err)
+{
+    json_error_t je;
+    *out = NULL;
+    if (v->size > JSON_FILE_MAX)
+        return FAIL(EXPERT_E_BAD_ARCHIVE, "'%s' is larger than 16 MiB", v->name);
+    json_t *root = json_loadb((const char *)v->data, v->size, 0, &je);
+    if (root == NULL)
+        return FAIL(EXPERT_E_BAD_ARCHIVE, "'%s' is not valid JSON: line %d: %s", v->name, je.line,
+                    je.text);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return FAIL(EXPERT_E_BAD_ARCHIVE, "'%s' is not a JSON object", v->name);
+    }
+    *out = root;
+    return EXPERT_OK;
+}
+
+static const char *jstr(const json_t *o, const char *key)
+{
+    const json_t *v = json_object_get(o, key);
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static const json_t *manifest_base_model(const json_t *m)
+{
+    const json_t *bm = json_object_get(m, "base_model");
+    if (json_is_object(bm))
+        return bm;
+    bm = json_object_get(m, "base_models");
+    if (json_is_array(bm) && json_array_size(bm) > 0 && json_is_object(json_array_get(bm, 0)))
+        return json_array_get(bm, 0);
+    return NULL;
+}
+
+static const json_t *manifest_adapter(const json_t *m)
+{
+    const json_t *list = json_object_get(m, "adapters");
+    if (!json_is_array(list))
+        list = json_object_get(manifest_base_model(m), "adapters");
+    if (json_is_array(list) && json_array_size(list) > 0 && json_is_object(json_array_get(list, 0)))
+        return json_array_get(list, 0);
+    return NULL;
+}
+
+static int is_sha256_hex(const char *s)
+{
+    size_t n = 0;
+    for (; s[n] != '\0'; n++)
+        if (!((s[n] >= '0' && s[n] <= '9') || (s[n] >= 'a' && s[n] <= 'f')))
+            return 0;
+    return n == 64;
+}
+
+static double module_alpha(const build *b, const char *path, uint64_t r)
+{
+    const json_t *pat = json_object_get(b->adapter_cfg, "alpha_pattern");
+    const char *key;
+    json_t *val;
+    if (json_is_object(pat)) {
+        json_object_foreach((json_t *)pat, key, val) {
+            if (json_is_number(val) && suffix_match(path, key))
+                return json_number_value(val);
+        }
+    }
+    const json_t *v = json_object_get(b->adapter_cfg, "lora_alpha");
+    if (json_is_number(v))
+        return json_number_value(v);
+    v = json_object_get(manifest_adapter(b->manifest), "alpha");
+    if (json_is_number(v))
+        return json_number_value(v);
+    return (double)r;
+}
+
+static int module_listed_feedforward(const build *b, const char *path)
+{
+    const json_t *ff = json_object_get(b->adapter_cfg, "feedforward_modules");
+    if (json_is_string(ff))
+        return suffix_match(path, json_string_value(ff));
+    if (json_is_array(ff))
+        for (size_t i = 0; i < json_array_size(ff); i++) {
+            const json_t *it = json_array_get(ff, i);
+            if (json_is_string(it) && suffix_match(path, json_string_value(it)))
+                return 1;
+        }
+    return 0;
+}
+
+static expert_status load_tensors(build *b, expert_error *err)
+{
+    expert_status s = expert_safetensors_parse(b->st_entry->data, b->st_entry->size, &b->st, err);
+    if (s != EXPERT_OK)
+        return s; /* BAD_SAFETENSORS with the parser's message and offset */
+    uint32_t n = expert_safetensors_count(b->st);
+    b->tensors = xp_calloc(n ? n : 1, sizeof *b->tensors);
+    if (b->tensors == NULL)
+        return FAIL(EXPERT_E_NOMEM, "out of memory");
+    for (uint32_t i = 0; i < n; i++) {
+        tensor_entry *t = &b->tensors[i];
+        if (expert_safetensors_tensor(b->st, i, &t->info) != EXPERT_OK)
+            return FAIL(EXPERT_E_BAD_SAFETENSORS, "cannot read tensor %u", i);
+        b->tensor_count++;
+        size_t cap = strlen(t->info.name) + 1;
+        t->module_path = xp_malloc(cap);
+        if (t->module_path == NULL)
+            return FAIL(EXPERT_E_NOMEM, "out of memory");
+        if (expert_peft_classify(t->info.name, t->module_path, cap, &t->role) != EXPERT_OK)
+            return FAIL(EXPERT_E_BAD_SAFETENSORS, "cannot classify tensor '%s'", t->info.name);
+        t->role_rank = role_rank(t->role.type);
+        t->module = EXPERT_MODULE_NONE;
+    }
+    if (b->tensor_count > 1)
+        qsort(b->tensors, b->tensor_count, sizeof *b->tensors, tensor_cmp);
+    return EXPERT_OK;
+}
+
+static expert_status build_modules(build *b, expert_error *err)
+{
+    b->modules = xp_calloc(b->tensor_count ? b->tensor_count : 1, sizeof *b->modules);
+    if (b->modules == NULL)
+        return FAIL(EXPERT_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < b->tensor_count; i++) {
+        tensor_entry *t = &b->tensors[i];
+        module_entry *m = NULL;
+        size_t *slot;
+        if (!has_role(t->role.type))
+            continue;
+        if (b->module_count > 0 && strcmp(b->modules[b->module_count - 1].path, t->module_path) == 0)
+            m = &b->modules[b->module_count - 1];
+        if (m == NULL) {
+            m = &b->modules[b->module_count++];
+            m->path = t->module_path;
+            m->layer = t->role.layer;
+            m->a = m->b = m->mag = m->ia3 = NONE_INDEX;
+        }
+        t->module = (uint32_t)(m - b->modules);
+        switch (t->role.type) {
+        case EXPERT_SECTION_LORA_A: slot = &m->a; break;
+        case EXPERT_SECTION_LORA_B: slot = &m->b; break;
+        case EXPERT_SECTION_DORA_MAGNITUDE: slot = &m->mag; break;
+        default: slot = &m->ia3; break;
+        }
+        if (*slot != NONE_INDEX)
+            return FAIL(EXPERT_E_BAD_SAFETENSORS, "module '%s' has two %s tensors ('%s' and '%s')",
+                        m->path, expert_section_type_name(t->role.type),
+                        b->tensors[*slot].info.name, t->info.name);
+        *slot = i;
+    }
+    for (size_t k = 0; k < b->module_count; k++) {
+        const module_entry *m = &b->modules[k];
+        if (m->ia3 != NONE_INDEX) {
+            const expert_tensor_info *v = &b->tensors[m->ia3].info;
+            if (m->a != NONE_INDEX || m->b != NONE_INDEX || m->mag != NONE_INDEX)
+                return FAIL(EXPERT_E_BAD_SAFETENSORS, "module '%s' mixes IA3 and LoRA tensors",
+                            m->path);
+            if (!((v->rank == 2 && (v->dims[0] == 1 || v->dims[1] == 1)) || v->rank == 1))
+                return FAIL(EXPERT_E_BAD_SAFETENSORS, "'%s': IA3 vector must be [out,1], [1,in] or [n]",
+                            v->name);
+            continue;
+        }
+        if (m->a == NONE_INDEX || m->b == NONE_INDEX)
+            return FAIL(EXPERT_E_BAD_SAFETENSORS, "module '%s' lacks its %s tensor", m->path,
+                        m->a == NONE_INDEX ? "lora_A" : "lora_B");
+        const expert_tensor_info *a = &b->tensors[m->a].info;
+        const expert_tensor_info *bt = &b->tensors[m->b].info;
+        if (a->rank != 2 || bt->rank != 2 || a->dims[0] == 0 || a->dims[0] != bt->dims[1] ||
+            a->dims[1] == 0 || bt->dims[0] == 0)
+            return FAIL(EXPERT_E_BAD_SAFETENSORS,
+                        "module '%s': lora_A must be [r,in] and lora_B [out,r] with the same r > 0",
+                        m->path);
+        if (m->mag != NONE_INDEX) {
+            const expert_tensor_info *g = &b->tensors[m->mag].info;
+            int ok = (g->rank == 1 && g->dims[0] == bt->dims[0]) ||
+                     (g->rank == 2 && g->dims[0] == 1 && g->dims[1] == bt->dims[0]);
+            if (!ok)
+                return FAIL(EXPERT_E_BAD_SAFETENSORS,
+                            "'%s': DoRA magnitude must be [out] or [1,out] with out = %llu", g->name,
+                            (unsigned long long)bt->dims[0]);
+        }
+    }
+    return EXPERT_OK;
+}
+
+static json_t *module_json(const build *b, const module_entry *m)
+{
+    json_t *o = json_object();
+    if (o == NULL)
+        return NULL;
+    int bad = json_object_set_new(o, "path", json_string(m->path)) != 0;
+    json_t *layer = m->layer == EXPERT_LAYER_NONE ? json_null() : json_integer((json_int_t)m->layer);
+    if (m->ia3 != NONE_INDEX) {
+        const expert_tensor_info *v = &b->tensors[m->ia3].info;
+        int ff = module_listed_feedforward(b, m->path) ||
+                 (v->rank == 2 && v->dims[0] == 1 && v->dims[1] != 1);
+        bad |= json_object_set_new(o, "type", json_string("ia3")) != 0;
+        bad |= json_object_set_new(o, "layer", layer) != 0;
+        if (v->rank == 1)
+            bad |= json_object_set_new(o, "out_features", json_integer((json_int_t)v->dims[0])) != 0;
+        else if (ff)
+            bad |= json_object_set_new(o, "in_features", json_integer((json_int_t)v->dims[1])) != 0;
+        else
+            bad |= json_object_set_new(o, "out_features", json_integer((json_int_t)v->dims[0])) != 0;
+        bad |= json_object_set_new(o, "feedforward", json_boolean(ff)) != 0;
+    } else {
+        const expert_tensor_info *a = &b->tensors[m->a].info;
+        const expert_tensor_info *bt = &b->tensors[m->b].info;
+        const json_t *rs = json_object_get(b->adapter_cfg, "use_rslora");
+        bad |= json_object_set_new(o, "type", json_string(m->mag != NONE_INDEX ? "dora" : "lora")) != 0;
+        bad |= json_object_set_new(o, "layer", layer) != 0;
+        bad |= json_object_set_new(o, "in_features", json_integer((json_int_t)a->dims[1])) != 0;
+        bad |= json_object_set_new(o, "out_features", json_integer((json_int_t)bt->dims[0])) != 0;
+        bad |= json_object_set_new(o, "r", json_integer((json_int_t)a->dims[0])) != 0;
+        bad |= json_object_set_new(o, "alpha", json_real(module_alpha(b, m->path, a->dims[0]))) != 0;
+        bad |= json_object_set_new(o, "rslora", json_boolean(json_is_true(rs))) != 0;
+    }
+    if (bad) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* Package name when the manifest has none: the file's base name without
+ * ".expert", else "package". */
+static char *fallback_name(const char *path)
+{
+    if (path == NULL)
+        return xp_strndup("package", 7);
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    size_t n = strlen(base);
+    if (n > 7 && strcmp(base + n - 7, ".expert") == 0)
+        n -= 7;
+    if (n == 0)
+        return xp_strndup("package", 7);
+    return xp_strndup(base, n);
+}
+
+static expert_status build_metadata(const build *b, const v1_load *l, const xp_v1_info *info,
+                                    const char *path, char **out, size_t *out_len,
+                                    expert_error *err)
+{
+    json_t *root = json_object(), *mods = json_array(), *src = json_object(), *ents = json_array();
+    json_t *extra = json_object();
+    char *fallback = NULL;
+    expert_status s = EXPERT_OK;
+    int bad = root == NULL || mods == NULL || src == NULL || ents == NULL || extra == NULL;
+    const char *name = jstr(b->manifest, "name");
+    const char *version = jstr(b->manifest, "version");
+    const char *description = jstr(b->manifest, "description");
+    const json_t *bm = manifest_base_model(b->manifest);
+    if (!bad && (name == NULL || name[0] == '\0')) {
+        fallback = fallback_name(path);
+        bad = fallback == NULL;
+        name = fallback;
+    }
+    if (version == NULL || version[0] == '\0')
+        version = "0.0.0";
+    if (!bad) {
+        bad |= json_object_set_new(root, "format", json_string("expert-v2")) != 0;
+        bad |= json_object_set_new(root, "name", json_string(name)) != 0;
+        bad |= json_object_set_new(root, "version", json_string(version)) != 0;
+        if (description != NULL)
+            bad |= json_object_set_new(root, "description", json_string(description)) != 0;
+        if (bm != NULL && jstr(bm, "name") != NULL) {
+            json_t *o = json_object();
+            const char *sha = jstr(bm, "sha256");
+            bad |= o == NULL || json_object_set_new(o, "name", json_string(jstr(bm, "name"))) != 0;
+            if (o != NULL && sha != NULL && is_sha256_hex(sha))
+                bad |= json_object_set_new(o, "sha256", json_string(sha)) != 0;
+            bad |= json_object_set_new(root, "base_model", o) != 0;
+        }
+        if (b->manifest != NULL)
+            bad |= json_object_set_new(root, "source_manifest", json_string(MANIFEST_NAME)) != 0;
+        if (b->adapter_cfg != NULL)
+            bad |= json_object_set_new(root, "adapter_config", json_string(ADAPTER_CONFIG_NAME)) != 0;
+        bad |= json_object_set_new(root, "created_by", json_string(CREATED_BY)) != 0;
+        for (size_t k = 0; k < b->module_count && !bad; k++) {
+            json_t *mj = module_json(b, &b->modules[k]);
+            bad |= mj == NULL || json_array_append_new(mods, mj) != 0;
+        }
+        bad |= json_object_set(root, "modules", mods) != 0;
+        char hex[65];
+        hex_encode(info->pub.archive_sha256, 32, hex);
+        bad |= json_object_set_new(src, "sha256", json_string(hex)) != 0;
+        bad |= json_object_set_new(src, "bytes", json_integer((json_int_t)info->pub.archive_bytes)) != 0;
+        for (uint32_t i = 0; i < l->count && !bad; i++) {
+            json_t *e = json_pack("{s:s, s:I, s:i, s:I}", "name", l->e[i].name, "size",
+                                  (json_int_t)l->e[i].size, "mode", (int)l->e[i].mode, "mtime",
+                                  (json_int_t)l->e[i].mtime);
+            bad |= e == NULL || json_array_append_new(ents, e) != 0;
+        }
+        bad |= json_object_set(src, "entries", ents) != 0;
+        bad |= json_object_set(extra, "v1_source", src) != 0;
+        bad |= json_object_set(root, "extra", extra) != 0;
+    }
+    if (!bad) {
+        size_t n = json_dumpb(root, NULL, 0, JSON_COMPACT);
+        char *buf = n ? xp_malloc(n + 1) : NULL;
+        if (buf == NULL || json_dumpb(root, buf, n, JSON_COMPACT) != n) {
+            xp_free(buf);
+            bad = 1;
+        } else {
+            buf[n] = '\0';
+            *out = buf;
+            *out_len = n;
+        }
+    }
+    if (bad)
+        s = FAIL(EXPERT_E_NOMEM, "out of memory building metadata");
+    json_decref(root);
+    json_decref(mods);
+    json_decref(src);
+    json_decref(ents);
+    json_decref(extra);
+    xp_free(fallback);
+    return s;
+}
+
+static void desc_init(expert_section_desc *d, const char *name, uint16_t type)
+{
+    memset(d, 0, sizeof *d);
+    d->name = name;
+    d->type = type;
+    d->codec = EXPERT_CODEC_RAW;
+    d->layer = EXPERT_LAYER_NONE;
+    d->module = EXPERT_MODULE_NONE;
+}
+
+static int ventry_ptr_cmp(const void *a, const void *b)
+{
+    return ventry_name_cmp(a, b);
+}
+
+/* Builds the raw-codec v2 image: SAFETENSORS_HEADER, tensors in streaming
+ * order, then every other entry as FILE sorted by path. Entry buffers are
+ * released as they are copied in. */
+static expert_status build_image(v1_load *l, build *b, const char *meta, size_t meta_len,
+                                  uint8_t **image, size_t *image_size, expert_error *err)
+{
+    uint64_t hint = l->total + meta_len + 65536;
+    hint += (uint64_t)(l->count + b->tensor_count + 1) * (64 + XP_TOC_ENTRY_SIZE + 8);
+    for (size_t i = 0; i < b->tensor_count; i++)
+        hint += strlen(b->tensors[i].info.name);
+    for (uint32_t i = 0; i < l->count; i++)
+        hint += strlen(l->e[i].name);
+    if (hint > SIZE_MAX)
+        return FAIL(EXPERT_E_LIMIT_EXCEEDED, "package too large for this machine");
+    expert_writer *w = NULL;
+    expert_writer_options wo = {64, 0, 0, 1};
+    XP_TRY(xp_writer_open_memory(&wo, (size_t)hint, &w, err));
+    expert_status s = expert_writer_set_metadata(w, meta, meta_len, err);
+    expert_section_desc d;
+    if (s == EXPERT_OK) {
+        desc_init(&d, ST_NAME, EXPERT_SECTION_SAFETENSORS_HEADER);
+        d.dtype = EXPERT_DTYPE_BYTES;
+        d.rank = 1;
+        d.dims[0] = expert_safetensors_header_length(b->st);
+        s = expert_writer_add(w, &d, b->st_entry->data, (size_t)d.dims[0], err);
+    }
+    for (size_t i = 0; s == EXPERT_OK && i < b->tensor_count; i++) {
+        const tensor_entry *t = &b->tensors[i];
+        desc_init(&d, t->info.name, t->role.type);
+        d.dtype = (uint8_t)t->info.dtype;
+        d.rank = (uint8_t)t->info.rank;
+        d.layer = t->role.layer;
+        d.module = t->module;
+        memcpy(d.dims, t->info.dims, sizeof d.dims);
+        s = expert_writer_add(w, &d, b->st_entry->data + t->info.data_offset,
+                              (size_t)t->info.data_length, err);
+    }
+    ventry **sorted = NULL;
+    if (s == EXPERT_OK) {
+        sorted = xp_calloc(l->count ? l->count : 1, sizeof *sorted);
+        if (sorted == NULL)
+            s = FAIL(EXPERT_E_NOMEM, "out of memory");
+    }
+    if (s == EXPERT_OK) {
+        for (uint32_t i = 0; i < l->count; i++)
+            sorted[i] = &l->e[i];
+        qsort(sorted, l->count, sizeof *sorted, ventry_ptr_cmp);
+    }
+    for (uint32_t i = 0; s == EXPERT_OK && i < l->count; i++) {
+        ventry *v = sorted[i];
+        if (v == b->st_entry)
+            continue;
+        desc_init(&d, v->name, EXPERT_SECTION_FILE);
+        d.dtype = EXPERT_DTYPE_BYTES;
+        d.rank = 1;
+        d.dims[0] = v->size;
+        s = expert_writer_add(w, &d, v->data, v->size, err);
+        xp_free(v->data);
+        v->data = NULL;
+    }
+    xp_free(sorted);
+    if (s != EXPERT_OK) {
+        expert_writer_abort(w);
+        return s;
+    }
+    return xp_writer_finish_memory(w, NULL, image, image_size, err);
+}
+
+/* ============================================================= sidecar */
+
+static expert_v1_sidecar check_sidecar(const char *path, const uint8_t digest[32])
+{
+    size_t n = strlen(path);
+    char *sp = xp_malloc(n + 8);
+    if (sp == NULL)
+        return EXPERT_V1_SIDECAR_NOT_CHECKED;
+    memcpy(sp, path, n);
+    memcpy(sp + n, ".sha256", 8);
+    int fd = open(sp, O_RDONLY | O_CLOEXEC);
+    xp_free(sp);
+    if (fd < 0)
+        return errno == ENOENT ? EXPERT_V1_SIDECAR_ABSENT : EXPERT_V1_SIDECAR_MALFORMED;
+    char buf[SIDECAR_MAX + 1];
+    size_t have = 0;
+    for (;;) {
+        ssize_t k = read(fd, buf + have, SIDECAR_MAX + 1 - have);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            break;
+        have += (size_t)k;
+        if (have > SIDECAR_MAX)
+            break;
+    }
+    close(fd);
+    uint8_t want[32];
+    /* sha256sum format: 64 hex digits, then end, whitespace or " *name". */
+    if (have > SIDECAR_MAX || have < 64 || !hex_decode(buf, 64, want, 32) ||
+        (have > 64 && buf[64] != ' ' && buf[64] != '\t' && buf[64] != '\n' && buf[64] != '\r'))
+        return EXPERT_V1_SIDECAR_MALFORMED;
+    return memcmp(want, digest, 32) == 0 ? EXPERT_V1_SIDECAR_MATCH : EXPERT_V1_SIDECAR_STALE_SIGNED;
+}
+
+/* ================================================================ open */
+
+static expert_v1_options resolve_options(const expert_v1_options *o)
+{
+    expert_v1_options r = {0, 0, 0, 0};
+    if (o != NULL)
+        r = *o;
+    if (r.max_total_bytes == 0)
+        r.max_total_bytes = EXPERT_V1_DEFAULT_MAX_TOTAL;
+    if (r.max_entry_bytes == 0)
+        r.max_entry_bytes = EXPERT_V1_DEFAULT_MAX_ENTRY;
+    if (r.max_entries == 0)
+        r.max_entries = EXPERT_V1_DEFAULT_MAX_ENTRIES;
+    return r;
+}
+
+void xp_v1_info_free(xp_v1_info *v)
+{
+    if (v == NULL)
+        return;
+    for (uint32_t i = 0; i < v->pub.entry_count; i++)
+        xp_free(v->entries[i].name);
+    xp_free(v->entries);
+    xp_free(v);
+}
+
+static expert_status open_common_v1(int fd, const char *path, const void *mem, size_t mem_size,
+                                    const expert_open_options *opt, const expert_v1_options *v1opt,
+                                    expert_reader **out, expert_error *err)
+{
+    expert_v1_options o = resolve_options(v1opt);
+    gz_src g;
+    v1_load l;
+    build b;
+    xp_v1_info *info = NULL;
+    char *meta = NULL;
+    size_t meta_len = 0;
+    memset(&l, 0, sizeof l);
+    memset(&b, 0, sizeof b);
+    *out = NULL;
+
+    expert_status s = gz_init(&g, fd, mem, mem_size, o.max_total_bytes, err);
+    if (s == EXPERT_OK)
+        s = read_archive(&g, &o, &l, err);
+    if (s == EXPERT_OK) {
+        info = xp_calloc(1, sizeof *info);
+        if (info == NULL)
+            s = FAIL(EXPERT_E_NOMEM, "out of memory");
+    }
+    if (s == EXPERT_OK) {
+        /* The whole file is hashed, including anything after the stream. */
+        while (s == EXPERT_OK && !g.in_eof)
+            if (gz_fill(&g) != EXPERT_OK) {
+                s = g.st;
+                if (err != NULL)
+                    *err = g.e;
+            }
+        if (s == EXPERT_OK && xp_sha256_final(g.sha, info->pub.archive_sha256) != EXPERT_OK)
+            s = FAIL(EXPERT_E_NOMEM, "hashing failed");
+        info->pub.archive_bytes = g.in_bytes;
+        info->pub.unpacked_bytes = l.total;
+        info->entries = xp_calloc(l.count ? l.count : 1, sizeof *info->entries);
+        if (s == EXPERT_OK && info->entries == NULL)
+            s = FAIL(EXPERT_E_NOMEM, "out of memory");
+        for (uint32_t i = 0; s == EXPERT_OK && i < l.count; i++) {
+            info->entries[i].name = xp_strndup(l.e[i].name, strlen(l.e[i].name));
+            if (info->entries[i].name == NULL) {
+                s = FAIL(EXPERT_E_NOMEM, "out of memory");
+                break;
+            }
+            info->entries[i].size = l.e[i].size;
+            info->entries[i].mode = l.e[i].mode;
+            info->entries[i].mtime = l.e[i].mtime;
+            info->pub.entry_count = i + 1;
+        }
+    }
+    if (s == EXPERT_OK) {
+        ventry *m = find_entry(&l, MANIFEST_NAME), *c = find_entry(&l, ADAPTER_CONFIG_NAME);
+        b.st_entry = find_entry(&l, ST_NAME);
+        if (b.st_entry == NULL)
+            s = FAIL(EXPERT_E_BAD_ARCHIVE, "the v1 package has no %s", ST_NAME);
+        if (s == EXPERT_OK && m != NULL)
+            s = parse_json_entry(m, &b.manifest, err);
+        if (s == EXPERT_OK && c != NULL)
+            s = parse_json_entry(c, &b.adapter_cfg, err);
+        info->pub.is_signed = find_entry(&l, SIGNATURE_NAME) != NULL ||
+                              json_object_get(b.manifest, "integrity") != NULL;
+    }
+    if (s == EXPERT_OK) {
+        info->pub.sidecar = EXPERT_V1_SIDECAR_NOT_CHECKED;
+        if (path != NULL && !(o.flags & EXPERT_V1_IGNORE_SIDECAR)) {
+            info->pub.sidecar = check_sidecar(path, info->pub.archive_sha256);
+            int strict = (o.flags & EXPERT_V1_STRICT_SIDECAR) != 0;
+            if (info->pub.sidecar == EXPERT_V1_SIDECAR_STALE_SIGNED &&
+                (strict || !info->pub.is_signed)) {
+                char hex[65];
+                hex_encode(info->pub.archive_sha256, 32, hex);
+                s = xp_set_error(err, EXPERT_E_FILE_HASH_MISMATCH, 0, EXPERT_NO_SECTION,
+                                 "%s: SHA-256 %s does not match %s.sha256%s", path, hex, path,
+                                 info->pub.is_signed ? "" : " (unsigned package: corrupt or altered)");
+            } else if (info->pub.sidecar == EXPERT_V1_SIDECAR_MALFORMED && strict) {
+                s = FAIL(EXPERT_E_FILE_HASH_MISMATCH, "%s.sha256 is not in sha256sum format", path);
+            }
+        }
+    }
+    if (s == EXPERT_OK)
+        s = load_tensors(&b, err);
+    if (s == EXPERT_OK)
+        s = build_modules(&b, err);
+    if (s == EXPERT_OK)
+        s = build_metadata(&b, &l, info, path, &meta, &meta_len, err);
+    uint8_t *image = NULL;
+    size_t image_size = 0;
+    if (s == EXPERT_OK)
+        s = build_image(&l, &b, meta, meta_len, &image, &image_size, err);
+    xp_free(meta);
+    build_free(&b);
+    load_free(&l);
+    gz_free(&g);
+    if (s != EXPERT_OK) {
+        xp_v1_info_free(info);
+        return s;
+    }
+    return xp_reader_open_owned(image, image_size, opt, info, out, err);
+}
+
+expert_status xp_v1_open_fd(int fd, const char *path, const expert_open_options *opt,
+                            const expert_v1_options *v1opt, expert_reader **out,
+                            expert_error *err)
+{
+    return open_common_v1(fd, path, NULL, 0, opt, v1opt, out, err);
+}
+
+expert_status xp_v1_open_memory(const void *data, size_t size, const expert_open_options *opt,
+                                const expert_v1_options *v1opt, expert_reader **out,
+                                expert_error *err)
+{
+    return open_common_v1(-1, NULL, data, size, opt, v1opt, out, err);
+}
+
+expert_status expert_open_v1(const char *path, const expert_open_options *opt,
+                             const expert_v1_options *v1opt, expert_reader **out,
+                             expert_error *err)
+{
+    if (path == NULL || out == NULL)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "path and out are required");
+    *out = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return FAIL(EXPERT_E_IO, "cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    uint8_t magic[2];
+    expert_status s;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+        s = FAIL(EXPERT_E_IO, "%s is not a regular file", path);
+    else if (pread(fd, magic, 2, 0) != 2 || !xp_is_gzip(magic, 2))
+        s = FAIL(EXPERT_E_BAD_ARCHIVE, "%s is not a gzip stream (v1 packages are tar.gz)", path);
+    else
+        s = xp_v1_open_fd(fd, path, opt, v1opt, out, err);
+    close(fd);
+    return s;
+}
+
+expert_status expert_open_v1_memory(const void *data, size_t size, const expert_open_options *opt,
+                                    const expert_v1_options *v1opt, expert_reader **out,
+                                    expert_error *err)
+{
+    if (out == NULL || (data == NULL && size != 0))
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "invalid argument");
+    *out = NULL;
+    if (!xp_is_gzip(data, size))
+        return FAIL(EXPERT_E_BAD_ARCHIVE, "not a gzip stream (v1 packages are tar.gz)");
+    return xp_v1_open_memory(data, size, opt, v1opt, out, err);
+}
+
+/* ========================================================== accessors */
+
+int expert_reader_source_format(const expert_reader *r)
+{
+    if (r == NULL)
+        return 0;
+    return xp_reader_v1(r) != NULL ? 1 : 2;
+}
+
+const char *expert_reader_notice(const expert_reader *r)
+{
+    return xp_reader_v1(r) != NULL ? k_notice : NULL;
+}
+
+expert_status expert_v1_info_get(const expert_reader *r, expert_v1_info *out)
+{
+    const xp_v1_info *v = xp_reader_v1(r);
+    if (v == NULL || out == NULL)
+        return EXPERT_E_INVALID_ARGUMENT;
+    *out = v->pub;
+    return EXPERT_OK;
+}
+
+const char *expert_v1_entry_name(const expert_reader *r, uint32_t i)
+{
+    const xp_v1_info *v = xp_reader_v1(r);
+    if (v == NULL || i >= v->pub.entry_count)
+        return NULL;
+    return v->entries[i].name;
+}
+
+/* ===================================================== file rebuild */
+
+static expert_status read_section_alloc(expert_reader *r, uint32_t index, uint8_t **data,
+                                        size_t *size, expert_error *err)
+{
+    expert_section_info si;
+    *data = NULL;
+    *size = 0;
+    if (expert_section(r, index, &si) != EXPERT_OK)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "no section %u", index);
+    if (si.decoded_length > SIZE_MAX - 1)
+        return FAIL(EXPERT_E_LIMIT_EXCEEDED, "section too large for this machine");
+    uint8_t *buf = xp_malloc((size_t)si.decoded_length + 1);
+    if (buf == NULL)
+        return FAIL(EXPERT_E_NOMEM, "out of memory (%llu bytes)", (unsigned long long)si.decoded_length);
+    expert_status s = expert_read(r, index, buf, (size_t)si.decoded_length, 0, err);
+    if (s != EXPERT_OK) {
+        xp_free(buf);
+        return s;
+    }
+    *data = buf;
+    *size = (size_t)si.decoded_length;
+    return EXPERT_OK;
+}
+
+/* Rebuilds a safetensors file; *used (optional, per section) marks the
+ * tensor sections consumed. */
+static expert_status rebuild_safetensors(expert_reader *r, uint32_t index, uint8_t **data,
+                                         size_t *size, uint8_t *used, expert_error *err)
+{
+    uint8_t *hdr = NULL, *buf = NULL;
+    size_t hdr_len = 0;
+    expert_safetensors *st = NULL;
+    XP_TRY(read_section_alloc(r, index, &hdr, &hdr_len, err));
+    expert_status s = expert_safetensors_parse_header(hdr, hdr_len, &st, err);
+    if (s == EXPERT_OK && expert_safetensors_header_length(st) != hdr_len)
+        s = xp_set_error(err, EXPERT_E_BAD_SAFETENSORS, EXPERT_NO_OFFSET, index,
+                         "header section holds %zu bytes, the header is %llu", hdr_len,
+                         (unsigned long long)expert_safetensors_header_length(st));
+    uint64_t total = 0;
+    if (s == EXPERT_OK && (xp_add_overflows(hdr_len, expert_safetensors_data_length(st), &total) ||
+                           total > SIZE_MAX))
+        s = FAIL(EXPERT_E_LIMIT_EXCEEDED, "safetensors file too large for this machine");
+    if (s == EXPERT_OK && (buf = xp_malloc(total ? (size_t)total : 1)) == NULL)
+        s = FAIL(EXPERT_E_NOMEM, "out of memory (%llu bytes)", (unsigned long long)total);
+    if (s == EXPERT_OK)
+        memcpy(buf, hdr, hdr_len);
+    uint64_t pos = hdr_len;
+    for (uint32_t i = 0; s == EXPERT_OK && i < expert_safetensors_count(st); i++) {
+        expert_tensor_info t;
+        expert_section_info si;
+        uint32_t sec = 0;
+        expert_safetensors_tensor(st, i, &t);
+        if (t.data_offset != pos) {
+            s = FAIL(EXPERT_E_BAD_SAFETENSORS, "tensor '%s' starts at %llu, expected %llu", t.name,
+                     (unsigned long long)t.data_offset, (unsigned long long)pos);
+            break;
+        }
+        if (expert_find(r, t.name, strlen(t.name), &sec) != EXPERT_OK) {
+            s = FAIL(EXPERT_E_NOT_FOUND, "tensor '%s' of the safetensors header has no section",
+                     t.name);
+            break;
+        }
+        expert_section(r, sec, &si);
+        if (si.type == EXPERT_SECTION_FILE || si.type == EXPERT_SECTION_SAFETENSORS_HEADER ||
+            si.dtype != (uint8_t)t.dtype || si.rank != t.rank ||
+            memcmp(si.dims, t.dims, sizeof si.dims) != 0 || si.decoded_length != t.data_length) {
+            s = xp_set_error(err, EXPERT_E_BAD_SAFETENSORS, EXPERT_NO_OFFSET, sec,
+                             "tensor '%s' does not match its section (type, dtype, shape or length)",
+                             t.name);
+            break;
+        }
+        s = expert_read(r, sec, buf + pos, (size_t)t.data_length, 0, err);
+        pos += t.data_length;
+        if (used != NULL)
+            used[sec] = 1;
+    }
+    expert_safetensors_free(st);
+    xp_free(hdr);
+    if (s != EXPERT_OK) {
+        xp_free(buf);
+        return s;
+    }
+    *data = buf;
+    *size = (size_t)total;
+    return EXPERT_OK;
+}
+
+expert_status expert_file_rebuild(expert_reader *r, uint32_t section, void **data, size_t *size,
+                                  expert_error *err)
+{
+    expert_section_info si;
+    if (r == NULL || data == NULL || size == NULL || expert_section(r, section, &si) != EXPERT_OK)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "invalid argument");
+    *data = NULL;
+    *size = 0;
+    uint8_t *p = NULL;
+    expert_status s;
+    if (si.type == EXPERT_SECTION_FILE)
+        s = read_section_alloc(r, section, &p, size, err);
+    else if (si.type == EXPERT_SECTION_SAFETENSORS_HEADER)
+        s = rebuild_safetensors(r, section, &p, size, NULL, err);
+    else
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "section %u is neither FILE nor SAFETENSORS_HEADER",
+                    section);
+    if (s == EXPERT_OK)
+        *data = p;
+    return s;
+}
+
+/* Every package file of a reader (FILE sections and rebuilt safetensors),
+ * in TOC order. */
+typedef struct pfile {
+    char *name;
+    uint8_t *data;
+    size_t size;
+    uint32_t mode;
+    int64_t mtime;
+    int has_meta;
+    unsigned order;
+} pfile;
+
+typedef struct pfiles {
+    pfile *f;
+    uint32_t count;
+} pfiles;
+
+static void pfiles_free(pfiles *p)
+{
+    for (uint32_t i = 0; i < p->count; i++) {
+        xp_free(p->f[i].name);
+        xp_free(p->f[i].data);
+    }
+    xp_free(p->f);
+    memset(p, 0, sizeof *p);
+}
+
+static expert_status collect_files(expert_reader *r, int require_all, pfiles *out,
+                                   expert_error *err)
+{
+    uint32_t n = expert_section_count(r);
+    uint8_t *used = xp_calloc(n ? n : 1, 1);
+    out->f = xp_calloc(n ? n : 1, sizeof *out->f);
+    out->count = 0;
+    if (used == NULL || out->f == NULL) {
+        xp_free(used);
+        return FAIL(EXPERT_E_NOMEM, "out of memory");
+    }
+    expert_status s = EXPERT_OK;
+    for (uint32_t i = 0; s == EXPERT_OK && i < n; i++) {
+        expert_section_info si;
+        expert_section(r, i, &si);
+        if (si.type != EXPERT_SECTION_FILE && si.type != EXPERT_SECTION_SAFETENSORS_HEADER)
+            continue;
+        used[i] = 1;
+        pfile *f = &out->f[out->count];
+        f->name = xp_strndup(si.name, si.name_length);
+        if (f->name == NULL) {
+            s = FAIL(EXPERT_E_NOMEM, "out of memory");
+            break;
+        }
+        out->count++;
+        if (si.type == EXPERT_SECTION_FILE)
+            s = read_section_alloc(r, i, &f->data, &f->size, err);
+        else
+            s = rebuild_safetensors(r, i, &f->data, &f->size, used, err);
+    }
+    for (uint32_t i = 0; s == EXPERT_OK && require_all && i < n; i++) {
+        expert_section_info si;
+        expert_section(r, i, &si);
+        if (!used[i] && si.type < 0x8000) /* must-ignore types may be dropped */
+            s = xp_set_error(err, EXPERT_E_INVALID_ARGUMENT, EXPERT_NO_OFFSET, i,
+                             "section '%.*s' (%s) belongs to no package file: a v1 package "
+                             "cannot hold it",
+                             (int)si.name_length, si.name, expert_section_type_name(si.type));
+    }
+    xp_free(used);
+    if (s != EXPERT_OK)
+        pfiles_free(out);
+    return s;
+}
+
+/* ====================================================== v1 signatures */
+
+static expert_status ed25519_verify_raw(const uint8_t pub[32], const uint8_t *msg, size_t len,
+                                        const uint8_t sig[64])
+{
+    EVP_PKEY *k = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, pub, 32);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int ok = k != NULL && md != NULL && EVP_DigestVerifyInit(md, NULL, NULL, NULL, k) == 1 &&
+             EVP_DigestVerify(md, sig, 64, msg, len) == 1;
+    EVP_MD_CTX_free(md);
+    EVP_PKEY_free(k);
+    return ok ? EXPERT_OK : EXPERT_E_BAD_SIGNATURE;
+}
+
+expert_status expert_v1_sign_raw(const uint8_t seed[32], const void *msg, size_t length,
+                                 uint8_t signature[64], uint8_t public_key[32], expert_error *err)
+{
+    if (seed == NULL || (msg == NULL && length != 0) || signature == NULL)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "invalid argument");
+    EVP_PKEY *k = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, seed, 32);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    size_t siglen = 64, publen = 32;
+    static const uint8_t empty = 0;
+    int ok = k != NULL && md != NULL && EVP_DigestSignInit(md, NULL, NULL, NULL, k) == 1 &&
+             EVP_DigestSign(md, signature, &siglen, length ? msg : &empty, length) == 1 &&
+             siglen == 64;
+    if (ok && public_key != NULL)
+        ok = EVP_PKEY_get_raw_public_key(k, public_key, &publen) == 1 && publen == 32;
+    EVP_MD_CTX_free(md);
+    EVP_PKEY_free(k);
+    return ok ? EXPERT_OK : FAIL(EXPERT_E_BAD_KEY, "Ed25519 signing with the raw seed failed");
+}
+
+static int parse_pubkey_text(const char *text, uint8_t out[32])
+{
+    if (strncmp(text, "ed25519:", 8) == 0)
+        text += 8;
+    return hex_decode(text, strlen(text), out, 32);
+}
+
+/* JSON text scanner for the top-level members of an object: enough to cut
+ * one member out of serde_json's pretty output without re-serialising. */
+static size_t skip_ws(const char *s, size_t n, size_t i)
+{
+    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
+        i++;
+    return i;
+}
+
+static size_t skip_string(const char *s, size_t n, size_t i) /* at '"'; returns past the closing quote, or n+1 */
+{
+    for (i++; i < n; i++) {
+        if (s[i] == '\\')
+            i++;
+        else if (s[i] == '"')
+            return i + 1;
+    }
+    return n + 1;
+}
+
+static size_t skip_value(const char *s, size_t n, size_t i)
+{
+    if (i >= n)
+        return n + 1;
+    if (s[i] == '"')
+        return skip_string(s, n, i);
+    if (s[i] == '{' || s[i] == '[') {
+        int depth = 0;
+        while (i < n) {
+            if (s[i] == '"') {
+                i = skip_string(s, n, i);
+                continue;
+            }
+            if (s[i] == '{' || s[i] == '[')
+                depth++;
+            else if (s[i] == '}' || s[i] == ']') {
+                if (--depth == 0)
+                    return i + 1;
+            }
+            i++;
+        }
+        return n + 1;
+    }
+    while (i < n && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' && s[i] != '\n' &&
+           s[i] != '\r' && s[i] != '\t')
+        i++;
+    return i;
+}
+
+/* Hash of manifest.json with the top-level "integrity" member cut out, in
+ * each of the two ways the separator may go; 1 if one equals want. */
+static int manifest_matches_without_integrity(const uint8_t *data, size_t n, const uint8_t want[32])
+{
+    const char *s = (const char *)data;
+    size_t i = skip_ws(s, n, 0), prev_end = 0;
+    if (i >= n || s[i] != '{')
+        return 0;
+    prev_end = i + 1;
+    i = skip_ws(s, n, i + 1);
+    while (i < n && s[i] == '"') {
+        size_t key_start = i, key_end = skip_string(s, n, i);
+        if (key_end > n)
+            return 0;
+        size_t j = skip_ws(s, n, key_end);
+        if (j >= n || s[j] != ':')
+            return 0;
+        size_t vend = skip_value(s, n, skip_ws(s, n, j + 1));
+        if (vend > n)
+            return 0;
+        size_t after = skip_ws(s, n, vend);
+        int last = after < n && s[after] == '}';
+        size_t next_key = after < n && s[after] == ',' ? skip_ws(s, n, after + 1) : after;
+        if (key_end - key_start == 11 && memcmp(s + key_start, "\"integrity\"", 11) == 0) {
+            size_t cuts[2][2] = {{prev_end, vend}, {key_start, last ? vend : next_key}};
+            for (int c = 0; c < 2; c++) {
+                size_t a = cuts[c][0], b = cuts[c][1];
+                uint8_t *tmp = xp_malloc(n - (b - a) + 1);
+                uint8_t d[32];
+                if (tmp == NULL)
+                    return 0;
+                memcpy(tmp, data, a);
+                memcpy(tmp + a, data + b, n - b);
+                int ok = expert_sha256(tmp, n - (b - a), d) == EXPERT_OK && memcmp(d, want, 32) == 0;
+                xp_free(tmp);
+                if (ok)
+                    return 1;
+            }
+            return 0;
+        }
+        if (last)
+            return 0;
+        prev_end = vend;
+        i = next_key;
+    }
+    return 0;
+}
+
+static int cstr_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+#define SIG_SET(st, ...)                                                                          \
+    do {                                                                                          \
+        info->status = (st);                                                                      \
+        snprintf(info->detail, sizeof info->detail, __VA_ARGS__);                                 \
+    } while (0)
+
+static expert_status sig_result(expert_v1_signature_info *info, expert_error *err)
+{
+    switch (info->status) {
+    case EXPERT_V1_SIG_VALID:
+    case EXPERT_V1_SIG_VALID_LEGACY:
+        return EXPERT_OK;
+    case EXPERT_V1_SIG_UNSIGNED:
+        return FAIL(EXPERT_E_UNSIGNED, "%s", info->detail);
+    default:
+        return FAIL(EXPERT_E_BAD_SIGNATURE, "%s", info->detail);
+    }
+}
+
+expert_status expert_v1_verify(expert_reader *r, const char *trusted_pubkey,
+                               expert_v1_signature_info *out, expert_error *err)
+{
+    expert_v1_signature_info local, *info = out != NULL ? out : &local;
+    memset(info, 0, sizeof *info);
+    if (r == NULL)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "invalid argument");
+    uint8_t trusted[32];
+    if (trusted_pubkey != NULL && !parse_pubkey_text(trusted_pubkey, trusted))
+        return FAIL(EXPERT_E_BAD_KEY, "public key must be \"ed25519:<64 hex digits>\"");
+
+    pfiles pf;
+    memset(&pf, 0, sizeof pf);
+    XP_TRY(collect_files(r, 0, &pf, err));
+    expert_status s = EXPERT_OK;
+    json_t *manifest = NULL;
+    char **names = NULL;
+    uint8_t *msg = NULL;
+    const pfile *mf = NULL, *sigf = NULL;
+    for (uint32_t i = 0; i < pf.count; i++) {
+        if (strcmp(pf.f[i].name, MANIFEST_NAME) == 0)
+            mf = &pf.f[i];
+        else if (strcmp(pf.f[i].name, SIGNATURE_NAME) == 0)
+            sigf = &pf.f[i];
+    }
+    if (mf != NULL) {
+        json_error_t je;
+        manifest = json_loadb((const char *)mf->data, mf->size, 0, &je);
+    }
+    const json_t *integ = json_object_get(manifest, "integrity");
+    if (integ == NULL && sigf == NULL) {
+        SIG_SET(EXPERT_V1_SIG_UNSIGNED, "the package carries no v1 signature (no integrity block "
+                                        "in manifest.json, no signature.sig)");
+        goto finish;
+    }
+    if (!json_is_object(integ)) {
+        SIG_SET(EXPERT_V1_SIG_INVALID, "signature.sig is present but manifest.json has no "
+                                       "integrity block: the signed file list is unknown");
+        goto finish;
+    }
+    const char *sig_hex = jstr(integ, "signature");
+    const char *pub_hex = jstr(integ, "pubkey");
+    const char *alg = jstr(integ, "signature_algorithm");
+    const json_t *files = json_object_get(integ, "files");
+    uint8_t sig[64], pub[32];
+    if (alg != NULL && strcmp(alg, "ed25519") != 0) {
+        SIG_SET(EXPERT_V1_SIG_INVALID, "unsupported signature_algorithm '%s'", alg);
+        goto finish;
+    }
+    if (sig_hex == NULL && sigf != NULL) { /* fall back to signature.sig */
+        size_t k = sigf->size;
+        while (k > 0 && (sigf->data[k - 1] == '\n' || sigf->data[k - 1] == '\r' || sigf->data[k - 1] == ' '))
+            k--;
+        if (!hex_decode((const char *)sigf->data, k, sig, 64)) {
+            SIG_SET(EXPERT_V1_SIG_INVALID, "signature.sig is not 128 hex digits");
+            goto finish;
+        }
+    } else if (sig_hex == NULL || !hex_decode(sig_hex, strlen(sig_hex), sig, 64)) {
+        SIG_SET(EXPERT_V1_SIG_INVALID, "integrity.signature is missing or not 128 hex digits");
+        goto finish;
+    }
+    if (sigf != NULL) {
+        uint8_t sig2[64];
+        size_t k = sigf->size;
+        while (k > 0 && (sigf->data[k - 1] == '\n' || sigf->data[k - 1] == '\r' || sigf->data[k - 1] == ' '))
+            k--;
+        if (!hex_decode((const char *)sigf->data, k, sig2, 64) || memcmp(sig, sig2, 64) != 0) {
+            SIG_SET(EXPERT_V1_SIG_INVALID, "signature.sig differs from integrity.signature");
+            goto finish;
+        }
+    }
+    if (trusted_pubkey != NULL) {
+        memcpy(pub, trusted, 32);
+    } else if (pub_hex == NULL || !parse_pubkey_text(pub_hex, pub)) {
+        SIG_SET(EXPERT_V1_SIG_INVALID, "integrity.pubkey is missing or not \"ed25519:<64 hex>\"");
+        goto finish;
+    } else {
+        info->key_from_package = 1;
+    }
+    memcpy(info->pubkey, "ed25519:", 8);
+    hex_encode(pub, 32, info->pubkey + 8);
+    if (!json_is_object(files) || json_object_size(files) == 0) {
+        SIG_SET(EXPERT_V1_SIG_INVALID, "integrity.files is missing or empty");
+        goto finish;
+    }
+    /* Message: "<path>:<hex>" lines sorted by path, joined by "\n". */
+    size_t nf = json_object_size(files), msg_len = 0, k = 0;
+    names = xp_calloc(nf, sizeof *names);
+    if (names == NULL) {
+        s = FAIL(EXPERT_E_NOMEM, "out of memory");
+        goto finish;
+    }
+    const char *key;
+    json_t *val;
+    json_object_foreach((json_t *)files, key, val) {
+        if (!json_is_string(val)) {
+            SIG_SET(EXPERT_V1_SIG_INVALID, "integrity.files['%s'] is not a string", key);
+            goto finish;
+        }
+        names[k++] = (char *)key;
+        msg_len += strlen(key) + 1 + json_string_length(val) + 1;
+    }
+    qsort(names, nf, sizeof *names, cstr_cmp);
+    msg = xp_malloc(msg_len + 1);
+    if (msg == NULL) {
+        s = FAIL(EXPERT_E_NOMEM, "out of memory");
+        goto finish;
+    }
+    size_t mp = 0;
+    for (size_t i = 0; i < nf; i++) {
+        const char *h = json_string_value(json_object_get(files, names[i]));
+        size_t kl = strlen(names[i]), hl = strlen(h);
+        if (i > 0)
+            msg[mp++] = '\n';
+        memcpy(msg + mp, names[i], kl);
+        mp += kl;
+        msg[mp++] = ':';
+        memcpy(msg + mp, h, hl);
+        mp += hl;
+    }
+    info->files_signed = (uint32_t)nf;
+    if (ed25519_verify_raw(pub, msg, mp, sig) != EXPERT_OK) {
+        SIG_SET(EXPERT_V1_SIG_INVALID,
+                "the Ed25519 signature does not verify over the %zu recorded file hashes with "
+                "%s%s (wrong key, or the hash list was edited)",
+                nf, info->pubkey, info->key_from_package ? " (the package's own key)" : "");
+        goto finish;
+    }
+    /* The signed hashes are authentic: compare them with the files. */
+    int manifest_state = 0; /* 0 matches, 1 matches without integrity, 2 changed */
+    for (size_t i = 0; i < nf; i++) {
+        const char *h = json_string_value(json_object_get(files, names[i]));
+        const pfile *f = NULL;
+        uint8_t want[32], got[32];
+        for (uint32_t j = 0; j < pf.count && f == NULL; j++)
+            if (strcmp(pf.f[j].name, names[i]) == 0)
+                f = &pf.f[j];
+        if (f == NULL) {
+            SIG_SET(EXPERT_V1_SIG_INVALID, "signed file '%s' is missing from the package", names[i]);
+            goto finish;
+        }
+        if (!hex_decode(h, strlen(h), want, 32)) {
+            SIG_SET(EXPERT_V1_SIG_INVALID, "integrity.files['%s'] is not a SHA-256 hex digest",
+                    names[i]);
+            goto finish;
+        }
+        if (expert_sha256(f->data, f->size, got) != EXPERT_OK) {
+            s = FAIL(EXPERT_E_NOMEM, "hashing failed");
+            goto finish;
+        }
+        if (memcmp(got, want, 32) == 0) {
+            info->files_matched++;
+            continue;
+        }
+        if (strcmp(names[i], MANIFEST_NAME) == 0) {
+            manifest_state = manifest_matches_without_integrity(f->data, f->size, want) ? 1 : 2;
+            continue;
+        }
+        SIG_SET(EXPERT_V1_SIG_INVALID, "'%s' changed after signing (SHA-256 differs from the signed "
+                                       "hash)", names[i]);
+        goto finish;
+    }
+    for (uint32_t j = 0; j < pf.count; j++) {
+        if (strcmp(pf.f[j].name, SIGNATURE_NAME) == 0 || json_object_get(files, pf.f[j].name) != NULL)
+            continue;
+        SIG_SET(EXPERT_V1_SIG_INVALID, "'%s' is not covered by the signature (added after signing)",
+                pf.f[j].name);
+        goto finish;
+    }
+    if (manifest_state == 0)
+        SIG_SET(EXPERT_V1_SIG_VALID, "v1 signature valid: %zu files match their signed hashes%s", nf,
+                info->key_from_package ? " (key taken from the package: integrity, not origin)" : "");
+    else if (manifest_state == 1) {
+        info->files_matched++;
+        SIG_SET(EXPERT_V1_SIG_VALID_LEGACY,
+                "v1 signature valid: %zu files match their signed hashes; manifest.json matches once "
+                "the integrity block the old `expert-cli sign` inserted after hashing is removed "
+                "(known defect of the old tool)%s",
+                nf, info->key_from_package ? "; key taken from the package: integrity, not origin" : "");
+    } else
+        SIG_SET(EXPERT_V1_SIG_LEGACY_DEFECT,
+                "cannot verify: the signature is valid for the hashes recorded at signing time and "
+                "the other %u files match, but manifest.json changed after signing (the old "
+                "`expert-cli sign` hashes manifest.json before inserting the integrity block, a known "
+                "defect) and its signed content cannot be recovered",
+                info->files_matched);
+finish:
+    xp_free(msg);
+    xp_free(names);
+    json_decref(manifest);
+    pfiles_free(&pf);
+    if (s != EXPERT_OK)
+        return s;
+    return sig_result(info, err);
+}
+
+/* ====================================================== writing v1 */
+
+typedef struct gz_sink {
+    int fd;                /* -1: memory */
+    uint8_t *mem;
+    size_t len, cap;
+    z_stream zs;
+    int z_ready;
+    uint8_t *outbuf;
+    expert_status st;
+    expert_error e;
+} gz_sink;
+
+#define SINK_CHUNK (256u << 10)
+
+static int sink_emit(gz_sink *k, const uint8_t *p, size_t n)
+{
+    if (k->fd < 0) {
+        if (n > k->cap - k->len) {
+            size_t cap = k->cap ? k->cap : 65536;
+            while (cap - k->len < n) {
+                if (cap > SIZE_MAX / 2)
+                    return -1;
+                cap *= 2;
+            }
+            uint8_t *g = xp_realloc(k->mem, cap);
+            if (g == NULL) {
+                xp_set_error(&k->e, EXPERT_E_NOMEM, EXPERT_NO_OFFSET, EXPERT_NO_SECTION,
+                             "out of memory");
+                k->st = EXPERT_E_NOMEM;
+                return -1;
+            }
+            k->mem = g;
+            k->cap = cap;
+        }
+        memcpy(k->mem + k->len, p, n);
+        k->len += n;
+        return 0;
+    }
+    while (n > 0) {
+        ssize_t w = write(k->fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            k->st = EXPERT_E_IO;
+            xp_set_error(&k->e, EXPERT_E_IO, EXPERT_NO_OFFSET, EXPERT_NO_SECTION, "write failed: %s",
+                         w < 0 ? strerror(errno) : "no progress");
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+        k->len += (size_t)w;
+    }
+    return 0;
+}
+
+static int sink_deflate(gz_sink *k, const void *data, size_t n, int flush)
+{
+    const uint8_t *p = data;
+    do {
+        size_t step = n > UINT32_MAX ? UINT32_MAX : n;
+        k->zs.next_in = p;
+        k->zs.avail_in = (uInt)step;
+        int last = flush && step == n;
+        do {
+            k->zs.next_out = k->outbuf;
+            k->zs.avail_out = SINK_CHUNK;
+            int zr = deflate(&k->zs, last ? Z_FINISH : Z_NO_FLUSH);
+            if (zr == Z_STREAM_ERROR) {
+                k->st = EXPERT_E_NOMEM;
+                xp_set_error(&k->e, EXPERT_E_NOMEM, EXPERT_NO_OFFSET, EXPERT_NO_SECTION,
+                             "deflate failed");
+                return -1;
+            }
+            if (sink_emit(k, k->outbuf, SINK_CHUNK - k->zs.avail_out) != 0)
+                return -1;
+        } while (k->zs.avail_out == 0);
+        p += step;
+        n -= step;
+    } while (n > 0);
+    return 0;
+}
+
+static la_ssize_t tar_write_cb(struct archive *a, void *ud, const void *buf, size_t n)
+{
+    gz_sink *k = ud;
+    if (sink_deflate(k, buf, n, 0) != 0) {
+        archive_set_error(a, EIO, "%s", k->e.message);
+        return -1;
+    }
+    return (la_ssize_t)n;
+}
+
+static expert_status write_tar_gz(gz_sink *k, const expert_v1_entry *entries, size_t count,
+                                  const expert_v1_write_options *opt, expert_error *err)
+{
+    int level = opt != NULL && opt->gzip_level != 0 ? opt->gzip_level : 6;
+    if (level < 1 || level > 9)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "gzip level %d (must be 1..9)", level);
+    for (size_t i = 0; i < count; i++) {
+        const char *why = NULL;
+        if (entries[i].name == NULL || (entries[i].data == NULL && entries[i].size != 0))
+            return FAIL(EXPERT_E_INVALID_ARGUMENT, "entry %zu has no name or data", i);
+        char *norm = normalize_name(entries[i].name, 0, &why);
+        int same = norm != NULL && strcmp(norm, entries[i].name) == 0;
+        xp_free(norm);
+        if (!same)
+            return FAIL(EXPERT_E_INVALID_ARGUMENT, "unsafe entry name '%s'%s%s", entries[i].name,
+                        why ? ": " : "", why ? why : "");
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(entries[j].name, entries[i].name) == 0)
+                return FAIL(EXPERT_E_INVALID_ARGUMENT, "entry name '%s' given twice", entries[i].name);
+    }
+    k->outbuf = xp_malloc(SINK_CHUNK);
+    if (k->outbuf == NULL)
+        return FAIL(EXPERT_E_NOMEM, "out of memory");
+    /* gzip wrapper (windowBits 15+16), memLevel 8, default strategy: zlib's
+     * defaults, as flate2 uses them. */
+    if (deflateInit2(&k->zs, level, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return FAIL(EXPERT_E_NOMEM, "deflateInit2 failed");
+    k->z_ready = 1;
+    struct archive *a = archive_write_new();
+    if (a == NULL)
+        return FAIL(EXPERT_E_NOMEM, "archive_write_new failed");
+    expert_status s = EXPERT_OK;
+    /* GNU headers; no 10 KiB record padding (the tar crate writes none):
+     * entries, then two zero blocks. */
+    if (archive_write_set_format_gnutar(a) != ARCHIVE_OK || archive_write_set_bytes_per_block(a, 0) != ARCHIVE_OK ||
+        archive_write_open(a, k, NULL, tar_write_cb, NULL) != ARCHIVE_OK) {
+        s = FAIL(EXPERT_E_IO, "cannot start the tar stream: %s", archive_error_string(a));
+        goto done;
+    }
+    int64_t def_mtime = opt != NULL ? opt->mtime : 0;
+    for (size_t i = 0; i < count && s == EXPERT_OK; i++) {
+        struct archive_entry *e = archive_entry_new();
+        if (e == NULL) {
+            s = FAIL(EXPERT_E_NOMEM, "out of memory");
+            break;
+        }
+        archive_entry_set_pathname(e, entries[i].name);
+        archive_entry_set_filetype(e, AE_IFREG);
+        archive_entry_set_perm(e, (__LA_MODE_T)(entries[i].mode ? entries[i].mode & 07777 : 0644));
+        archive_entry_set_size(e, (la_int64_t)entries[i].size);
+        archive_entry_set_mtime(e, (time_t)(entries[i].mtime ? entries[i].mtime : def_mtime), 0);
+        archive_entry_set_uid(e, 0);
+        archive_entry_set_gid(e, 0);
+        if (archive_write_header(a, e) != ARCHIVE_OK) {
+            s = k->st != EXPERT_OK ? k->st
+                                   : FAIL(EXPERT_E_IO, "tar header for '%s': %s", entries[i].name,
+                                          archive_error_string(a));
+        } else {
+            const uint8_t *p = entries[i].data;
+            size_t left = entries[i].size;
+            while (left > 0 && s == EXPERT_OK) {
+                size_t step = left > (1u << 24) ? (1u << 24) : left;
+                la_ssize_t w = archive_write_data(a, p, step);
+                if (w <= 0)
+                    s = k->st != EXPERT_OK ? k->st
+                                           : FAIL(EXPERT_E_IO, "tar data for '%s': %s",
+                                                  entries[i].name, archive_error_string(a));
+                else {
+                    p += w;
+                    left -= (size_t)w;
+                }
+            }
+        }
+        archive_entry_free(e);
+    }
+    if (s == EXPERT_OK && archive_write_close(a) != ARCHIVE_OK)
+        s = k->st != EXPERT_OK ? k->st : FAIL(EXPERT_E_IO, "closing the tar stream: %s", archive_error_string(a));
+    if (s == EXPERT_OK && sink_deflate(k, NULL, 0, 1) != 0)
+        s = k->st;
+    if (s != EXPERT_OK && k->st == s && err != NULL)
+        *err = k->e;
+done:
+    archive_write_free(a);
+    return s;
+}
+
+static void sink_free(gz_sink *k)
+{
+    if (k->z_ready)
+        deflateEnd(&k->zs);
+    xp_free(k->outbuf);
+}
+
+expert_status expert_v1_write_memory(const expert_v1_entry *entries, size_t count,
+                                     const expert_v1_write_options *opt, void **data,
+                                     size_t *size, expert_error *err)
+{
+    if ((entries == NULL && count != 0) || data == NULL || size == NULL)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "invalid argument");
+    gz_sink k;
+    memset(&k, 0, sizeof k);
+    k.fd = -1;
+    expert_status s = write_tar_gz(&k, entries, count, opt, err);
+    sink_free(&k);
+    if (s != EXPERT_OK) {
+        xp_free(k.mem);
+        return s;
+    }
+    *data = k.mem;
+    *size = k.len;
+    return EXPERT_OK;
+}
+
+expert_status expert_v1_write(const char *path, const expert_v1_entry *entries, size_t count,
+                              const expert_v1_write_options *opt, expert_error *err)
+{
+    if (path == NULL || (entries == NULL && count != 0))
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "invalid argument");
+    size_t n = strlen(path);
+    char *tmp = xp_malloc(n + 16);
+    if (tmp == NULL)
+        return FAIL(EXPERT_E_NOMEM, "out of memory");
+    snprintf(tmp, n + 16, "%s.tmp.XXXXXX", path);
+    int fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd < 0) {
+        expert_status s = FAIL(EXPERT_E_IO, "cannot create %s: %s", tmp, strerror(errno));
+        xp_free(tmp);
+        return s;
+    }
+    (void)fchmod(fd, 0644);
+    gz_sink k;
+    memset(&k, 0, sizeof k);
+    k.fd = fd;
+    expert_status s = write_tar_gz(&k, entries, count, opt, err);
+    sink_free(&k);
+    if (s == EXPERT_OK && fsync(fd) != 0)
+        s = FAIL(EXPERT_E_IO, "fsync %s: %s", tmp, strerror(errno));
+    close(fd);
+    if (s == EXPERT_OK && rename(tmp, path) != 0)
+        s = FAIL(EXPERT_E_IO, "rename to %s failed: %s", path, strerror(errno));
+    if (s != EXPERT_OK) {
+        unlink(tmp);
+    } else {
+        char *dir = xp_strndup(path, n);
+        if (dir != NULL) {
+            int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            if (dfd >= 0) {
+                (void)fsync(dfd);
+                close(dfd);
+            }
+            xp_free(dir);
+        }
+    }
+    xp_free(tmp);
+    return s;
+}
+
+/* ============================================================ export */
+
+/* The old packer's order: manifest, the fixed file list, soft prompts and
+ * others, grammar, tests/, LICENSE, then signature.sig (added by sign). */
+static unsigned packer_rank(const char *name)
+{
+    static const char *const fixed[] = {MANIFEST_NAME,          ST_NAME,
+                                        ADAPTER_CONFIG_NAME,    "special_tokens_map.json",
+                                        "tokenizer_config.json", "tokenizer.json",
+                                        "training_args.bin",     "vocab.json",
+                                        "README.md"};
+    for (unsigned i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        if (strcmp(name, fixed[i]) == 0)
+            return i;
+    if (strcmp(name, "grammar.gbnf") == 0)
+        return 20;
+    if (strncmp(name, "tests/", 6) == 0)
+        return 21;
+    if (strcmp(name, "LICENSE") == 0)
+        return 22;
+    if (strcmp(name, SIGNATURE_NAME) == 0)
+        return 23;
+    return 10;
+}
+
+static int pfile_order_cmp(const void *a, const void *b)
+{
+    const pfile *x = a, *y = b;
+    if (x->order != y->order)
+        return x->order < y->order ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+static expert_status export_prepare(expert_reader *r, pfiles *pf, expert_v1_entry **out,
+                                    expert_error *err)
+{
+    XP_TRY(collect_files(r, 1, pf, err));
+    /* Original archive order and modes, when the image came from v1. */
+    size_t mlen = 0;
+    const char *mj = expert_metadata_json(r, &mlen);
+    json_t *meta = mj ? json_loadb(mj, mlen, 0, NULL) : NULL;
+    const json_t *ents = json_object_get(json_object_get(json_object_get(meta, "extra"), "v1_source"),
+                                         "entries");
+    for (uint32_t i = 0; i < pf->count; i++) {
+        pfile *f = &pf->f[i];
+        f->order = 1000u + packer_rank(f->name);
+        for (size_t k = 0; json_is_array(ents) && k < json_array_size(ents); k++) {
+            const json_t *e = json_array_get(ents, k);
+            const char *nm = jstr(e, "name");
+            if (nm == NULL || strcmp(nm, f->name) != 0)
+                continue;
+            const json_t *mode = json_object_get(e, "mode"), *mt = json_object_get(e, "mtime");
+            f->order = (unsigned)k;
+            if (json_is_integer(mode) && json_integer_value(mode) > 0 && json_integer_value(mode) <= 07777)
+                f->mode = (uint32_t)json_integer_value(mode);
+            if (json_is_integer(mt))
+                f->mtime = (int64_t)json_integer_value(mt);
+            break;
+        }
+    }
+    json_decref(meta);
+    qsort(pf->f, pf->count, sizeof *pf->f, pfile_order_cmp);
+    expert_v1_entry *e = xp_calloc(pf->count ? pf->count : 1, sizeof *e);
+    if (e == NULL) {
+        pfiles_free(pf);
+        return FAIL(EXPERT_E_NOMEM, "out of memory");
+    }
+    for (uint32_t i = 0; i < pf->count; i++) {
+        e[i].name = pf->f[i].name;
+        e[i].data = pf->f[i].data;
+        e[i].size = pf->f[i].size;
+        e[i].mode = pf->f[i].mode;
+        e[i].mtime = pf->f[i].mtime;
+    }
+    *out = e;
+    return EXPERT_OK;
+}
+
+expert_status expert_export_v1(expert_reader *r, const char *path,
+                               const expert_v1_write_options *opt, expert_error *err)
+{
+    if (r == NULL || path == NULL)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "invalid argument");
+    pfiles pf;
+    expert_v1_entry *e = NULL;
+    memset(&pf, 0, sizeof pf);
+    XP_TRY(export_prepare(r, &pf, &e, err));
+    expert_status s = expert_v1_write(path, e, pf.count, opt, err);
+    xp_free(e);
+    pfiles_free(&pf);
+    return s;
+}
+
+expert_status expert_export_v1_memory(expert_reader *r, const expert_v1_write_options *opt,
+                                      void **data, size_t *size, expert_error *err)
+{
+    if (r == NULL || data == NULL || size == NULL)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "invalid argument");
+    pfiles pf;
+    expert_v1_entry *e = NULL;
+    memset(&pf, 0, sizeof pf);
+    XP_TRY(export_prepare(r, &pf, &e, err));
+    expert_status s = expert_v1_write_memory(e, pf.count, opt, data, size, err);
+    xp_free(e);
+    pfiles_free(&pf);
+    return s;
+}
