@@ -217,6 +217,8 @@ expert_status xp_metadata_parse(const char *json, size_t length, xp_metadata **o
     /* jansson accepts an embedded NUL only with JSON_ALLOW_NUL; we don't. */
     json_error_t jerr;
     json_t *root = json_loadb(json, length, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL && json_error_code(&jerr) == json_error_out_of_memory)
+        return xp_set_error(err, EXPERT_E_NOMEM, file_offset, EXPERT_NO_SECTION, "out of memory parsing metadata");
     if (root == NULL)
         return META_FAIL("invalid JSON at byte %d: %s", jerr.position, jerr.text);
     expert_status s = EXPERT_OK;

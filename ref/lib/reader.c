@@ -873,16 +873,24 @@ expert_status expert_open(const char *path, const expert_open_options *opt, expe
         }
     }
     if (r->map == NULL) {
-        /* read() fallback: for file systems without mmap, or by request. */
-        r->owned = xp_malloc(size ? size : 1);
+        /* read() fallback: for file systems without mmap, or by request.
+         * The buffer starts on a 4096-byte boundary so raw sections keep the
+         * alignment the file promises (spec §4.7), as they would in a map. */
+        if (size > SIZE_MAX - 4096) {
+            close(fd);
+            xp_free(r);
+            return FAIL(EXPERT_E_LIMIT_EXCEEDED, NOOFF, NOSEC, "file too large to read");
+        }
+        r->owned = xp_malloc(size + 4096);
         if (r->owned == NULL) {
             close(fd);
             xp_free(r);
             return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory reading %zu bytes", size);
         }
+        uint8_t *buf = r->owned + (4096 - (uintptr_t)r->owned % 4096) % 4096;
         size_t got = 0;
         while (got < size) {
-            ssize_t k = pread(fd, r->owned + got, size - got, (off_t)got);
+            ssize_t k = pread(fd, buf + got, size - got, (off_t)got);
             if (k < 0 && errno == EINTR)
                 continue;
             if (k <= 0)
@@ -895,7 +903,7 @@ expert_status expert_open(const char *path, const expert_open_options *opt, expe
             xp_free(r);
             return FAIL(EXPERT_E_IO, got, NOSEC, "short read on %s", path);
         }
-        r->data = r->owned;
+        r->data = buf;
     }
     close(fd);
     int used = r->hdr.used_mmap;

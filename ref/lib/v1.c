@@ -1887,6 +1887,8 @@ typedef struct gz_sink {
 
 static int sink_emit(gz_sink *k, const uint8_t *p, size_t n)
 {
+    if (n == 0)
+        return 0;
     if (k->fd < 0) {
         if (n > k->cap - k->len) {
             size_t cap = k->cap ? k->cap : 65536;
@@ -1947,7 +1949,8 @@ static int sink_deflate(gz_sink *k, const void *data, size_t n, int flush)
             if (sink_emit(k, k->outbuf, SINK_CHUNK - k->zs.avail_out) != 0)
                 return -1;
         } while (k->zs.avail_out == 0);
-        p += step;
+        if (step > 0) /* p may be NULL for the final flush */
+            p += step;
         n -= step;
     } while (n > 0);
     return 0;

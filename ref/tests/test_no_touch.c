@@ -36,7 +36,7 @@ static void build_file(const char *path, uint8_t codec)
     for (int s = 0; s < 8; s++) {
         char name[64];
         snprintf(name, sizeof name, "base_model.model.model.layers.%d.mlp.up_proj.lora_A.weight", s);
-        expert_section_desc d = {.name = name, .type = EXPERT_SECTION_LORA_A, .codec = codec,
+        expert_section_desc d = {.name = name, .type = EXPERT_SECTION_TENSOR, .codec = codec,
                                  .dtype = EXPERT_DTYPE_F32, .rank = 2, .layer = (uint32_t)s,
                                  .module = EXPERT_MODULE_NONE, .dims = {64, 1024}};
         assert_int_equal(expert_writer_add(w, &d, v, n * sizeof *v, &err), EXPERT_OK);

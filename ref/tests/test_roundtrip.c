@@ -22,6 +22,9 @@
 #include "craft.h"
 
 static char ctx[256];
+/* one temp dir for the whole program, removed by the group teardown even
+ * when a test fails half way */
+static char *g_dir;
 #define CHECK(cond)                                                                               \
     do {                                                                                          \
         if (!(cond))                                                                              \
@@ -364,12 +367,9 @@ static void run_combo(const char *dir, uint8_t codec, uint8_t dt, uint32_t align
 
 static void run_codec_align(uint8_t codec, uint32_t align)
 {
-    char *dir = tmpdir_make("rt");
-    assert_non_null(dir);
     for (size_t d = 0; d < N_DTYPES; d++)
-        run_combo(dir, codec, dtypes[d], align, (d % 2) ? 4 : 1);
-    assert_int_equal(dir_count(dir), 0);
-    tmpdir_remove(dir);
+        run_combo(g_dir, codec, dtypes[d], align, (d % 2) ? 4 : 1);
+    assert_int_equal(dir_count(g_dir), 0);
 }
 
 #define COMBO(cname, codec, align)                                                                \
@@ -393,7 +393,7 @@ static void test_defaults(void **state)
 {
     (void)state;
     snprintf(ctx, sizeof ctx, "defaults");
-    char *dir = tmpdir_make("rtdef");
+    const char *dir = g_dir;
     char *path = path_join(dir, "d.expert");
     prng r = {42};
     size_t n = 1500000; /* two 1 MiB frames */
@@ -425,8 +425,8 @@ static void test_defaults(void **state)
     expert_close(rd);
     free(out);
     free(d);
+    remove(path);
     free(path);
-    tmpdir_remove(dir);
 }
 
 /* Zero sections: valid file, index of 8 empty slots. */
@@ -434,7 +434,7 @@ static void test_empty_file(void **state)
 {
     (void)state;
     snprintf(ctx, sizeof ctx, "empty");
-    char *dir = tmpdir_make("rtempty");
+    const char *dir = g_dir;
     char *path = path_join(dir, "e.expert");
     CHECK_OK(write_expert(path, NULL, NULL, NULL, 0, NULL));
     cbuf img;
@@ -458,8 +458,8 @@ static void test_empty_file(void **state)
     CHECK_OK(expert_verify_full(r, NULL, &err));
     expert_close(r);
     cbuf_free(&img);
+    remove(path);
     free(path);
-    tmpdir_remove(dir);
 }
 
 /* One reader shared by four threads (the header promises thread safety). */
@@ -490,7 +490,7 @@ static void test_concurrent_reads(void **state)
 {
     (void)state;
     snprintf(ctx, sizeof ctx, "concurrent");
-    char *dir = tmpdir_make("rtthr");
+    const char *dir = g_dir;
     char *path = path_join(dir, "c.expert");
     fixture f;
     build_fixture(&f, EXPERT_CODEC_SHUFFLE_ZSTD, EXPERT_DTYPE_BF16, 77);
@@ -512,8 +512,8 @@ static void test_concurrent_reads(void **state)
     }
     expert_close(r);
     free_fixture(&f);
+    remove(path);
     free(path);
-    tmpdir_remove(dir);
 }
 
 static void hex32(const char *hex, uint8_t out[32])
@@ -601,6 +601,20 @@ static void test_spec_example(void **state)
     free(path);
 }
 
+static int group_setup(void **state)
+{
+    (void)state;
+    g_dir = tmpdir_make("rt");
+    return g_dir ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    tmpdir_remove(g_dir);
+    return 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -612,5 +626,5 @@ int main(void)
         cmocka_unit_test(test_empty_file), cmocka_unit_test(test_concurrent_reads),
         cmocka_unit_test(test_spec_example),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -89,6 +89,7 @@ static void write_small(const char *path, const expert_private_key *key)
 {
     static float a[2 * 8], b[8 * 2];
     static uint16_t t[300];
+    static uint8_t readme[1500];
     static const char cfg[] = "{\"r\":2,\"lora_alpha\":4}";
     for (int i = 0; i < 16; i++) {
         a[i] = (float)i;
@@ -96,7 +97,9 @@ static void write_small(const char *path, const expert_private_key *key)
     }
     for (int i = 0; i < 300; i++)
         t[i] = (uint16_t)(i * 7);
-    tsec s[4] = {
+    for (int i = 0; i < 1500; i++)
+        readme[i] = (uint8_t)("# adapter\n"[i % 10]);
+    tsec s[5] = {
         {{"m.lora_A.weight", 0, EXPERT_SECTION_LORA_A, EXPERT_CODEC_RAW, EXPERT_DTYPE_F32, 2, 0, 0, 0,
           {2, 8, 0, 0}}, a, sizeof a},
         {{"m.lora_B.weight", 0, EXPERT_SECTION_LORA_B, EXPERT_CODEC_RAW, EXPERT_DTYPE_F32, 2, 0, 0, 0,
@@ -105,12 +108,14 @@ static void write_small(const char *path, const expert_private_key *key)
           EXPERT_LAYER_NONE, EXPERT_MODULE_NONE, {300, 0, 0, 0}}, t, sizeof t},
         {{"adapter_config.json", 0, EXPERT_SECTION_FILE, EXPERT_CODEC_RAW, EXPERT_DTYPE_BYTES, 1, 0,
           EXPERT_LAYER_NONE, EXPERT_MODULE_NONE, {sizeof cfg - 1, 0, 0, 0}}, cfg, sizeof cfg - 1},
+        {{"README.md", 0, EXPERT_SECTION_FILE, EXPERT_CODEC_RAW, EXPERT_DTYPE_BYTES, 1, 0,
+          EXPERT_LAYER_NONE, EXPERT_MODULE_NONE, {sizeof readme, 0, 0, 0}}, readme, sizeof readme},
     };
     const char *meta = "{\"format\":\"expert-v2\",\"name\":\"s\",\"version\":\"1\","
                        "\"adapter_config\":\"adapter_config.json\",\"modules\":[{\"path\":\"m\","
                        "\"type\":\"lora\",\"layer\":0,\"r\":2,\"alpha\":4,\"rslora\":false}]}";
     expert_writer_options wo = {64, 65536, 3, 1};
-    assert_int_equal(write_expert(path, &wo, meta, s, 4, key), EXPERT_OK);
+    assert_int_equal(write_expert(path, &wo, meta, s, 5, key), EXPERT_OK);
 }
 
 static expert_status verify_path(const char *path, const expert_public_key *key)
@@ -132,7 +137,7 @@ static void test_sign_and_verify(void **state)
     write_small(path, NULL);
     cbuf before;
     assert_int_equal(file_load(path, &before), 0);
-    assert_true(before.n < 16384);
+    assert_true(before.n > 2048 && before.n < 16384);
 
     /* unsigned: fine without a key, UNSIGNED with one */
     assert_int_equal(verify_path(path, NULL), EXPERT_OK);

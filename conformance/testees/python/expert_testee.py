@@ -15,7 +15,7 @@ VERSION = "0.1.0"
 
 
 def emit(obj):
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, sort_keys=False) + "\n")
+    sys.stdout.write(json.dumps(obj, ensure_ascii=True) + "\n")
     sys.stdout.flush()
 
 

@@ -120,13 +120,23 @@ def fnv1a64(data):
     return h
 
 
+def fnv1a64_low(data, mask):
+    """fnv1a64(data) & mask for mask = 2^k - 1 (k <= 64): the low k bits of
+    a product mod 2^64 depend only on the low k bits of the factors."""
+    h = 0xCBF29CE484222325 & mask
+    prime = 0x100000001B3 & mask
+    for b in data:
+        h = ((h ^ b) * prime) & mask
+    return h
+
+
 def build_index(names):
     """Canonical index region bytes (8.2) for the list of name byte strings."""
     s = slot_count(len(names))
     mask = s - 1
     slots = [0] * s
     for i, name in enumerate(names):
-        p = fnv1a64(name) & mask
+        p = fnv1a64_low(name, mask)
         while slots[p] != 0:
             p = (p + 1) & mask
         slots[p] = i + 1
@@ -158,6 +168,15 @@ def safe_rel_path(name):
 
 # ---------------------------------------------------------------------------
 # zstd frames (7.3, 9.1)
+
+_DCTX = []
+
+
+def _dctx():
+    if not _DCTX:
+        _DCTX.append(zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW))
+    return _DCTX[0]
+
 
 def zstd_frame_check_and_decode(data, expected, cls, level):
     """Decode exactly one zstd frame occupying all of `data` into exactly
@@ -235,7 +254,7 @@ def zstd_frame_check_and_decode(data, expected, cls, level):
     if pos != c:
         fail(cls, level, "trailing bytes after the frame in its slot")
     try:
-        dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
+        dctx = _dctx()
         out = dctx.decompress(bytes(data), max_output_size=expected,
                               allow_extra_data=False)
     except zstandard.ZstdError as e:
@@ -1125,6 +1144,9 @@ def write_file(out_path, metadata, sections, alignment=64, frame_size=1 << 20,
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(out_path) + ".",
                                suffix=".tmp", dir=out_dir)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "w+b") as f:
             f.write(b"\x00" * HEADER_FIXED)
             cursor = HEADER_FIXED

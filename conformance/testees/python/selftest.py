@@ -407,8 +407,8 @@ def test_defects(tmp):
             expect("schema " + nm, mdfile(raw=raw), "BAD_METADATA", S)
         else:
             expect("schema " + nm, mdfile(mdobj=m), "BAD_METADATA", S)
-    expect("schema r on ia3 ignored", mdfile(mdobj=dict(md, modules=[LORA_MOD, {
-        "path": "p", "type": "ia3", "layer": None, "feedforward": False, "r": "x"}])), None)
+    expect("schema feedforward on lora ignored", mdfile(mdobj=dict(md, modules=[
+        dict(LORA_MOD, feedforward="x", sparse_format=1)])), None)
 
     # -- S11 TOC entries
     def tocf(field, val, which=0):
@@ -479,9 +479,7 @@ def test_defects(tmp):
     es[1]["offset"] = 256
     expect("S14a overlap", craft(md=md, entries=es), "OVERLAP", S)
     es = lora_entries()
-    es[1]["offset"] = 264
-    es[1]["stored"] = b""  # make it not written, points at 264 misaligned
-    es[1]["stored_length"] = 8
+    es[0]["offset"] = 264  # inside the padding before B, no overlap
     expect("S14b misaligned", craft(md=md, entries=es), "MISALIGNED", S)
     # gap rule: shift metadata and all tail regions by 8 bytes
     buf = craft(md=md, entries=lora_entries())
@@ -494,10 +492,9 @@ def test_defects(tmp):
     b = bytearray(buf) + b"\x00" * 8
     struct.pack_into("<Q", b, 0xE0, len(b))
     expect("S14d trailing after last extent", refix(b), "TRAILING_DATA", S)
-    b = bytearray(buf)
-    sl = struct.unpack_from("<Q", b, 0xD8)[0]
-    struct.pack_into("<Q", b, 0xD8, sl - 1)
-    expect("S14d last byte unowned", refix(b), "TRAILING_DATA", S)
+    b = bytearray(buf) + b"\x00"
+    struct.pack_into("<Q", b, 0xE0, len(b))
+    expect("S14d one unowned byte", refix(b), "TRAILING_DATA", S)
     # S15
     expect("S15 lora missing B", craft(md=md, entries=lora_entries()[:1]), "BAD_TOC", S)
     expect("S15 lora r mismatch", craft(md=base_md([dict(LORA_MOD, r=2)]),
