@@ -56,6 +56,10 @@ const char k_help_convert[] =
     "  --v1-pubkey KEY        require a valid v1 signature by KEY (\"ed25519:<hex>\"),\n"
     "                         else fail; without it the package's own key is used\n"
     "                         and the result is only reported\n"
+    "  --base-model NAME      v1 input whose manifest lists several base models: the\n"
+    "                         one to map into the metadata\n"
+    "  --v1-max-bytes BYTES   v1 input: limit on the decompressed archive and on any\n"
+    "                         entry (default 1G; guards against gzip bombs)\n"
     "  --force                replace an existing OUT (single file mode)\n"
     "  --json                 print the result as one JSON object\n"
     "  -q, --quiet            no summary or progress\n"
@@ -85,6 +89,8 @@ typedef struct conv_opts {
     expert_private_key *key;
     int lossy;             /* 0, EXPERT_DTYPE_BF16 or EXPERT_DTYPE_F16 */
     const char *v1_pubkey; /* text */
+    const char *base_model;    /* v1 input with several base models */
+    uint64_t v1_max_bytes;     /* v1 input: decompressed size limit, 0 = library default */
     int force, json, quiet, batch;
     unsigned jobs;
     const char *summary_json, *summary_md;
@@ -182,11 +188,11 @@ static int narrow(const uint8_t *src, size_t n, int dtype, uint8_t *dst, double 
         } else {
             int of = 0;
             h = f32_to_f16(u, &of);
-            if (of) {
-                *bad = i;
-                return -1;
-            }
             y = f16_to_f32(h);
+        }
+        if (isfinite(x) && !isfinite(y)) { /* rounds past the largest finite value */
+            *bad = i;
+            return -1;
         }
         dst[2 * i] = (uint8_t)h;
         dst[2 * i + 1] = (uint8_t)(h >> 8);
@@ -508,9 +514,10 @@ static expert_status write_v2(expert_reader *r, const char *out, const conv_opts
                 uint32_t u;
                 memcpy(&u, buf + 4 * bad, 4);
                 s = err_set(err, EXPERT_E_INVALID_ARGUMENT,
-                            "tensor '%.*s': value %g at element %zu is outside the f16 range "
-                            "(use --dtype bf16)",
-                            (int)si.name_length, si.name, (double)bits_f32(u), bad);
+                            "tensor '%.*s': value %g at element %zu is outside the %s range%s",
+                            (int)si.name_length, si.name, (double)bits_f32(u), bad,
+                            o->lossy == EXPERT_DTYPE_BF16 ? "bf16" : "f16",
+                            o->lossy == EXPERT_DTYPE_F16 ? " (try --dtype bf16)" : "");
                 break;
             }
             d.dtype = (uint8_t)o->lossy;
@@ -633,7 +640,19 @@ static void convert_one(const conv_opts *o, const char *in, const char *out, int
         s = err_errno(err, EXPERT_E_IO, errno, "cannot stat '%s'", in);
         goto done;
     }
-    s = expert_open(in, &oo, &r, err);
+    {
+        /* v1 inputs get the v1 options; anything else the normal open */
+        uint8_t magic[2] = {0, 0};
+        FILE *f = fopen(in, "rb");
+        size_t got = f ? fread(magic, 1, 2, f) : 0;
+        if (f)
+            fclose(f);
+        expert_v1_options vo = {o->v1_max_bytes, o->v1_max_bytes, 0, 0, o->base_model};
+        if (got == 2 && magic[0] == 0x1f && magic[1] == 0x8b)
+            s = expert_open_v1(in, &oo, &vo, &r, err);
+        else
+            s = expert_open(in, &oo, &r, err);
+    }
     if (s != EXPERT_OK)
         goto done;
     res->from = expert_reader_source_format(r);
@@ -1082,7 +1101,7 @@ out:
 
 enum {
     C_TO, C_CODEC, C_LEVEL, C_ALIGN, C_FRAME, C_THREADS, C_SIGN, C_DTYPE, C_V1KEY, C_FORCE,
-    C_JSON, C_QUIET, C_BATCH, C_JOBS, C_SJSON, C_SMD, C_COUNT
+    C_JSON, C_QUIET, C_BATCH, C_JOBS, C_SJSON, C_SMD, C_BASE, C_V1MAX, C_COUNT
 };
 
 static const cli_opt_spec k_convert_opts[C_COUNT] = {
@@ -1094,6 +1113,7 @@ static const cli_opt_spec k_convert_opts[C_COUNT] = {
     [C_JSON] = {"json", 0, 0},       [C_QUIET] = {"quiet", 'q', 0},
     [C_BATCH] = {"batch", 0, 0},     [C_JOBS] = {"jobs", 'j', 1},
     [C_SJSON] = {"summary-json", 0, 1}, [C_SMD] = {"summary-md", 0, 1},
+    [C_BASE] = {"base-model", 0, 1},  [C_V1MAX] = {"v1-max-bytes", 0, 1},
 };
 
 static int parse_convert_args(const cli_cmd *cmd, int argc, char **argv, conv_opts *o,
@@ -1180,6 +1200,12 @@ static int parse_convert_args(const cli_cmd *cmd, int argc, char **argv, conv_op
             return cli_usage_error(cmd, "--dtype must be bf16 or f16 (lossy), not '%s'",
                                    v[C_DTYPE].value);
     }
+    if (v[C_V1MAX].seen) {
+        if ((rc = cli_parse_u64(cmd, "v1-max-bytes", v[C_V1MAX].value, 1, UINT64_MAX / 2, 1, &n)) != 0)
+            return rc;
+        o->v1_max_bytes = n;
+    }
+    o->base_model = v[C_BASE].value;
     o->sign_path = v[C_SIGN].value;
     o->v1_pubkey = v[C_V1KEY].value;
     o->force = v[C_FORCE].seen;

@@ -287,6 +287,21 @@ static expert_status map_safetensors(pack_job *job, expert_error *err)
     return s;
 }
 
+/* Releases the mapped pages of a tensor once it is packed, so resident memory
+ * stays near one section instead of growing to the whole input file. Only
+ * whole pages strictly inside the tensor are dropped (neighbours may still be
+ * needed); failure is harmless, it only affects memory use. */
+static void drop_pages(const unsigned char *base, size_t size, uint64_t off, uint64_t len)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    if (size == 0 || len == 0 || off + len > size)
+        return;
+    uintptr_t start = ((uintptr_t)(base + off) + page - 1) / page * page;
+    uintptr_t end = (uintptr_t)(base + off + len) / page * page;
+    if (end > start)
+        madvise((void *)start, end - start, MADV_DONTNEED);
+}
+
 /* Parses the safetensors file, classifies every key and sorts the tensors
  * into streaming order. */
 static expert_status load_tensors(pack_job *job, expert_error *err)
@@ -595,6 +610,7 @@ static expert_status add_tensors(pack_job *job, expert_writer *w, expert_error *
         if (s == EXPERT_OK) {
             job->decoded_total += t->info.data_length;
             progress(job);
+            drop_pages(job->st_data, job->st_size, t->info.data_offset, t->info.data_length);
         }
     }
     return s;

@@ -54,6 +54,9 @@ typedef struct expert_v1_options {
     uint64_t max_entry_bytes; /* one entry; 0 = default */
     uint32_t max_entries;     /* 0 = default */
     uint32_t flags;           /* EXPERT_V1_* */
+    /* Schema-2.0 manifests list base models; when there are several, the one
+     * to map (spec §9.5) is named here (NULL: the manifest must hold one). */
+    const char *base_model;
 } expert_v1_options;
 
 /* expert_open / expert_open_memory for a v1 package with explicit limits.

@@ -110,14 +110,13 @@ static void *encode_worker_main(void *arg)
 }
 
 expert_status xp_encode(uint8_t codec, size_t elem_size, uint32_t frame_size, int level,
-                        unsigned threads, const uint8_t *data, size_t length, uint8_t **out,
-                        size_t *out_length, expert_error *err)
+                        unsigned threads, const uint8_t *data, size_t length, xp_sink_fn sink,
+                        void *sink_ctx, uint64_t *stored_length, expert_error *err)
 {
-    *out = NULL;
-    *out_length = 0;
+    *stored_length = 0;
     if (codec == EXPERT_CODEC_RAW) {
-        *out_length = length;
-        return EXPERT_OK;
+        *stored_length = length;
+        return length ? sink(sink_ctx, data, length, err) : EXPERT_OK;
     }
     encode_job job = {0};
     job.data = data;
@@ -167,32 +166,39 @@ expert_status xp_encode(uint8_t codec, size_t elem_size, uint32_t frame_size, in
     if (s != EXPERT_OK)
         goto done;
 
+    /* Frame table first, then each frame, freed as soon as it is written:
+     * no second copy of the compressed section is ever built. */
     uint64_t total = 4 * job.nframes;
     for (uint64_t f = 0; f < job.nframes; f++)
         total += job.frame_sizes[f];
-    if (total > SIZE_MAX) {
-        s = EXPERT_E_LIMIT_EXCEEDED;
-        goto done;
-    }
-    uint8_t *buf = xp_malloc((size_t)total);
-    if (buf == NULL) {
+    uint8_t *table = xp_malloc((size_t)(4 * job.nframes));
+    if (table == NULL) {
         s = EXPERT_E_NOMEM;
         goto done;
     }
-    size_t pos = 4 * (size_t)job.nframes;
-    for (uint64_t f = 0; f < job.nframes; f++) {
-        xp_put32(buf + 4 * f, (uint32_t)job.frame_sizes[f]);
-        memcpy(buf + pos, job.frames[f], job.frame_sizes[f]);
-        pos += job.frame_sizes[f];
+    for (uint64_t f = 0; f < job.nframes; f++)
+        xp_put32(table + 4 * f, (uint32_t)job.frame_sizes[f]);
+    expert_status ws = job.nframes ? sink(sink_ctx, table, (size_t)(4 * job.nframes), err) : EXPERT_OK;
+    xp_free(table);
+    for (uint64_t f = 0; ws == EXPERT_OK && f < job.nframes; f++) {
+        ws = sink(sink_ctx, job.frames[f], job.frame_sizes[f], err);
+        xp_free(job.frames[f]);
+        job.frames[f] = NULL;
     }
-    *out = buf;
-    *out_length = (size_t)total;
+    if (ws != EXPERT_OK) {
+        s = ws;
+        goto done_sink;
+    }
+    *stored_length = total;
 done:
+done_sink:
     if (job.frames != NULL)
         for (uint64_t f = 0; f < job.nframes; f++)
             xp_free(job.frames[f]);
     xp_free(job.frames);
     xp_free(job.frame_sizes);
+    if (s == EXPERT_E_IO)
+        return s; /* err already filled by the sink */
     if (s == EXPERT_E_NOMEM)
         return xp_set_error(err, s, EXPERT_NO_OFFSET, EXPERT_NO_SECTION, "compression failed (out of memory)");
     if (s != EXPERT_OK)

@@ -155,11 +155,13 @@ expert_status xp_ed25519_verify(const expert_public_key *key, const uint8_t *msg
                                 const uint8_t sig[64]);
 
 /* ---- codec (codec.c) ---- */
-/* Encodes one section into a freshly allocated buffer: frame table + frames.
- * For raw, *out is NULL and the caller writes data directly. */
+/* Encodes one section and hands the stored bytes (frame table, then each
+ * frame; or the data itself for raw) to `sink` in order. */
+typedef expert_status (*xp_sink_fn)(void *ctx, const uint8_t *data, size_t length,
+                                    expert_error *err);
 expert_status xp_encode(uint8_t codec, size_t elem_size, uint32_t frame_size, int level,
-                        unsigned threads, const uint8_t *data, size_t length, uint8_t **out,
-                        size_t *out_length, expert_error *err);
+                        unsigned threads, const uint8_t *data, size_t length, xp_sink_fn sink,
+                        void *sink_ctx, uint64_t *stored_length, expert_error *err);
 /* Decodes stored bytes into dst (exactly decoded_length bytes). */
 expert_status xp_decode(uint8_t codec, size_t elem_size, uint32_t frame_size,
                         const uint8_t *stored, uint64_t stored_length, uint8_t *dst,

@@ -1315,16 +1315,17 @@ const uint8_t *expert_reader_bytes(const expert_reader *r, size_t *length)
 
 /* ------------------------------------------- v1 compat (see v1.h, v1.c) */
 
-expert_status xp_reader_open_owned(uint8_t *image, size_t size, const expert_open_options *opt,
-                                   xp_v1_info *v1, expert_reader **out, expert_error *err)
+expert_status xp_reader_open_owned(uint8_t *alloc, const uint8_t *image, size_t size,
+                                   const expert_open_options *opt, xp_v1_info *v1,
+                                   expert_reader **out, expert_error *err)
 {
     expert_reader *r = xp_calloc(1, sizeof *r);
     if (r == NULL) {
-        xp_free(image);
+        xp_free(alloc);
         xp_v1_info_free(v1);
         return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
     }
-    r->owned = image; /* freed by expert_close, also when open_common fails */
+    r->owned = alloc; /* freed by expert_close, also when open_common fails */
     r->data = image;
     r->size = size;
     r->v1 = v1;

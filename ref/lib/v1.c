@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <libgen.h>
+#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -627,10 +628,13 @@ typedef struct module_entry {
     const char *path;
     uint32_t layer;
     size_t a, b, mag, ia3;
+    int feedforward; /* ia3 */
 } module_entry;
 
 typedef struct build {
     json_t *manifest, *adapter_cfg; /* NULL when absent */
+    const json_t *base_model;       /* inside manifest, or NULL */
+    const json_t *manifest_adapter; /* inside manifest, or NULL */
     expert_safetensors *st;
     ventry *st_entry;
     tensor_entry *tensors;
@@ -679,15 +683,6 @@ static int tensor_cmp(const void *pa, const void *pb)
     return strcmp(a->info.name, b->info.name);
 }
 
-/* PEFT's rule for target/feed-forward module names: suffix at a '.' boundary. */
-static int suffix_match(const char *path, const char *suffix)
-{
-    size_t pl = strlen(path), sl = strlen(suffix);
-    if (sl == 0 || sl > pl || strcmp(path + pl - sl, suffix) != 0)
-        return 0;
-    return sl == pl || path[pl - sl - 1] == '.';
-}
-
 static expert_status parse_json_entry(const ventry *v, json_t **out, expert_error *err)
 {
     json_error_t je;
@@ -712,68 +707,149 @@ static const char *jstr(const json_t *o, const char *key)
     return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
-static const json_t *manifest_base_model(const json_t *m)
+/* The base model object (spec §9.5): schema 1.0 `base_model`, schema 2.0
+ * `base_models[i]`. With several base models the caller must name one
+ * (expert_v1_options.base_model); *bad is set when that choice is missing or
+ * names none of them. */
+static const json_t *manifest_base_model(const json_t *m, const char *want, int *bad)
 {
+    *bad = 0;
     const json_t *bm = json_object_get(m, "base_model");
     if (json_is_object(bm))
         return bm;
     bm = json_object_get(m, "base_models");
-    if (json_is_array(bm) && json_array_size(bm) > 0 && json_is_object(json_array_get(bm, 0)))
-        return json_array_get(bm, 0);
+    if (!json_is_array(bm) || json_array_size(bm) == 0)
+        return NULL;
+    if (json_array_size(bm) == 1 && want == NULL)
+        return json_is_object(json_array_get(bm, 0)) ? json_array_get(bm, 0) : NULL;
+    for (size_t i = 0; want != NULL && i < json_array_size(bm); i++) {
+        const json_t *e = json_array_get(bm, i);
+        const json_t *nm = json_object_get(e, "name");
+        if (json_is_string(nm) && strcmp(json_string_value(nm), want) == 0)
+            return e;
+    }
+    *bad = 1;
     return NULL;
 }
 
-static const json_t *manifest_adapter(const json_t *m)
+static const json_t *manifest_adapter(const json_t *m, const json_t *bm)
 {
     const json_t *list = json_object_get(m, "adapters");
     if (!json_is_array(list))
-        list = json_object_get(manifest_base_model(m), "adapters");
+        list = json_object_get(bm, "adapters");
     if (json_is_array(list) && json_array_size(list) > 0 && json_is_object(json_array_get(list, 0)))
         return json_array_get(list, 0);
     return NULL;
 }
 
-static int is_sha256_hex(const char *s)
+/* Python-regex subset -> POSIX ERE: "\d" becomes [0-9]; the rest is shared
+ * by the patterns PEFT configs use (literals, '.', '|', groups, classes). */
+static char *posix_pattern(const char *prefix, const char *pat, const char *suffix)
 {
-    size_t n = 0;
-    for (; s[n] != '\0'; n++)
-        if (!((s[n] >= '0' && s[n] <= '9') || (s[n] >= 'a' && s[n] <= 'f')))
-            return 0;
-    return n == 64;
-}
-
-static double module_alpha(const build *b, const char *path, uint64_t r)
-{
-    const json_t *pat = json_object_get(b->adapter_cfg, "alpha_pattern");
-    const char *key;
-    json_t *val;
-    if (json_is_object(pat)) {
-        json_object_foreach((json_t *)pat, key, val) {
-            if (json_is_number(val) && suffix_match(path, key))
-                return json_number_value(val);
+    size_t n = strlen(prefix) + 5 * strlen(pat) + strlen(suffix) + 1, k = 0;
+    char *out = xp_malloc(n);
+    if (out == NULL)
+        return NULL;
+    k += (size_t)snprintf(out, n, "%s", prefix);
+    for (const char *p = pat; *p; p++) {
+        if (p[0] == '\\' && p[1] == 'd') {
+            memcpy(out + k, "[0-9]", 5);
+            k += 5;
+            p++;
+        } else {
+            out[k++] = *p;
         }
     }
-    const json_t *v = json_object_get(b->adapter_cfg, "lora_alpha");
+    snprintf(out + k, n - k, "%s", suffix);
+    return out;
+}
+
+/* 1 if the whole of s matches prefix + pat + suffix as an ERE, 0 if not,
+ * -1 if the pattern does not compile. */
+static int regex_full(const char *prefix, const char *pat, const char *suffix, const char *s)
+{
+    char *re_text = posix_pattern(prefix, pat, suffix);
+    regex_t re;
+    if (re_text == NULL)
+        return -1;
+    int rc = regcomp(&re, re_text, REG_EXTENDED | REG_NOSUB);
+    xp_free(re_text);
+    if (rc != 0)
+        return -1;
+    rc = regexec(&re, s, 0, NULL, 0) == 0;
+    regfree(&re);
+    return rc;
+}
+
+/* PEFT's module name: the path without the "base_model.model." wrapper. */
+static const char *peft_name(const char *path)
+{
+    return strncmp(path, "base_model.model.", 17) == 0 ? path + 17 : path;
+}
+
+/* PEFT's get_pattern_key: the first key k (dict order) of a rank/alpha
+ * pattern whose regex ".*\.k$" matches the module name; NULL if none. */
+static const json_t *pattern_value(const json_t *patterns, const char *path)
+{
+    const char *key;
+    json_t *val;
+    if (!json_is_object(patterns))
+        return NULL;
+    json_object_foreach((json_t *)patterns, key, val) {
+        if (regex_full("^.*\\.(", key, ")$", peft_name(path)) == 1)
+            return val;
+    }
+    return NULL;
+}
+
+/* alpha (spec §9.5): alpha_pattern, else lora_alpha, else PEFT's default 8;
+ * without an adapter_config.json: the manifest adapter's alpha, else r. */
+static double module_alpha(const build *b, const char *path, uint64_t r)
+{
+    const json_t *v = pattern_value(json_object_get(b->adapter_cfg, "alpha_pattern"), path);
     if (json_is_number(v))
         return json_number_value(v);
-    v = json_object_get(manifest_adapter(b->manifest), "alpha");
+    v = json_object_get(b->adapter_cfg, "lora_alpha");
+    if (json_is_number(v))
+        return json_number_value(v);
+    if (b->adapter_cfg != NULL)
+        return 8.0;
+    v = json_object_get(b->manifest_adapter, "alpha");
     if (json_is_number(v))
         return json_number_value(v);
     return (double)r;
 }
 
+/* feedforward (spec §9.5): PEFT's feedforward_modules; a list matches when
+ * the module name equals an entry or ends with "." + entry, a string is a
+ * regex that must match the whole name. -1 when the config does not say. */
 static int module_listed_feedforward(const build *b, const char *path)
 {
     const json_t *ff = json_object_get(b->adapter_cfg, "feedforward_modules");
+    const char *name = peft_name(path);
     if (json_is_string(ff))
-        return suffix_match(path, json_string_value(ff));
-    if (json_is_array(ff))
+        return regex_full("^(", json_string_value(ff), ")$", name) == 1;
+    if (json_is_array(ff)) {
+        size_t nl = strlen(name);
         for (size_t i = 0; i < json_array_size(ff); i++) {
             const json_t *it = json_array_get(ff, i);
-            if (json_is_string(it) && suffix_match(path, json_string_value(it)))
+            if (!json_is_string(it))
+                continue;
+            const char *e = json_string_value(it);
+            size_t el = strlen(e);
+            if (strcmp(name, e) == 0 ||
+                (nl > el && name[nl - el - 1] == '.' && strcmp(name + nl - el, e) == 0))
                 return 1;
         }
-    return 0;
+        return 0;
+    }
+    return -1;
+}
+
+static int is_float_dtype(expert_dtype d)
+{
+    return d == EXPERT_DTYPE_F32 || d == EXPERT_DTYPE_F16 || d == EXPERT_DTYPE_BF16 ||
+           d == EXPERT_DTYPE_F64;
 }
 
 static expert_status load_tensors(build *b, expert_error *err)
@@ -836,16 +912,35 @@ static expert_status build_modules(build *b, expert_error *err)
                         b->tensors[*slot].info.name, t->info.name);
         *slot = i;
     }
+    /* What adapter_config.json says must agree with the tensors (spec §9.5)
+     * and the shapes must satisfy §6.4-§6.5: such an input is rejected,
+     * never re-typed. */
+    const char *peft_type = jstr(b->adapter_cfg, "peft_type");
+    const json_t *use_dora = json_object_get(b->adapter_cfg, "use_dora");
     for (size_t k = 0; k < b->module_count; k++) {
-        const module_entry *m = &b->modules[k];
+        module_entry *m = &b->modules[k];
         if (m->ia3 != NONE_INDEX) {
             const expert_tensor_info *v = &b->tensors[m->ia3].info;
             if (m->a != NONE_INDEX || m->b != NONE_INDEX || m->mag != NONE_INDEX)
                 return FAIL(EXPERT_E_BAD_SAFETENSORS, "module '%s' mixes IA3 and LoRA tensors",
                             m->path);
-            if (!((v->rank == 2 && (v->dims[0] == 1 || v->dims[1] == 1)) || v->rank == 1))
-                return FAIL(EXPERT_E_BAD_SAFETENSORS, "'%s': IA3 vector must be [out,1], [1,in] or [n]",
-                            v->name);
+            if (peft_type != NULL && strcmp(peft_type, "IA3") != 0)
+                return FAIL(EXPERT_E_BAD_SAFETENSORS,
+                            "'%s' is an IA3 tensor but adapter_config.json says peft_type %s",
+                            v->name, peft_type);
+            if (!is_float_dtype(v->dtype) || v->rank != 2 || (v->dims[0] != 1 && v->dims[1] != 1))
+                return FAIL(EXPERT_E_BAD_SAFETENSORS,
+                            "'%s': an IA3 vector must be a float [out,1] or [1,in] tensor", v->name);
+            int ff = module_listed_feedforward(b, m->path);
+            if (ff < 0) /* no config: the shape says it */
+                ff = v->dims[0] == 1 && v->dims[1] != 1;
+            if (ff ? v->dims[0] != 1 : v->dims[1] != 1)
+                return FAIL(EXPERT_E_BAD_SAFETENSORS,
+                            "'%s' is [%llu,%llu] but the module is%s a feed-forward module (IA3 "
+                            "vectors are [1,in] for feed-forward modules, [out,1] otherwise)",
+                            v->name, (unsigned long long)v->dims[0], (unsigned long long)v->dims[1],
+                            ff ? "" : " not");
+            m->feedforward = ff;
             continue;
         }
         if (m->a == NONE_INDEX || m->b == NONE_INDEX)
@@ -853,19 +948,39 @@ static expert_status build_modules(build *b, expert_error *err)
                         m->a == NONE_INDEX ? "lora_A" : "lora_B");
         const expert_tensor_info *a = &b->tensors[m->a].info;
         const expert_tensor_info *bt = &b->tensors[m->b].info;
-        if (a->rank != 2 || bt->rank != 2 || a->dims[0] == 0 || a->dims[0] != bt->dims[1] ||
-            a->dims[1] == 0 || bt->dims[0] == 0)
+        if (!is_float_dtype(a->dtype) || !is_float_dtype(bt->dtype) || a->rank != 2 ||
+            bt->rank != 2 || a->dims[0] == 0 || a->dims[0] != bt->dims[1] || a->dims[1] == 0 ||
+            bt->dims[0] == 0)
             return FAIL(EXPERT_E_BAD_SAFETENSORS,
-                        "module '%s': lora_A must be [r,in] and lora_B [out,r] with the same r > 0",
+                        "module '%s': lora_A must be [r,in] and lora_B [out,r] float tensors with "
+                        "the same r > 0",
                         m->path);
+        if (peft_type != NULL && strcmp(peft_type, "IA3") == 0)
+            return FAIL(EXPERT_E_BAD_SAFETENSORS,
+                        "module '%s' has LoRA tensors but adapter_config.json says peft_type IA3",
+                        m->path);
+        if (json_is_boolean(use_dora) && json_is_true(use_dora) != (m->mag != NONE_INDEX))
+            return FAIL(EXPERT_E_BAD_SAFETENSORS,
+                        "module '%s' %s a DoRA magnitude but adapter_config.json has use_dora %s",
+                        m->path, m->mag != NONE_INDEX ? "has" : "lacks",
+                        json_is_true(use_dora) ? "true" : "false");
+        const json_t *rv = pattern_value(json_object_get(b->adapter_cfg, "rank_pattern"), m->path);
+        if (!json_is_integer(rv))
+            rv = json_object_get(b->adapter_cfg, "r");
+        if (json_is_integer(rv) && (json_int_t)a->dims[0] != json_integer_value(rv))
+            return FAIL(EXPERT_E_BAD_SAFETENSORS,
+                        "module '%s': lora_A has r = %llu but adapter_config.json gives r = %lld",
+                        m->path, (unsigned long long)a->dims[0], (long long)json_integer_value(rv));
         if (m->mag != NONE_INDEX) {
             const expert_tensor_info *g = &b->tensors[m->mag].info;
-            int ok = (g->rank == 1 && g->dims[0] == bt->dims[0]) ||
-                     (g->rank == 2 && g->dims[0] == 1 && g->dims[1] == bt->dims[0]);
+            int ok = is_float_dtype(g->dtype) &&
+                     ((g->rank == 1 && g->dims[0] == bt->dims[0]) ||
+                      (g->rank == 2 && g->dims[0] == 1 && g->dims[1] == bt->dims[0]));
             if (!ok)
                 return FAIL(EXPERT_E_BAD_SAFETENSORS,
-                            "'%s': DoRA magnitude must be [out] or [1,out] with out = %llu", g->name,
-                            (unsigned long long)bt->dims[0]);
+                            "'%s': a DoRA magnitude must be a float [out] or [1,out] tensor with "
+                            "out = %llu",
+                            g->name, (unsigned long long)bt->dims[0]);
         }
     }
     return EXPERT_OK;
@@ -880,13 +995,10 @@ static json_t *module_json(const build *b, const module_entry *m)
     json_t *layer = m->layer == EXPERT_LAYER_NONE ? json_null() : json_integer((json_int_t)m->layer);
     if (m->ia3 != NONE_INDEX) {
         const expert_tensor_info *v = &b->tensors[m->ia3].info;
-        int ff = module_listed_feedforward(b, m->path) ||
-                 (v->rank == 2 && v->dims[0] == 1 && v->dims[1] != 1);
+        int ff = m->feedforward;
         bad |= json_object_set_new(o, "type", json_string("ia3")) != 0;
         bad |= json_object_set_new(o, "layer", layer) != 0;
-        if (v->rank == 1)
-            bad |= json_object_set_new(o, "out_features", json_integer((json_int_t)v->dims[0])) != 0;
-        else if (ff)
+        if (ff)
             bad |= json_object_set_new(o, "in_features", json_integer((json_int_t)v->dims[1])) != 0;
         else
             bad |= json_object_set_new(o, "out_features", json_integer((json_int_t)v->dims[0])) != 0;
@@ -938,7 +1050,7 @@ static expert_status build_metadata(const build *b, const v1_load *l, const xp_v
     const char *name = jstr(b->manifest, "name");
     const char *version = jstr(b->manifest, "version");
     const char *description = jstr(b->manifest, "description");
-    const json_t *bm = manifest_base_model(b->manifest);
+    const json_t *bm = b->base_model;
     if (!bad && (name == NULL || name[0] == '\0')) {
         fallback = fallback_name(path);
         bad = fallback == NULL;
@@ -952,11 +1064,11 @@ static expert_status build_metadata(const build *b, const v1_load *l, const xp_v
         bad |= json_object_set_new(root, "version", json_string(version)) != 0;
         if (description != NULL)
             bad |= json_object_set_new(root, "description", json_string(description)) != 0;
-        if (bm != NULL && jstr(bm, "name") != NULL) {
+        if (bm != NULL && jstr(bm, "name") != NULL) { /* verbatim, sha256 "" included */
             json_t *o = json_object();
             const char *sha = jstr(bm, "sha256");
             bad |= o == NULL || json_object_set_new(o, "name", json_string(jstr(bm, "name"))) != 0;
-            if (o != NULL && sha != NULL && is_sha256_hex(sha))
+            if (o != NULL && sha != NULL)
                 bad |= json_object_set_new(o, "sha256", json_string(sha)) != 0;
             bad |= json_object_set_new(root, "base_model", o) != 0;
         }
@@ -1026,7 +1138,8 @@ static int ventry_ptr_cmp(const void *a, const void *b)
  * order, then every other entry as FILE sorted by path. Entry buffers are
  * released as they are copied in. */
 static expert_status build_image(v1_load *l, build *b, const char *meta, size_t meta_len,
-                                  uint8_t **image, size_t *image_size, expert_error *err)
+                                  uint8_t **alloc, const uint8_t **image, size_t *image_size,
+                                  expert_error *err)
 {
     uint64_t hint = l->total + meta_len + 65536;
     hint += (uint64_t)(l->count + b->tensor_count + 1) * (64 + XP_TOC_ENTRY_SIZE + 8);
@@ -1087,7 +1200,7 @@ static expert_status build_image(v1_load *l, build *b, const char *meta, size_t 
         expert_writer_abort(w);
         return s;
     }
-    return xp_writer_finish_memory(w, NULL, image, image_size, err);
+    return xp_writer_finish_memory(w, NULL, alloc, image, image_size, err);
 }
 
 /* ============================================================= sidecar */
@@ -1129,7 +1242,7 @@ static expert_v1_sidecar check_sidecar(const char *path, const uint8_t digest[32
 
 static expert_v1_options resolve_options(const expert_v1_options *o)
 {
-    expert_v1_options r = {0, 0, 0, 0};
+    expert_v1_options r = {0, 0, 0, 0, NULL};
     if (o != NULL)
         r = *o;
     if (r.max_total_bytes == 0)
@@ -1214,6 +1327,18 @@ static expert_status open_common_v1(int fd, const char *path, const void *mem, s
                               json_object_get(b.manifest, "integrity") != NULL;
     }
     if (s == EXPERT_OK) {
+        int bad_bm = 0;
+        b.base_model = manifest_base_model(b.manifest, o.base_model, &bad_bm);
+        b.manifest_adapter = manifest_adapter(b.manifest, b.base_model);
+        if (bad_bm && o.base_model == NULL)
+            s = FAIL(EXPERT_E_BAD_ARCHIVE,
+                     "manifest.json lists %zu base models: choose one (expert_v1_options.base_model)",
+                     json_array_size(json_object_get(b.manifest, "base_models")));
+        else if (bad_bm)
+            s = FAIL(EXPERT_E_BAD_ARCHIVE, "manifest.json lists no base model named '%s'",
+                     o.base_model);
+    }
+    if (s == EXPERT_OK) {
         info->pub.sidecar = EXPERT_V1_SIDECAR_NOT_CHECKED;
         if (path != NULL && !(o.flags & EXPERT_V1_IGNORE_SIDECAR)) {
             info->pub.sidecar = check_sidecar(path, info->pub.archive_sha256);
@@ -1236,10 +1361,11 @@ static expert_status open_common_v1(int fd, const char *path, const void *mem, s
         s = build_modules(&b, err);
     if (s == EXPERT_OK)
         s = build_metadata(&b, &l, info, path, &meta, &meta_len, err);
-    uint8_t *image = NULL;
+    uint8_t *alloc = NULL;
+    const uint8_t *image = NULL;
     size_t image_size = 0;
     if (s == EXPERT_OK)
-        s = build_image(&l, &b, meta, meta_len, &image, &image_size, err);
+        s = build_image(&l, &b, meta, meta_len, &alloc, &image, &image_size, err);
     xp_free(meta);
     build_free(&b);
     load_free(&l);
@@ -1248,7 +1374,7 @@ static expert_status open_common_v1(int fd, const char *path, const void *mem, s
         xp_v1_info_free(info);
         return s;
     }
-    return xp_reader_open_owned(image, image_size, opt, info, out, err);
+    return xp_reader_open_owned(alloc, image, image_size, opt, info, out, err);
 }
 
 expert_status xp_v1_open_fd(int fd, const char *path, const expert_open_options *opt,

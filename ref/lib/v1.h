@@ -41,20 +41,23 @@ expert_status xp_v1_open_memory(const void *data, size_t size, const expert_open
                                 const expert_v1_options *v1opt, expert_reader **out,
                                 expert_error *err);
 
-/* reader.c: opens an image the reader takes ownership of (freed with
- * xp_free at close, and on failure), attaching v1 provenance (owned too,
- * may be NULL). */
-expert_status xp_reader_open_owned(uint8_t *image, size_t size, const expert_open_options *opt,
-                                   xp_v1_info *v1, expert_reader **out, expert_error *err);
+/* reader.c: opens the image at `image` (inside the allocation `alloc`, which
+ * the reader takes ownership of: freed with xp_free at close, and on
+ * failure), attaching v1 provenance (owned too, may be NULL). */
+expert_status xp_reader_open_owned(uint8_t *alloc, const uint8_t *image, size_t size,
+                                   const expert_open_options *opt, xp_v1_info *v1,
+                                   expert_reader **out, expert_error *err);
 /* reader.c: the v1 provenance of a reader, NULL for a v2 file. */
 const xp_v1_info *xp_reader_v1(const expert_reader *r);
 
 /* writer.c: a writer whose file is built in memory (no temporary file).
- * size_hint preallocates. finish hands the image (xp_malloc'd) to the
- * caller; the writer is freed either way. */
+ * size_hint preallocates. finish hands the image to the caller: `image`
+ * (aligned to the file alignment) inside the allocation `alloc` (release
+ * with xp_free); the writer is freed either way. */
 expert_status xp_writer_open_memory(const expert_writer_options *opt, size_t size_hint,
                                     expert_writer **out, expert_error *err);
 expert_status xp_writer_finish_memory(expert_writer *w, const expert_private_key *key,
-                                      uint8_t **image, size_t *size, expert_error *err);
+                                      uint8_t **alloc, const uint8_t **image, size_t *size,
+                                      expert_error *err);
 
 #endif

@@ -42,12 +42,35 @@ struct expert_writer {
     size_t metadata_length;
     size_t metadata_decoded_length;
     uint32_t module_count;
+    int failed;            /* a write failed: the temporary file is unusable */
     /* v1 compat: in-memory sink. When in_memory, bytes go to mem[0..pos)
      * instead of fd, and finish hands the buffer out (xp_writer_finish_memory). */
     int in_memory;
+    uint8_t *mem_alloc; /* allocation; mem is mem_alloc rounded up to the alignment */
     uint8_t *mem;
     size_t mem_cap;
 };
+
+/* v1 compat: (re)allocates the memory image at an address aligned to the
+ * file alignment, so raw sections are as aligned in memory as in a mapped
+ * file (spec §4.7). */
+static int mem_reserve(expert_writer *w, size_t cap)
+{
+    size_t a = w->opt.alignment;
+    if (cap > SIZE_MAX - a)
+        return -1;
+    uint8_t *alloc = xp_malloc(cap + a);
+    if (alloc == NULL)
+        return -1;
+    uint8_t *aligned = alloc + (a - (uintptr_t)alloc % a) % a;
+    if (w->pos > 0)
+        memcpy(aligned, w->mem, (size_t)w->pos);
+    xp_free(w->mem_alloc);
+    w->mem_alloc = alloc;
+    w->mem = aligned;
+    w->mem_cap = cap;
+    return 0;
+}
 
 #define FAIL(code, ...) xp_set_error(err, (code), EXPERT_NO_OFFSET, EXPERT_NO_SECTION, __VA_ARGS__)
 
@@ -62,11 +85,8 @@ static expert_status write_all(expert_writer *w, const void *data, size_t length
                     return FAIL(EXPERT_E_NOMEM, "in-memory image too large");
                 cap *= 2;
             }
-            uint8_t *grown = xp_realloc(w->mem, cap);
-            if (grown == NULL)
+            if (mem_reserve(w, cap) != 0)
                 return FAIL(EXPERT_E_NOMEM, "out of memory building an in-memory image");
-            w->mem = grown;
-            w->mem_cap = cap;
         }
         if (length > 0)
             memcpy(w->mem + w->pos, p, length);
@@ -77,14 +97,21 @@ static expert_status write_all(expert_writer *w, const void *data, size_t length
         ssize_t k = write(w->fd, p, length);
         if (k < 0 && errno == EINTR)
             continue;
-        if (k <= 0)
+        if (k <= 0) {
+            w->failed = 1;
             return FAIL(EXPERT_E_IO, "write to %s failed: %s", w->tmp_path,
                         k < 0 ? strerror(errno) : "no progress");
+        }
         p += k;
         length -= (size_t)k;
         w->pos += (uint64_t)k;
     }
     return EXPERT_OK;
+}
+
+static expert_status sink_write(void *ctx, const uint8_t *data, size_t length, expert_error *err)
+{
+    return write_all(ctx, data, length, err);
 }
 
 static expert_status pad_to(expert_writer *w, uint64_t align, expert_error *err)
@@ -202,6 +229,8 @@ expert_status expert_writer_add(expert_writer *w, const expert_section_desc *des
 {
     if (w == NULL || desc == NULL || desc->name == NULL || (data == NULL && length != 0))
         return FAIL(EXPERT_E_INVALID_ARGUMENT, "invalid argument");
+    if (w->failed)
+        return FAIL(EXPERT_E_IO, "an earlier write failed; abort this writer");
     size_t name_length = desc->name_length ? desc->name_length : strlen(desc->name);
     XP_TRY(check_desc(w, desc, name_length, length, err));
     if (w->count == w->capacity) {
@@ -221,21 +250,17 @@ expert_status expert_writer_add(expert_writer *w, const expert_section_desc *des
 
     uint8_t digest[32];
     expert_status st = expert_sha256(data, length, digest);
-    uint8_t *encoded = NULL;
-    size_t encoded_length = 0;
+    uint64_t encoded_length = 0;
     uint32_t frame_size = desc->codec == EXPERT_CODEC_RAW ? 0 : w->opt.frame_size;
-    if (st == EXPERT_OK)
-        st = xp_encode(desc->codec, expert_dtype_size(desc->dtype), frame_size, w->opt.zstd_level,
-                       w->opt.threads, data, length, &encoded, &encoded_length, err);
-    else
+    if (st != EXPERT_OK)
         st = FAIL(EXPERT_E_NOMEM, "hashing failed");
     /* Empty sections occupy no bytes and sit at offset 0 (spec §2.2). */
-    if (st == EXPERT_OK && encoded_length != 0)
+    if (st == EXPERT_OK && length != 0)
         st = pad_to(w, w->opt.alignment, err);
-    uint64_t offset = encoded_length != 0 ? w->pos : 0;
+    uint64_t offset = length != 0 ? w->pos : 0;
     if (st == EXPERT_OK)
-        st = write_all(w, desc->codec == EXPERT_CODEC_RAW ? data : encoded, encoded_length, err);
-    xp_free(encoded);
+        st = xp_encode(desc->codec, expert_dtype_size(desc->dtype), frame_size, w->opt.zstd_level,
+                       w->opt.threads, data, length, sink_write, w, &encoded_length, err);
     if (st != EXPERT_OK) {
         xp_free(s->name);
         return st;
@@ -530,7 +555,9 @@ expert_status expert_writer_finish(expert_writer *w, const expert_private_key *k
         return FAIL(EXPERT_E_INVALID_ARGUMENT, "in-memory writer: use xp_writer_finish_memory");
     }
     expert_status s = EXPERT_OK;
-    if (w->metadata == NULL)
+    if (w->failed)
+        s = FAIL(EXPERT_E_IO, "an earlier write failed; nothing was published");
+    else if (w->metadata == NULL)
         s = FAIL(EXPERT_E_BAD_METADATA, "metadata was not set");
     uint8_t header[XP_HEADER_SIZE] = {0};
     if (s == EXPERT_OK)
@@ -559,7 +586,7 @@ void expert_writer_abort(expert_writer *w)
         close(w->fd);
     if (w->tmp_path != NULL && w->tmp_path[0] != '\0')
         unlink(w->tmp_path);
-    xp_free(w->mem); /* v1 compat: in-memory image not handed out */
+    xp_free(w->mem_alloc); /* v1 compat: in-memory image not handed out */
     for (uint32_t i = 0; i < w->count; i++)
         xp_free(w->sections[i].name);
     xp_free(w->sections);
@@ -594,9 +621,7 @@ expert_status xp_writer_open_memory(const expert_writer_options *opt, size_t siz
     w->opt = o;
     w->fd = -1;
     w->in_memory = 1;
-    w->mem_cap = size_hint > XP_HEADER_SIZE ? size_hint : 4096;
-    w->mem = xp_malloc(w->mem_cap);
-    if (w->mem == NULL) {
+    if (mem_reserve(w, size_hint > XP_HEADER_SIZE ? size_hint : 4096) != 0) {
         xp_free(w);
         return FAIL(EXPERT_E_NOMEM, "out of memory (%zu-byte image)", size_hint);
     }
@@ -611,21 +636,26 @@ expert_status xp_writer_open_memory(const expert_writer_options *opt, size_t siz
 }
 
 expert_status xp_writer_finish_memory(expert_writer *w, const expert_private_key *key,
-                                      uint8_t **image, size_t *size, expert_error *err)
+                                      uint8_t **alloc, const uint8_t **image, size_t *size,
+                                      expert_error *err)
 {
-    if (w == NULL || !w->in_memory || image == NULL || size == NULL) {
+    if (w == NULL || !w->in_memory || alloc == NULL || image == NULL || size == NULL) {
         expert_writer_abort(w);
         return FAIL(EXPERT_E_INVALID_ARGUMENT, "invalid argument");
     }
     expert_status s = EXPERT_OK;
-    if (w->metadata == NULL)
+    if (w->failed)
+        s = FAIL(EXPERT_E_IO, "an earlier write failed; nothing was published");
+    else if (w->metadata == NULL)
         s = FAIL(EXPERT_E_BAD_METADATA, "metadata was not set");
     uint8_t header[XP_HEADER_SIZE] = {0};
     if (s == EXPERT_OK)
         s = write_structure(w, header, key, err);
     if (s == EXPERT_OK) {
+        *alloc = w->mem_alloc;
         *image = w->mem;
         *size = (size_t)w->pos;
+        w->mem_alloc = NULL;
         w->mem = NULL;
     }
     expert_writer_abort(w);

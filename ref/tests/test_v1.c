@@ -60,6 +60,7 @@ static void check_tensors(expert_reader *r, pkg *p)
             size_t vl = 0;
             CHECK_OK(expert_view(r, idx, &v, &vl, 0, &e), e);
             assert_int_equal(vl, t.data_length);
+            assert_int_equal((uintptr_t)v % 64, 0); /* spec §4.7, also for v1 images */
             assert_memory_equal(v, sf->data + t.data_offset, vl);
         }
     }
@@ -132,8 +133,9 @@ static void test_open_memory_same_api(void **state)
     /* metadata: base model path kept, empty sha256 dropped, source manifest */
     size_t ml;
     const char *meta = expert_metadata_json(r, &ml);
-    assert_non_null(strstr(meta, "\"name\":\"F:/Node/hivellm/expert/models/Qwen3-0.6B\""));
-    assert_null(strstr(meta, "\"sha256\":\"\""));
+    /* spec §9.5: base model name and sha256 verbatim, "" included */
+    assert_non_null(strstr(meta, "\"base_model\":{\"name\":\"F:/Node/hivellm/expert/models/Qwen3-0.6B\","
+                                 "\"sha256\":\"\"}"));
     assert_non_null(strstr(meta, "\"source_manifest\":\"manifest.json\""));
     assert_non_null(strstr(meta, "\"v1_source\""));
     /* info and entry order */
@@ -338,7 +340,7 @@ static void test_sidecar(void **state)
     assert_int_equal(expert_open(in, NULL, &r, &e), EXPERT_E_FILE_HASH_MISMATCH);
     assert_null(r);
     assert_non_null(strstr(e.message, "sha256"));
-    expert_v1_options o = {0, 0, 0, EXPERT_V1_IGNORE_SIDECAR};
+    expert_v1_options o = {0, 0, 0, EXPERT_V1_IGNORE_SIDECAR, NULL};
     CHECK_OK(expert_open_v1(in, NULL, &o, &r, &e), e);
     expert_v1_info_get(r, &vi);
     assert_int_equal(vi.sidecar, EXPERT_V1_SIDECAR_NOT_CHECKED);
@@ -510,15 +512,15 @@ static void test_limits_and_errors(void **state)
     uint64_t total = 0;
     for (int i = 0; i < p.n; i++)
         total += p.f[i].size;
-    expert_v1_options o = {total / 2, 0, 0, 0}; /* total stream limit below the package */
+    expert_v1_options o = {total / 2, 0, 0, 0, NULL}; /* total stream limit below the package */
     assert_int_equal(open_v1_mem(tgz, n, &o, &r, &e), EXPERT_E_BAD_ARCHIVE);
     assert_non_null(strstr(e.message, "limit"));
-    o = (expert_v1_options){0, 4096, 0, 0}; /* per-entry limit */
+    o = (expert_v1_options){0, 4096, 0, 0, NULL}; /* per-entry limit */
     assert_int_equal(open_v1_mem(tgz, n, &o, &r, &e), EXPERT_E_BAD_ARCHIVE);
     assert_non_null(strstr(e.message, "limits"));
-    o = (expert_v1_options){0, 0, 3, 0}; /* entry count */
+    o = (expert_v1_options){0, 0, 3, 0, NULL}; /* entry count */
     assert_int_equal(open_v1_mem(tgz, n, &o, &r, &e), EXPERT_E_BAD_ARCHIVE);
-    o = (expert_v1_options){0, 0, 0, 0};
+    o = (expert_v1_options){0, 0, 0, 0, NULL};
     CHECK_OK(open_v1_mem(tgz, n, &o, &r, &e), e);
     expert_close(r);
     /* expert_open_v1_memory refuses a v2 file */
@@ -527,6 +529,112 @@ static void test_limits_and_errors(void **state)
     assert_null(expert_v1_entry_name(NULL, 0));
     assert_int_equal(expert_reader_source_format(NULL), 0);
     free(tgz);
+    pkg_free(&p);
+}
+
+
+/* Spec §9.5 mapping details: base model choice, hyper-parameters from
+ * adapter_config.json (patterns as PEFT selects them), and configs that
+ * contradict the tensors rejected rather than re-typed. */
+static expert_status open_with(pkg *p, const char *file, const char *text,
+                               const expert_v1_options *o, expert_reader **r, expert_error *e)
+{
+    if (file != NULL)
+        pkg_set(p, file, text, strlen(text));
+    size_t n = 0;
+    uint8_t *tgz = pkg_targz(p, &n);
+    expert_status s = o ? expert_open_v1_memory(tgz, n, NULL, o, r, e) : open_v1_mem(tgz, n, NULL, r, e);
+    free(tgz);
+    return s;
+}
+
+static void test_spec_mapping(void **state)
+{
+    (void)state;
+    expert_reader *r = NULL;
+    expert_error e;
+    pkg p;
+    size_t ml;
+    pkg_make(&p, PK_DORA, 2, 4, 901);
+    /* several base models: the caller must choose */
+    pkg_file *m = pkg_get(&p, "manifest.json");
+    char *text = calloc(1, m->size + 200);
+    memcpy(text, m->data, m->size);
+    char *at = strstr(text, "    }\n  ],");
+    assert_non_null(at);
+    char *tail = strdup(at + 5);
+    strcpy(at + 5, ",\n    {\n      \"name\": \"Qwen/Qwen3-1.7B\",\n      \"adapters\": []\n    }");
+    strcat(text, tail);
+    free(tail);
+    assert_int_equal(open_with(&p, "manifest.json", text, NULL, &r, &e), EXPERT_E_BAD_ARCHIVE);
+    assert_non_null(strstr(e.message, "2 base models"));
+    expert_v1_options o = {0, 0, 0, 0, "Qwen/Qwen3-1.7B"};
+    assert_int_equal(open_with(&p, NULL, NULL, &o, &r, &e), EXPERT_OK);
+    assert_non_null(strstr(expert_metadata_json(r, &ml), "\"base_model\":{\"name\":\"Qwen/Qwen3-1.7B\"}"));
+    expert_close(r);
+    o.base_model = "nope";
+    assert_int_equal(open_with(&p, NULL, NULL, &o, &r, &e), EXPERT_E_BAD_ARCHIVE);
+    free(text);
+    pkg_free(&p);
+
+    /* alpha_pattern / rank_pattern, PEFT's ".*\\.key$" rule, first match wins */
+    pkg_make(&p, PK_LORA, 2, 4, 902);
+    assert_int_equal(open_with(&p, "adapter_config.json",
+                               "{\"peft_type\":\"LORA\",\"r\":4,\"lora_alpha\":8,"
+                               "\"alpha_pattern\":{\"layers\\\\.1\\\\.self_attn\\\\.q_proj\":32,\"q_proj\":16},"
+                               "\"rank_pattern\":{\"v_proj\":4},\"use_rslora\":true}",
+                               NULL, &r, &e),
+                     EXPERT_OK);
+    for (uint32_t i = 0; i < expert_module_count(r); i++) {
+        expert_module_info mi;
+        expert_module(r, i, &mi);
+        double want = strstr(mi.path, "layers.1.self_attn.q_proj") ? 32
+                      : strstr(mi.path, "q_proj")                   ? 16
+                                                                    : 8;
+        if (mi.alpha != want)
+            fail_msg("%s: alpha %g, want %g", mi.path, mi.alpha, want);
+        assert_int_equal(mi.rslora, 1);
+    }
+    expert_close(r);
+    /* config contradicting the tensors */
+    assert_int_equal(open_with(&p, "adapter_config.json", "{\"peft_type\":\"LORA\",\"r\":8}", NULL, &r, &e),
+                     EXPERT_E_BAD_SAFETENSORS);
+    assert_non_null(strstr(e.message, "r = 8"));
+    assert_int_equal(open_with(&p, "adapter_config.json",
+                               "{\"peft_type\":\"LORA\",\"rank_pattern\":{\"k_proj\":2}}", NULL, &r, &e),
+                     EXPERT_E_BAD_SAFETENSORS);
+    assert_int_equal(open_with(&p, "adapter_config.json", "{\"peft_type\":\"LORA\",\"use_dora\":true}",
+                               NULL, &r, &e),
+                     EXPERT_E_BAD_SAFETENSORS);
+    assert_non_null(strstr(e.message, "use_dora"));
+    assert_int_equal(open_with(&p, "adapter_config.json", "{\"peft_type\":\"IA3\"}", NULL, &r, &e),
+                     EXPERT_E_BAD_SAFETENSORS);
+    /* no config at all: alpha from the manifest adapter */
+    pkg_file *cfg = pkg_get(&p, "adapter_config.json");
+    free(cfg->data);
+    *cfg = p.f[--p.n];
+    assert_int_equal(open_with(&p, NULL, NULL, NULL, &r, &e), EXPERT_OK);
+    expert_module_info mi;
+    expert_module(r, 0, &mi);
+    assert_true(mi.alpha == 8.0 && mi.rslora == 0);
+    assert_null(strstr(expert_metadata_json(r, &ml), "\"adapter_config\""));
+    expert_close(r);
+    pkg_free(&p);
+
+    /* IA3: feed-forward modules come from the config and must match the shapes */
+    pkg_make(&p, PK_IA3, 1, 1, 903);
+    assert_int_equal(open_with(&p, NULL, NULL, NULL, &r, &e), EXPERT_OK);
+    expert_close(r);
+    assert_int_equal(open_with(&p, "adapter_config.json",
+                               "{\"peft_type\":\"IA3\",\"feedforward_modules\":\".*(down|up)_proj\"}",
+                               NULL, &r, &e),
+                     EXPERT_E_BAD_SAFETENSORS);
+    assert_non_null(strstr(e.message, "feed-forward"));
+    assert_int_equal(open_with(&p, "adapter_config.json",
+                               "{\"peft_type\":\"IA3\",\"feedforward_modules\":\".*down_proj\"}", NULL,
+                               &r, &e),
+                     EXPERT_OK);
+    expert_close(r);
     pkg_free(&p);
 }
 
@@ -540,6 +648,7 @@ int main(void)
         cmocka_unit_test(test_sidecar),
         cmocka_unit_test(test_signatures),
         cmocka_unit_test(test_limits_and_errors),
+        cmocka_unit_test(test_spec_mapping),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,6 +6,8 @@
 
 #include <errno.h>
 #include <ftw.h>
+#include <stdarg.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -592,4 +594,111 @@ expert_status transcode_v2(expert_reader *r, const char *path, expert_error *e)
         return s;
     }
     return expert_writer_finish(w, NULL, e);
+}
+
+/* ------------------------------------------------------------ checks */
+
+int check_pkg_tensors(expert_reader *r, pkg *p, char *msg, size_t cap)
+{
+    pkg_file *sf = pkg_get(p, "adapter_model.safetensors");
+    expert_safetensors *st = NULL;
+    expert_error e;
+    int rc = 0;
+    if (expert_safetensors_parse(sf->data, sf->size, &st, &e) != EXPERT_OK) {
+        snprintf(msg, cap, "source safetensors: %s", e.message);
+        return -1;
+    }
+    for (uint32_t i = 0; rc == 0 && i < expert_safetensors_count(st); i++) {
+        expert_tensor_info t;
+        expert_section_info si;
+        uint32_t idx;
+        expert_safetensors_tensor(st, i, &t);
+        if (expert_find(r, t.name, strlen(t.name), &idx) != EXPERT_OK) {
+            snprintf(msg, cap, "tensor '%s' not found", t.name);
+            rc = -1;
+            break;
+        }
+        expert_section(r, idx, &si);
+        uint8_t *buf = malloc(t.data_length + 1);
+        if (si.dtype != (uint8_t)t.dtype || si.decoded_length != t.data_length ||
+            expert_read(r, idx, buf, t.data_length, 0, &e) != EXPERT_OK ||
+            memcmp(buf, sf->data + t.data_offset, t.data_length) != 0) {
+            snprintf(msg, cap, "tensor '%s' differs", t.name);
+            rc = -1;
+        }
+        free(buf);
+    }
+    expert_safetensors_free(st);
+    return rc;
+}
+
+int check_pkg_files(expert_reader *r, pkg *p, char *msg, size_t cap)
+{
+    int seen = 0;
+    for (uint32_t i = 0; i < expert_section_count(r); i++) {
+        expert_section_info si;
+        expert_error e;
+        expert_section(r, i, &si);
+        if (si.type != EXPERT_SECTION_FILE && si.type != EXPERT_SECTION_SAFETENSORS_HEADER)
+            continue;
+        char name[128];
+        snprintf(name, sizeof name, "%.*s", (int)si.name_length, si.name);
+        pkg_file *f = pkg_get(p, name);
+        void *d = NULL;
+        size_t n = 0;
+        if (f == NULL) {
+            snprintf(msg, cap, "unexpected file '%s'", name);
+            return -1;
+        }
+        if (expert_file_rebuild(r, i, &d, &n, &e) != EXPERT_OK) {
+            snprintf(msg, cap, "rebuild '%s': %s", name, e.message);
+            return -1;
+        }
+        int same = n == f->size && memcmp(d, f->data, n) == 0;
+        expert_v1_free(d);
+        if (!same) {
+            snprintf(msg, cap, "file '%s' differs", name);
+            return -1;
+        }
+        seen++;
+    }
+    if (seen != p->n) {
+        snprintf(msg, cap, "%d files, expected %d", seen, p->n);
+        return -1;
+    }
+    return 0;
+}
+
+int check_pkg_dir(const char *dir, pkg *p, char *msg, size_t cap)
+{
+    for (int i = 0; i < p->n; i++) {
+        char *fp = pjoin(dir, p->f[i].name);
+        size_t n = 0;
+        uint8_t *d = read_all(fp, &n);
+        int same = d != NULL && n == p->f[i].size && memcmp(d, p->f[i].data, n) == 0;
+        free(d);
+        free(fp);
+        if (!same) {
+            snprintf(msg, cap, "%s/%s differs or is missing", dir, p->f[i].name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int run_cmd(const char *out_path, const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof cmd - 64)
+        return -1;
+    if (out_path != NULL) {
+        size_t k = strlen(cmd);
+        snprintf(cmd + k, sizeof cmd - k, " > '%s'", out_path);
+    }
+    int st = system(cmd);
+    return st == -1 ? -1 : (WIFEXITED(st) ? WEXITSTATUS(st) : 128);
 }

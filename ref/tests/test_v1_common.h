@@ -89,4 +89,14 @@ expert_status open_v1_mem(const uint8_t *p, size_t n, const expert_v1_options *o
  * keeping the metadata: a miniature `convert`. */
 expert_status transcode_v2(expert_reader *r, const char *path, expert_error *e);
 
+/* Checks against a package (0 = ok, else -1 with a message): every tensor of
+ * its safetensors equals its section; every package file rebuilds byte-exact
+ * and no other file exists. */
+int check_pkg_tensors(expert_reader *r, pkg *p, char *msg, size_t cap);
+int check_pkg_files(expert_reader *r, pkg *p, char *msg, size_t cap);
+/* Every file of p equals dir/<name> on disk. */
+int check_pkg_dir(const char *dir, pkg *p, char *msg, size_t cap);
+/* Runs a shell command, stdout to out_path (may be NULL); returns the exit status. */
+int run_cmd(const char *out_path, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 #endif

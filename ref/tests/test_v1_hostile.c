@@ -81,7 +81,7 @@ static void extra_entry(const char *label, const char *name, char type, const ch
 {
     tbuf t = {0};
     pkg p;
-    hcase c = {label, EXPERT_E_BAD_ARCHIVE, keyword, NULL, 0, {0, 0, 0, 0}, 0};
+    hcase c = {label, EXPERT_E_BAD_ARCHIVE, keyword, NULL, 0, {0, 0, 0, 0, NULL}, 0};
     base_tar(&t, &p);
     tar_entry(&t, name, type, "evil", type == '0' ? 4 : 0, type == '0' ? 4 : 0, link);
     finish(&c, &t, &p);
@@ -116,7 +116,7 @@ static void test_names_and_types(void **state)
     { /* pax header overriding the path */
         tbuf t = {0};
         pkg p;
-        hcase c = {"pax path ../", EXPERT_E_BAD_ARCHIVE, "'..'", NULL, 0, {0, 0, 0, 0}, 0};
+        hcase c = {"pax path ../", EXPERT_E_BAD_ARCHIVE, "'..'", NULL, 0, {0, 0, 0, 0, NULL}, 0};
         base_tar(&t, &p);
         tar_pax_path(&t, "../pax-evil.txt");
         tar_file(&t, "innocent.txt", "evil", 4);
@@ -126,7 +126,7 @@ static void test_names_and_types(void **state)
     { /* old-GNU sparse file */
         tbuf t = {0};
         pkg p;
-        hcase c = {"GNU sparse file", EXPERT_E_BAD_ARCHIVE, NULL, NULL, 0, {0, 0, 0, 0}, 0};
+        hcase c = {"GNU sparse file", EXPERT_E_BAD_ARCHIVE, NULL, NULL, 0, {0, 0, 0, 0, NULL}, 0};
         base_tar(&t, &p);
         size_t at = t.n;
         tar_entry(&t, "sparse.bin", 'S', "xxxx", 4, 512, NULL);
@@ -154,7 +154,7 @@ static void test_bombs_and_truncation(void **state)
         tbuf t = {0};
         pkg p;
         hcase c = {"entry over the default limit", EXPERT_E_BAD_ARCHIVE, "gzip bomb", NULL, 0,
-                   {0, 0, 0, 0}, 0};
+                   {0, 0, 0, 0, NULL}, 0};
         base_tar(&t, &p);
         tar_entry(&t, "huge.bin", '0', NULL, 0, (UINT64_C(1) << 32) + 1, NULL);
         finish(&c, &t, &p);
@@ -164,7 +164,7 @@ static void test_bombs_and_truncation(void **state)
         tbuf t = {0};
         pkg p;
         hcase c = {"gzip bomb (one entry)", EXPERT_E_BAD_ARCHIVE, "gzip bomb", NULL, 0,
-                   {4u << 20, 0, 0, 0}, 1};
+                   {4u << 20, 0, 0, 0, NULL}, 1};
         base_tar(&t, &p);
         uint8_t *zeros = calloc(1, 32u << 20);
         tar_file(&t, "tokenizer.bin", zeros, 32u << 20);
@@ -177,7 +177,7 @@ static void test_bombs_and_truncation(void **state)
         tbuf t = {0};
         pkg p;
         hcase c = {"gzip bomb (after the tar end)", EXPERT_E_BAD_ARCHIVE, "gzip bomb", NULL, 0,
-                   {4u << 20, 0, 0, 0}, 1};
+                   {4u << 20, 0, 0, 0, NULL}, 1};
         base_tar(&t, &p);
         tar_end(&t);
         tb_zeros(&t, 32u << 20);
@@ -193,7 +193,7 @@ static void test_bombs_and_truncation(void **state)
     size_t gz_n = 0;
     uint8_t *good = gz(t.p, t.n, &gz_n);
     {
-        hcase c = {"truncated gzip", EXPERT_E_BAD_ARCHIVE, "truncated", NULL, 0, {0, 0, 0, 0}, 0};
+        hcase c = {"truncated gzip", EXPERT_E_BAD_ARCHIVE, "truncated", NULL, 0, {0, 0, 0, 0, NULL}, 0};
         c.size = gz_n / 2;
         c.data = malloc(c.size);
         memcpy(c.data, good, c.size);
@@ -201,7 +201,7 @@ static void test_bombs_and_truncation(void **state)
     }
     {
         hcase c = {"gzip without its trailer", EXPERT_E_BAD_ARCHIVE, "truncated", NULL, 0,
-                   {0, 0, 0, 0}, 0};
+                   {0, 0, 0, 0, NULL}, 0};
         c.size = gz_n - 8;
         c.data = malloc(c.size);
         memcpy(c.data, good, c.size);
@@ -209,18 +209,18 @@ static void test_bombs_and_truncation(void **state)
     }
     {
         hcase c = {"tar cut inside an entry", EXPERT_E_BAD_ARCHIVE, "runcated", NULL, 0,
-                   {0, 0, 0, 0}, 0};
+                   {0, 0, 0, 0, NULL}, 0};
         c.data = gz(t.p, t.n / 3, &c.size);
         run_case(&c);
     }
     {
         hcase c = {"tar without end blocks", EXPERT_E_BAD_ARCHIVE, "end-of-archive", NULL, 0,
-                   {0, 0, 0, 0}, 0};
+                   {0, 0, 0, 0, NULL}, 0};
         c.data = gz(t.p, t.n - 1024, &c.size);
         run_case(&c);
     }
     {
-        hcase c = {"corrupt CRC-32", EXPERT_E_BAD_ARCHIVE, "CRC", NULL, 0, {0, 0, 0, 0}, 0};
+        hcase c = {"corrupt CRC-32", EXPERT_E_BAD_ARCHIVE, "CRC", NULL, 0, {0, 0, 0, 0, NULL}, 0};
         c.data = malloc(gz_n);
         memcpy(c.data, good, gz_n);
         c.data[gz_n - 6] ^= 0x5a;
@@ -228,7 +228,7 @@ static void test_bombs_and_truncation(void **state)
         run_case(&c);
     }
     {
-        hcase c = {"corrupt deflate data", EXPERT_E_BAD_ARCHIVE, "corrupt", NULL, 0, {0, 0, 0, 0}, 0};
+        hcase c = {"corrupt deflate data", EXPERT_E_BAD_ARCHIVE, "corrupt", NULL, 0, {0, 0, 0, 0, NULL}, 0};
         c.data = malloc(gz_n);
         memcpy(c.data, good, gz_n);
         for (size_t i = 20; i < 60; i++)
@@ -237,7 +237,7 @@ static void test_bombs_and_truncation(void **state)
         run_case(&c);
     }
     {
-        hcase c = {"trailing data", EXPERT_E_BAD_ARCHIVE, "trailing", NULL, 0, {0, 0, 0, 0}, 0};
+        hcase c = {"trailing data", EXPERT_E_BAD_ARCHIVE, "trailing", NULL, 0, {0, 0, 0, 0, NULL}, 0};
         c.data = malloc(gz_n + 5);
         memcpy(c.data, good, gz_n);
         memcpy(c.data + gz_n, "junk\n", 5);
@@ -246,7 +246,7 @@ static void test_bombs_and_truncation(void **state)
     }
     {
         hcase c = {"damaged tar header checksum", EXPERT_E_BAD_ARCHIVE, "tar", NULL, 0,
-                   {0, 0, 0, 0}, 0};
+                   {0, 0, 0, 0, NULL}, 0};
         tbuf d = {0};
         tb_put(&d, t.p, t.n);
         d.p[0] ^= 0x20; /* first header's name: checksum no longer matches */
@@ -256,7 +256,7 @@ static void test_bombs_and_truncation(void **state)
     }
     {
         hcase c = {"damaged header mid-archive", EXPERT_E_BAD_ARCHIVE, "tar", NULL, 0,
-                   {0, 0, 0, 0}, 0};
+                   {0, 0, 0, 0, NULL}, 0};
         tbuf d = {0};
         tb_put(&d, t.p, t.n);
         size_t at = 0;
@@ -270,13 +270,13 @@ static void test_bombs_and_truncation(void **state)
         run_case(&c);
     }
     {
-        hcase c = {"gzip of a non-tar", EXPERT_E_BAD_ARCHIVE, NULL, NULL, 0, {0, 0, 0, 0}, 0};
+        hcase c = {"gzip of a non-tar", EXPERT_E_BAD_ARCHIVE, NULL, NULL, 0, {0, 0, 0, 0, NULL}, 0};
         static const char text[] = "this is not a tar archive at all, just some text....";
         c.data = gz(text, sizeof text, &c.size);
         run_case(&c);
     }
     {
-        hcase c = {"empty gzip", EXPERT_E_BAD_ARCHIVE, NULL, NULL, 0, {0, 0, 0, 0}, 0};
+        hcase c = {"empty gzip", EXPERT_E_BAD_ARCHIVE, NULL, NULL, 0, {0, 0, 0, 0, NULL}, 0};
         c.data = gz("", 0, &c.size);
         run_case(&c);
     }
@@ -298,7 +298,7 @@ static void st_case(const char *label, expert_status want, const char *keyword, 
     } else {
         pkg_set(&p, "adapter_model.safetensors", st, st_n);
     }
-    hcase c = {label, want, keyword, NULL, 0, {0, 0, 0, 0}, 0};
+    hcase c = {label, want, keyword, NULL, 0, {0, 0, 0, 0, NULL}, 0};
     c.data = pkg_targz(&p, &c.size);
     pkg_free(&p);
     run_case(&c);
@@ -350,7 +350,7 @@ static void test_safetensors_defects(void **state)
         pkg_make(&p, PK_DORA, 1, 2, 89);
         pkg_set(&p, "manifest.json", "{\"name\": ", 9);
         hcase c = {"manifest.json not JSON", EXPERT_E_BAD_ARCHIVE, "manifest.json", NULL, 0,
-                   {0, 0, 0, 0}, 0};
+                   {0, 0, 0, 0, NULL}, 0};
         c.data = pkg_targz(&p, &c.size);
         pkg_free(&p);
         run_case(&c);

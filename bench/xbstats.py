@@ -1,0 +1,174 @@
+"""xbstats — shared helpers for bench/run, bench/compare and bench/report.
+
+Python standard library only. A result file is Google Benchmark's JSON
+(context + benchmarks, every repetition kept) plus an "expert" block written
+by bench/run (dataset, sizes, run parameters).
+
+Statistics: each repetition of a case gives one value (the mean time per
+iteration within that repetition). A case is summarised by the median of its
+repetitions and its spread (min, p25, p75, max). A ratio A/B is the ratio of
+the two medians; its 95% confidence interval comes from a percentile
+bootstrap that resamples A's and B's repetitions independently (fixed seed,
+so the same files always give the same interval).
+"""
+
+import json
+import math
+import random
+
+UNIT_S = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+COLD_LABEL = "cold (fadvise; host cache may remain)"
+
+
+def case_name(entry):
+    """Case name without Google Benchmark's suffixes."""
+    name = entry.get("run_name") or entry["name"]
+    for suffix in ("/manual_time", "/real_time"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return name
+
+
+class Case:
+    __slots__ = ("name", "values", "unit", "bytes", "cold", "threads", "resident", "error",
+                 "iterations")
+
+    def __init__(self, name):
+        self.name = name
+        self.values = []        # seconds per iteration, one per repetition
+        self.unit = "ms"
+        self.bytes = 0
+        self.cold = False
+        self.threads = 1
+        self.resident = None
+        self.error = None
+        self.iterations = []
+
+    @property
+    def median(self):
+        return median(self.values) if self.values else float("nan")
+
+    def parts(self):
+        return self.name.split("/")
+
+
+def load(path):
+    with open(path) as f:
+        doc = json.load(f)
+    return doc
+
+
+def cases(doc):
+    """name -> Case, from a result document (iteration entries only)."""
+    out = {}
+    for b in doc.get("benchmarks", []):
+        if b.get("run_type", "iteration") != "iteration":
+            continue
+        name = case_name(b)
+        c = out.get(name)
+        if c is None:
+            c = out[name] = Case(name)
+        if b.get("error_occurred"):
+            c.error = b.get("error_message", "error")
+            continue
+        unit = b.get("time_unit", "ns")
+        c.unit = unit
+        c.values.append(float(b["real_time"]) * UNIT_S[unit])
+        c.iterations.append(int(b.get("iterations", 0)))
+        c.bytes = int(b.get("bytes_per_iter", 0) or 0)
+        c.cold = bool(b.get("cold", 0)) or b.get("label") == COLD_LABEL
+        c.threads = int(b.get("threads_used", 1) or 1)
+        if "resident_after_evict" in b:
+            c.resident = float(b["resident_after_evict"])
+    return out
+
+
+def median(xs):
+    s = sorted(xs)
+    n = len(s)
+    if n == 0:
+        return float("nan")
+    m = n // 2
+    return s[m] if n % 2 else 0.5 * (s[m - 1] + s[m])
+
+
+def quantile(xs, q):
+    s = sorted(xs)
+    if not s:
+        return float("nan")
+    pos = q * (len(s) - 1)
+    lo = math.floor(pos)
+    hi = math.ceil(pos)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def spread(xs):
+    """(min, p25, p75, max, relative IQR)."""
+    if not xs:
+        return (float("nan"),) * 5
+    m = median(xs)
+    q1, q3 = quantile(xs, 0.25), quantile(xs, 0.75)
+    return (min(xs), q1, q3, max(xs), (q3 - q1) / m if m else float("nan"))
+
+
+def ratio_ci(a, b, n=2000, level=0.95, seed=20240601):
+    """median(a)/median(b) and a percentile-bootstrap CI."""
+    if not a or not b:
+        return (float("nan"),) * 3
+    r = median(a) / median(b)
+    if len(a) == 1 and len(b) == 1:
+        return (r, r, r)
+    rng = random.Random(seed)
+    rs = []
+    for _ in range(n):
+        sa = [a[rng.randrange(len(a))] for _ in a]
+        sb = [b[rng.randrange(len(b))] for _ in b]
+        mb = median(sb)
+        if mb > 0:
+            rs.append(median(sa) / mb)
+    rs.sort()
+    alpha = (1 - level) / 2
+    return (r, quantile(rs, alpha), quantile(rs, 1 - alpha))
+
+
+def fmt_time(sec):
+    if sec != sec:
+        return "n/a"
+    if sec >= 1:
+        return "%.2f s" % sec
+    if sec >= 1e-3:
+        return "%.3g ms" % (sec * 1e3) if sec < 0.1 else "%.0f ms" % (sec * 1e3)
+    if sec >= 1e-6:
+        return "%.3g µs" % (sec * 1e6)
+    return "%.3g ns" % (sec * 1e9)
+
+
+def fmt_rate(bytes_, sec):
+    if not bytes_ or not sec or sec != sec:
+        return ""
+    r = bytes_ / sec / 1e6
+    return "%.0f MB/s" % r if r >= 100 else "%.3g MB/s" % r
+
+
+def fmt_ratio(r, lo=None, hi=None, digits=3):
+    if r != r:
+        return "n/a"
+    s = "%.*g×" % (digits, r)
+    if lo is not None and hi is not None and lo == lo:
+        s += " [%.*g, %.*g]" % (digits, lo, digits, hi)
+    return s
+
+
+def context_of(doc):
+    ctx = dict(doc.get("context", {}))
+    return ctx
+
+
+def machine_label(doc):
+    ex = doc.get("expert", {})
+    ctx = doc.get("context", {})
+    lab = ex.get("machine_label")
+    if lab:
+        return lab
+    return "%s, %s CPUs, %s" % (ctx.get("expert_cpu_model", "?"), ctx.get("num_cpus", "?"),
+                                ctx.get("expert_kernel", "?"))

@@ -1,0 +1,417 @@
+/*
+ * test_v1_cli.c — `expert-cli convert` end to end (binary from $EXPERT_CLI):
+ * v1 -> v2 -> `extract` gives identical files, tensors bit-exact through the
+ * library; v2 -> v1 -> `tar -xzf` identical, with a valid sidecar; the lossy
+ * --dtype path and its error report; batch mode (parallel, failures with
+ * reasons, no partial output, resumable); v1 signatures.
+ * Without $EXPERT_CLI the tests print "SKIPPED" and are skipped.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "test_v1_common.h"
+
+static const char *g_cli;
+static char *g_dir;
+static char g_msg[512];
+
+#define NEED_CLI()                                                                                \
+    do {                                                                                          \
+        if (g_cli == NULL) {                                                                      \
+            print_message("SKIPPED: EXPERT_CLI not set\n");                                       \
+            skip();                                                                               \
+        }                                                                                         \
+    } while (0)
+
+#define CHECK0(expr)                                                                              \
+    do {                                                                                          \
+        if ((expr) != 0)                                                                          \
+            fail_msg("%s: %s", #expr, g_msg);                                                     \
+    } while (0)
+
+static char *path(const char *name)
+{
+    return pjoin(g_dir, name);
+}
+
+static void write_pkg(pkg *p, const char *name)
+{
+    size_t n = 0;
+    uint8_t *tgz = pkg_targz(p, &n);
+    char *f = path(name);
+    assert_int_equal(write_file(f, tgz, n), 0);
+    free(f);
+    free(tgz);
+}
+
+static char *slurp_text(const char *name)
+{
+    char *f = path(name);
+    size_t n = 0;
+    uint8_t *d = read_all(f, &n);
+    free(f);
+    if (d == NULL)
+        return NULL;
+    char *t = realloc(d, n + 1);
+    t[n] = '\0';
+    return t;
+}
+
+static void test_convert_roundtrip(void **state)
+{
+    (void)state;
+    NEED_CLI();
+    pkg p;
+    pkg_make(&p, PK_DORA, 2, 4, 501);
+    write_pkg(&p, "rt.v1.expert");
+    char *in = path("rt.v1.expert"), *v2 = path("rt.v2.expert"), *x = path("rt-x"),
+         *back = path("rt.back.expert"), *tx = path("rt-tar");
+    assert_int_equal(run_cmd(NULL, "'%s' convert -q '%s' '%s'", g_cli, in, v2), 0);
+    /* through the library */
+    expert_reader *r = NULL;
+    expert_error e;
+    assert_int_equal(expert_open(v2, NULL, &r, &e), EXPERT_OK);
+    assert_int_equal(expert_reader_source_format(r), 2);
+    assert_int_equal(expert_verify_full(r, NULL, &e), EXPERT_OK);
+    CHECK0(check_pkg_tensors(r, &p, g_msg, sizeof g_msg));
+    CHECK0(check_pkg_files(r, &p, g_msg, sizeof g_msg));
+    expert_close(r);
+    /* `extract` gives the original files */
+    assert_int_equal(run_cmd(NULL, "'%s' extract -q '%s' -o '%s'", g_cli, v2, x), 0);
+    CHECK0(check_pkg_dir(x, &p, g_msg, sizeof g_msg));
+    /* refuses to replace OUT without --force */
+    assert_int_equal(run_cmd(NULL, "'%s' convert -q '%s' '%s' 2>/dev/null", g_cli, in, v2), 1);
+    assert_int_equal(run_cmd(NULL, "'%s' convert -q --force --level 3 '%s' '%s'", g_cli, in, v2), 0);
+    /* rollback: tar -xzf accepts it; the sidecar matches */
+    assert_int_equal(run_cmd(NULL, "'%s' convert -q --to v1 '%s' '%s'", g_cli, v2, back), 0);
+    if (run_cmd(NULL, "tar --version >/dev/null 2>&1") != 0) {
+        print_message("SKIPPED: tar not found\n");
+    } else {
+        mkdir(tx, 0755);
+        assert_int_equal(run_cmd(NULL, "tar -xzf '%s' -C '%s'", back, tx), 0);
+        CHECK0(check_pkg_dir(tx, &p, g_msg, sizeof g_msg));
+    }
+    if (run_cmd(NULL, "sha256sum --version >/dev/null 2>&1") == 0)
+        assert_int_equal(run_cmd(NULL, "cd '%s' && sha256sum -c --quiet rt.back.expert.sha256", g_dir), 0);
+    assert_int_equal(expert_open(back, NULL, &r, &e), EXPERT_OK);
+    expert_v1_info vi;
+    expert_v1_info_get(r, &vi);
+    assert_int_equal(vi.sidecar, EXPERT_V1_SIDECAR_MATCH);
+    for (int i = 0; i < p.n; i++)
+        assert_string_equal(expert_v1_entry_name(r, (uint32_t)i), p.f[i].name);
+    expert_close(r);
+    free(in);
+    free(v2);
+    free(x);
+    free(back);
+    free(tx);
+    pkg_free(&p);
+}
+
+static uint16_t ref_bf16(uint32_t u)
+{
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40u);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static void test_convert_lossy(void **state)
+{
+    (void)state;
+    NEED_CLI();
+    pkg p;
+    pkg_make(&p, PK_LORA, 1, 4, 601);
+    {
+        /* -FLT_MAX (a special value of the test data) rounds to -inf in bf16:
+         * refused. Replace it to test the successful path. */
+        write_pkg(&p, "flt-max.v1.expert");
+        char *fin = path("flt-max.v1.expert"), *fout = path("flt-max.bf16.expert");
+        assert_int_equal(run_cmd(NULL, "'%s' convert -q --dtype bf16 '%s' '%s' 2>/dev/null", g_cli,
+                                 fin, fout),
+                         EXPERT_E_INVALID_ARGUMENT);
+        assert_false(access(fout, F_OK) == 0);
+        free(fin);
+        free(fout);
+        pkg_file *sf0 = pkg_get(&p, "adapter_model.safetensors");
+        uint64_t hn = 0;
+        for (int i = 0; i < 8; i++)
+            hn |= (uint64_t)sf0->data[i] << (8 * i);
+        uint32_t bits;
+        memcpy(&bits, sf0->data + 8 + hn + 16, 4);
+        assert_int_equal(bits, 0xff7fffffu);
+        float one = 1.0f;
+        memcpy(sf0->data + 8 + hn + 16, &one, 4);
+    }
+    write_pkg(&p, "lossy.v1.expert");
+    char *in = path("lossy.v1.expert"), *out = path("lossy.bf16.expert"), *js = path("lossy.json");
+    assert_int_equal(run_cmd(js, "'%s' convert --json --dtype bf16 '%s' '%s'", g_cli, in, out), 0);
+    char *text = slurp_text("lossy.json");
+    assert_non_null(strstr(text, "\"lossy\":{"));
+    const char *ma = strstr(text, "\"max_abs_error\":");
+    assert_non_null(ma);
+    double reported = strtod(ma + 16, NULL);
+    /* independent check: every F32 value became its round-to-nearest-even bf16 */
+    expert_reader *r = NULL;
+    expert_error e;
+    assert_int_equal(expert_open(out, NULL, &r, &e), EXPERT_OK);
+    pkg_file *sf = pkg_get(&p, "adapter_model.safetensors");
+    expert_safetensors *st = NULL;
+    assert_int_equal(expert_safetensors_parse(sf->data, sf->size, &st, &e), EXPERT_OK);
+    double max_abs = 0;
+    for (uint32_t i = 0; i < expert_safetensors_count(st); i++) {
+        expert_tensor_info t;
+        uint32_t idx;
+        expert_section_info si;
+        expert_safetensors_tensor(st, i, &t);
+        assert_int_equal(expert_find(r, t.name, strlen(t.name), &idx), EXPERT_OK);
+        expert_section(r, idx, &si);
+        assert_int_equal(si.dtype, EXPERT_DTYPE_BF16);
+        assert_int_equal(si.decoded_length, t.data_length / 2);
+        uint16_t *h = malloc(si.decoded_length);
+        assert_int_equal(expert_read(r, idx, h, si.decoded_length, 0, &e), EXPERT_OK);
+        for (uint64_t k = 0; k < t.data_length / 4; k++) {
+            uint32_t u;
+            memcpy(&u, sf->data + t.data_offset + 4 * k, 4);
+            assert_int_equal(h[k], ref_bf16(u));
+            float x, y;
+            uint32_t yb = (uint32_t)h[k] << 16;
+            memcpy(&x, &u, 4);
+            memcpy(&y, &yb, 4);
+            if (isfinite(x) && fabs((double)x - (double)y) > max_abs)
+                max_abs = fabs((double)x - (double)y);
+        }
+        free(h);
+    }
+    assert_true(fabs(max_abs - reported) <= 1e-9 * max_abs);
+    /* metadata records it; the extracted safetensors is a valid BF16 file */
+    size_t ml;
+    assert_non_null(strstr(expert_metadata_json(r, &ml), "\"lossy\":{\"dtype\":\"bf16\""));
+    uint32_t hidx;
+    assert_int_equal(expert_find(r, "adapter_model.safetensors", 25, &hidx), EXPERT_OK);
+    void *rebuilt = NULL;
+    size_t rn = 0;
+    assert_int_equal(expert_file_rebuild(r, hidx, &rebuilt, &rn, &e), EXPERT_OK);
+    expert_safetensors *st2 = NULL;
+    assert_int_equal(expert_safetensors_parse(rebuilt, rn, &st2, &e), EXPERT_OK);
+    expert_tensor_info t0;
+    expert_safetensors_tensor(st2, 0, &t0);
+    assert_int_equal(t0.dtype, EXPERT_DTYPE_BF16);
+    expert_safetensors_free(st2);
+    expert_v1_free(rebuilt);
+    expert_safetensors_free(st);
+    expert_close(r);
+    /* the lossless default changes nothing: compare with --dtype absent */
+    free(text);
+    /* f16 cannot hold 1e6: refused, and nothing is left at OUT */
+    {
+        st_spec specs[2] = {{"m.lora_A.weight", "F32", 2, {4, 2, 0, 0}}, /* r = 4 as the config */
+                            {"m.lora_B.weight", "F32", 2, {2, 4, 0, 0}}};
+        size_t n = 0;
+        uint8_t *stb = st_build(specs, 2, 5, &n);
+        float big = 1e6f, half = 0.5f;
+        memcpy(stb + n - 4, &big, 4);
+        uint64_t hn = 0;
+        for (int i = 0; i < 8; i++)
+            hn |= (uint64_t)stb[i] << (8 * i);
+        memcpy(stb + 8 + hn + 16, &half, 4); /* drop the -FLT_MAX special value */
+        pkg_set(&p, "adapter_model.safetensors", stb, n);
+        free(stb);
+        write_pkg(&p, "big.v1.expert");
+        char *bin = path("big.v1.expert"), *bout = path("big.f16.expert");
+        assert_int_equal(run_cmd(NULL, "'%s' convert -q --dtype f16 '%s' '%s' 2>/dev/null", g_cli, bin,
+                                 bout),
+                         EXPERT_E_INVALID_ARGUMENT);
+        assert_false(access(bout, F_OK) == 0);
+        assert_int_equal(run_cmd(NULL, "'%s' convert -q --dtype bf16 '%s' '%s'", g_cli, bin, bout), 0);
+        free(bin);
+        free(bout);
+    }
+    /* v2-only options are refused with --to v1 */
+    assert_int_equal(run_cmd(NULL, "'%s' convert -q --to v1 --dtype bf16 '%s' x 2>/dev/null", g_cli, out),
+                     64);
+    free(in);
+    free(out);
+    free(js);
+    pkg_free(&p);
+}
+
+static int count_tmp_files(const char *dir)
+{
+    return run_cmd(NULL, "test -z \"$(find '%s' -name '*.tmp.*' -o -name '.*tmp*' | head -1)\"", dir);
+}
+
+static void test_convert_batch(void **state)
+{
+    (void)state;
+    NEED_CLI();
+    char *in = path("batch-in"), *sub = path("batch-in/sub/deeper"), *out = path("batch-out");
+    char *sj = path("batch.json"), *sm = path("batch.md"), *rj = path("batch-rerun.json");
+    assert_int_equal(run_cmd(NULL, "mkdir -p '%s'", sub), 0);
+    pkg ps[3];
+    for (int i = 0; i < 3; i++) {
+        char name[64];
+        pkg_make(&ps[i], (pkg_kind)i, 1 + (unsigned)i, 4, 700 + (uint64_t)i);
+        snprintf(name, sizeof name, i == 2 ? "batch-in/sub/deeper/p%d.expert" : "batch-in/p%d.expert", i);
+        write_pkg(&ps[i], name);
+    }
+    /* one v2 input (skipped: already v2), one broken, one non-.expert file */
+    char *p0 = path("batch-in/p0.expert"), *v2in = path("batch-in/already.expert");
+    assert_int_equal(run_cmd(NULL, "'%s' convert -q '%s' '%s'", g_cli, p0, v2in), 0);
+    {
+        size_t n = 0;
+        uint8_t *tgz = pkg_targz(&ps[1], &n);
+        char *bf = path("batch-in/sub/broken.expert");
+        assert_int_equal(write_file(bf, tgz, n / 2), 0);
+        free(bf);
+        free(tgz);
+        char *txt = path("batch-in/notes.txt");
+        assert_int_equal(write_file(txt, "x", 1), 0);
+        free(txt);
+    }
+    int rc = run_cmd(NULL, "'%s' convert -q --batch '%s' '%s' --jobs 3 --summary-json '%s' --summary-md '%s' 2>/dev/null",
+                     g_cli, in, out, sj, sm);
+    assert_int_equal(rc, EXPERT_E_BAD_ARCHIVE); /* the first failure's class */
+    char *s = slurp_text("batch.json");
+    assert_non_null(s);
+    assert_non_null(strstr(s, "\"total\":5,\"converted\":3,\"skipped\":1,\"failed\":1"));
+    assert_non_null(strstr(s, "\"failures\":[{\"input\":"));
+    assert_non_null(strstr(s, "broken.expert\",\"class\":\"BAD_ARCHIVE\",\"reason\":\"truncated"));
+    assert_non_null(strstr(s, "\"bytes_before\":"));
+    assert_non_null(strstr(s, "\"ratio\":"));
+    free(s);
+    s = slurp_text("batch.md");
+    assert_non_null(strstr(s, "| input | status |"));
+    assert_non_null(strstr(s, "**failed**"));
+    free(s);
+    /* outputs: converted ones open and match; no partial output anywhere */
+    const char *outs[3] = {"batch-out/p0.expert", "batch-out/p1.expert", "batch-out/sub/deeper/p2.expert"};
+    for (int i = 0; i < 3; i++) {
+        char *o = path(outs[i]);
+        expert_reader *r = NULL;
+        expert_error e;
+        assert_int_equal(expert_open(o, NULL, &r, &e), EXPERT_OK);
+        CHECK0(check_pkg_files(r, &ps[i], g_msg, sizeof g_msg));
+        CHECK0(check_pkg_tensors(r, &ps[i], g_msg, sizeof g_msg));
+        expert_close(r);
+        free(o);
+    }
+    char *bo = path("batch-out/sub/broken.expert");
+    assert_false(access(bo, F_OK) == 0);
+    assert_int_equal(count_tmp_files(out), 0);
+    /* resumable: nothing left to do */
+    rc = run_cmd(rj, "'%s' convert --json --batch '%s' '%s' --jobs 2 2>/dev/null", g_cli, in, out);
+    assert_int_equal(rc, EXPERT_E_BAD_ARCHIVE);
+    s = slurp_text("batch-rerun.json");
+    assert_non_null(strstr(s, "\"converted\":0,\"skipped\":4,\"failed\":1"));
+    assert_non_null(strstr(s, "sections match"));
+    free(s);
+    /* a damaged output is redone */
+    char *o1 = path("batch-out/p1.expert");
+    assert_int_equal(run_cmd(NULL, "truncate -s -100 '%s'", o1), 0);
+    rc = run_cmd(rj, "'%s' convert --json --batch '%s' '%s' 2>/dev/null", g_cli, in, out);
+    s = slurp_text("batch-rerun.json");
+    assert_non_null(strstr(s, "\"converted\":1,\"skipped\":3,\"failed\":1"));
+    free(s);
+    /* rollback of the whole tree */
+    char *back = path("batch-back");
+    rc = run_cmd(NULL, "'%s' convert -q --batch --to v1 '%s' '%s' 2>/dev/null", g_cli, out, back);
+    assert_int_equal(rc, 0);
+    char *b2 = path("batch-back/sub/deeper/p2.expert");
+    expert_reader *r = NULL;
+    expert_error e;
+    assert_int_equal(expert_open(b2, NULL, &r, &e), EXPERT_OK);
+    assert_int_equal(expert_reader_source_format(r), 1);
+    CHECK0(check_pkg_files(r, &ps[2], g_msg, sizeof g_msg));
+    expert_close(r);
+    free(b2);
+    free(back);
+    free(o1);
+    free(bo);
+    free(p0);
+    free(v2in);
+    for (int i = 0; i < 3; i++)
+        pkg_free(&ps[i]);
+    free(in);
+    free(sub);
+    free(out);
+    free(sj);
+    free(sm);
+    free(rj);
+}
+
+static void test_convert_signed(void **state)
+{
+    (void)state;
+    NEED_CLI();
+    pkg p;
+    uint8_t seed[32];
+    char pub[73];
+    for (int i = 0; i < 32; i++)
+        seed[i] = (uint8_t)(i ^ 0x5a);
+    pkg_make(&p, PK_DORA, 1, 2, 801);
+    pkg_sign_v1(&p, seed, pub);
+    write_pkg(&p, "signed.v1.expert");
+    char *in = path("signed.v1.expert"), *out = path("signed.v2.expert"), *js = path("signed.json");
+    assert_int_equal(run_cmd(js, "'%s' convert --json '%s' '%s'", g_cli, in, out), 0);
+    char *s = slurp_text("signed.json");
+    assert_non_null(strstr(s, "\"v1_signature\":{\"status\":\"valid-legacy\""));
+    free(s);
+    /* required key: a wrong one fails and writes nothing */
+    char *out2 = path("signed2.v2.expert");
+    assert_int_equal(run_cmd(NULL, "'%s' convert -q --v1-pubkey ed25519:%064d '%s' '%s' 2>/dev/null",
+                             g_cli, 7, in, out2),
+                     EXPERT_E_BAD_SIGNATURE);
+    assert_false(access(out2, F_OK) == 0);
+    assert_int_equal(run_cmd(NULL, "'%s' convert -q --v1-pubkey %s '%s' '%s'", g_cli, pub, in, out2), 0);
+    /* the v1 signature still verifies on the converted v2 */
+    expert_reader *r = NULL;
+    expert_error e;
+    expert_v1_signature_info si;
+    assert_int_equal(expert_open(out2, NULL, &r, &e), EXPERT_OK);
+    assert_int_equal(expert_v1_verify(r, pub, &si, &e), EXPERT_OK);
+    assert_int_equal(si.status, EXPERT_V1_SIG_VALID_LEGACY);
+    expert_close(r);
+    free(in);
+    free(out);
+    free(out2);
+    free(js);
+    pkg_free(&p);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    g_cli = getenv("EXPERT_CLI");
+    if (g_cli != NULL && access(g_cli, X_OK) != 0)
+        g_cli = NULL;
+    g_dir = tmpdir_new("cli");
+    return g_dir == NULL;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    tmpdir_rm(g_dir);
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_convert_roundtrip),
+        cmocka_unit_test(test_convert_lossy),
+        cmocka_unit_test(test_convert_batch),
+        cmocka_unit_test(test_convert_signed),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
