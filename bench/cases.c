@@ -177,6 +177,7 @@ typedef struct xb_case {
     const char *path;
     plan *pl;
     uint64_t bytes;
+    uint32_t sections;     /* sections read per iteration */
     size_t micro_len;
     double resident;
     /* per-invocation state */
@@ -390,12 +391,12 @@ static void add_v2(xb_expert *e, int fmt, int op, int cold, int verify, unsigned
     c->pl = &e->plans[fmt];
     switch (op) {
     case OP_OPEN: c->unit = XB_UNIT_US; break;
-    case OP_LOOKUP: c->unit = XB_UNIT_US; c->bytes = c->pl->lookup_bytes; break;
+    case OP_LOOKUP: c->unit = XB_UNIT_US; c->bytes = c->pl->lookup_bytes; c->sections = 1; break;
     case OP_FIND: c->unit = XB_UNIT_NS; break;
-    case OP_TENSORS: c->unit = XB_UNIT_MS; c->bytes = c->pl->tensor_bytes; break;
-    case OP_ALL: c->unit = XB_UNIT_MS; c->bytes = c->pl->all_bytes; break;
-    case OP_STREAM: c->unit = XB_UNIT_MS; c->bytes = c->pl->stream_bytes; break;
-    case OP_FIRST: c->unit = XB_UNIT_US; c->bytes = c->pl->first_bytes; break;
+    case OP_TENSORS: c->unit = XB_UNIT_MS; c->bytes = c->pl->tensor_bytes; c->sections = c->pl->nt; break;
+    case OP_ALL: c->unit = XB_UNIT_MS; c->bytes = c->pl->all_bytes; c->sections = c->pl->na; break;
+    case OP_STREAM: c->unit = XB_UNIT_MS; c->bytes = c->pl->stream_bytes; c->sections = c->pl->ns; break;
+    case OP_FIRST: c->unit = XB_UNIT_US; c->bytes = c->pl->first_bytes; c->sections = c->pl->nfirst; break;
     }
 }
 
@@ -420,6 +421,8 @@ static void add_base(xb_expert *e, int kind, int fmt, int cold)
     c->bytes = kind == K_FLOOR ? xs_file_size(c->path)
                : kind == K_V1_LIB ? e->plans[F_V1].tensor_bytes
                                   : e->st_tensor_bytes;
+    if (kind == K_V1_LIB)
+        c->sections = e->plans[F_V1].nt;
 }
 
 static void add_micro(xb_expert *e, int op, int fmt, size_t len, const char *what)
@@ -1068,6 +1071,7 @@ int xb_case_unit(size_t i) { return g_cases[i].unit; }
 int xb_case_is_cold(size_t i) { return g_cases[i].cold; }
 unsigned xb_case_threads(size_t i) { return g_cases[i].threads; }
 uint64_t xb_case_bytes(size_t i) { return g_cases[i].bytes; }
+uint32_t xb_case_sections(size_t i) { return g_cases[i].sections; }
 double xb_case_resident_after_evict(size_t i) { return g_cases[i].resident; }
 int xb_list_only(void) { return g_list_only; }
 

@@ -32,6 +32,8 @@ int xb_case_is_cold(size_t i);
 unsigned xb_case_threads(size_t i);
 /* Bytes processed per iteration (0 = no throughput). */
 uint64_t xb_case_bytes(size_t i);
+/* Sections read per iteration (0 when not applicable). */
+uint32_t xb_case_sections(size_t i);
 /* Per-invocation setup/teardown (untimed). */
 int xb_case_begin(size_t i, char *err, size_t errlen);
 /* One iteration: untimed preparation, then the timed body. */

@@ -33,6 +33,7 @@ void RunCase(benchmark::State &state, size_t i)
         state.SetBytesProcessed(static_cast<int64_t>(bytes) * state.iterations());
     state.counters["bytes_per_iter"] = static_cast<double>(bytes);
     state.counters["threads_used"] = xb_case_threads(i);
+    state.counters["sections_per_iter"] = xb_case_sections(i);
     state.counters["cold"] = xb_case_is_cold(i);
     if (xb_case_is_cold(i)) {
         state.counters["resident_after_evict"] = xb_case_resident_after_evict(i);

@@ -32,6 +32,9 @@
 #ifndef XB_EXPERT_VERSION
 #define XB_EXPERT_VERSION "unknown"
 #endif
+#ifndef XB_HWLOC_VERSION
+#define XB_HWLOC_VERSION "unknown"
+#endif
 #ifndef XB_BUILD_TYPE
 #define XB_BUILD_TYPE "unknown"
 #endif
@@ -564,7 +567,8 @@ void xs_context_collect(const char *data_dir)
     xs_context_add("lib_archive", "%s", archive_version_details());
     xs_context_add("lib_zlib", "%s", zlibVersion());
     unsigned hv = hwloc_get_api_version();
-    xs_context_add("lib_hwloc", "%u.%u.%u", hv >> 16, (hv >> 8) & 0xff, hv & 0xff);
+    xs_context_add("lib_hwloc", "%s (API %u.%u.%u)", XB_HWLOC_VERSION, hv >> 16, (hv >> 8) & 0xff,
+                   hv & 0xff);
     xs_context_add("lib_benchmark", "%s", XB_BENCHMARK_VERSION);
     xs_context_add("compiler", "%s", __VERSION__);
     xs_context_add("build_type", "%s", XB_BUILD_TYPE);

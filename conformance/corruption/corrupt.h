@@ -64,7 +64,6 @@ typedef struct edit {
     edit_fn fn;
     int arg;
 } edit;
-extern const edit g_edits[];
-extern const size_t g_nedits;
+const edit *edits_table(size_t *n);
 
 #endif

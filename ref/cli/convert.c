@@ -109,7 +109,8 @@ typedef struct conv_result {
     /* lossy */
     uint32_t lossy_tensors;
     double max_abs, max_rel;
-    /* v1 signature of the input */
+    /* v1 input: sidecar state, signature */
+    int sidecar;           /* expert_v1_sidecar + 1, 0 when not v1 */
     int sig_checked;
     expert_v1_sig_status sig_status;
     char sig_detail[512];
@@ -594,6 +595,13 @@ static expert_status write_v1(expert_reader *r, const char *out, const conv_opts
     return s;
 }
 
+static const char *sidecar_name(int s)
+{
+    static const char *names[] = {"not-checked", "absent", "match", "stale (signed package)",
+                                  "malformed"};
+    return s >= 1 && s <= 5 ? names[s - 1] : "-";
+}
+
 static const char *sig_name(expert_v1_sig_status s)
 {
     switch (s) {
@@ -656,6 +664,11 @@ static void convert_one(const conv_opts *o, const char *in, const char *out, int
     if (s != EXPERT_OK)
         goto done;
     res->from = expert_reader_source_format(r);
+    {
+        expert_v1_info vi;
+        if (expert_v1_info_get(r, &vi) == EXPERT_OK)
+            res->sidecar = (int)vi.sidecar + 1;
+    }
     if (o->batch && res->from == o->to) {
         res->state = R_SKIPPED;
         res->skip_reason = o->to == 2 ? "already v2" : "already v1";
@@ -744,6 +757,10 @@ static void result_json(strbuf *sb, const conv_result *r)
         sb_json_cstr(sb, r->err.message);
         sb_puts(sb, "}");
     }
+    if (r->sidecar) {
+        sb_puts(sb, ",\"v1_sidecar\":");
+        sb_json_cstr(sb, sidecar_name(r->sidecar));
+    }
     if (r->sig_checked) {
         sb_puts(sb, ",\"v1_signature\":{\"status\":");
         sb_json_cstr(sb, sig_name(r->sig_status));
@@ -772,6 +789,8 @@ static void print_single(const conv_opts *o, const conv_result *r)
                r->sections, r->tensors, r->files, expert_codec_name(o->tensor_codec));
     else
         printf("  also wrote %s.sha256\n", r->output);
+    if (r->sidecar)
+        printf("  v1 sidecar (IN.sha256): %s\n", sidecar_name(r->sidecar));
     if (r->sig_checked)
         printf("  v1 signature: %s%s%s\n", sig_name(r->sig_status), r->sig_detail[0] ? ": " : "",
                r->sig_detail);

@@ -151,7 +151,8 @@ expert_status expert_codec_from_name(const char *name, expert_codec *out);
 typedef struct expert_reader expert_reader;
 
 enum {
-    EXPERT_OPEN_NO_MMAP = 1u << 0 /* read the file into memory with read() */
+    EXPERT_OPEN_NO_MMAP = 1u << 0, /* read the file into memory with read() */
+    EXPERT_OPEN_V2_ONLY = 1u << 1  /* a pure v2 reader: no v1 tar.gz detection (BAD_MAGIC) */
 };
 
 typedef struct expert_open_options {

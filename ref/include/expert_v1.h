@@ -12,12 +12,17 @@
  * expert_v1_options), adapter_model.safetensors is parsed with
  * expert_safetensors_parse(), and an in-memory v2 image (raw codec) is built
  * with the same sections and metadata `expert-cli pack` gives the extracted
- * directory:
+ * directory, following the v1 mapping of spec §9.5 and §10.7:
  *   - SAFETENSORS_HEADER "adapter_model.safetensors", then one section per
  *     tensor in streaming order (layer, module path, A < B < magnitude <
- *     other), with the module list in the metadata;
+ *     other), with the module list in the metadata; r, alpha, rslora and
+ *     feedforward come from adapter_config.json as PEFT selects them
+ *     (rank/alpha patterns, feedforward_modules); a config that contradicts
+ *     the tensors (r, use_dora, peft_type, IA3 shapes) is BAD_SAFETENSORS;
  *   - every other entry as a FILE section named by its path, sorted by path;
  *     manifest.json is kept byte-exact and named by "source_manifest";
+ *     name, version, description and base_model {name, sha256} verbatim
+ *     (quirks included: Windows paths, sha256 "");
  *   - metadata "extra.v1_source": {"sha256", "bytes", "entries": [{"name",
  *     "size", "mode", "mtime"}...] in archive order}.
  * The reader then behaves exactly as for a v2 file (lookup, tensors,

@@ -819,7 +819,8 @@ expert_status expert_open_memory(const void *data, size_t size, const expert_ope
     if (out == NULL || (data == NULL && size != 0))
         return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, NOSEC, "invalid argument");
     *out = NULL;
-    if (xp_is_gzip(data, size)) /* v1 compat: a v1 tar.gz package */
+    int v2_only = opt != NULL && (opt->flags & EXPERT_OPEN_V2_ONLY);
+    if (!v2_only && xp_is_gzip(data, size)) /* v1 compat: a v1 tar.gz package */
         return xp_v1_open_memory(data, size, opt, NULL, out, err);
     expert_reader *r = xp_calloc(1, sizeof *r);
     if (r == NULL)
@@ -850,7 +851,8 @@ expert_status expert_open(const char *path, const expert_open_options *opt, expe
     }
     { /* v1 compat: a gzip magic means a v1 tar.gz package, read as a stream */
         uint8_t magic[2];
-        if (st.st_size >= 2 && pread(fd, magic, 2, 0) == 2 && xp_is_gzip(magic, 2)) {
+        int v2_only = opt != NULL && (opt->flags & EXPERT_OPEN_V2_ONLY);
+        if (!v2_only && st.st_size >= 2 && pread(fd, magic, 2, 0) == 2 && xp_is_gzip(magic, 2)) {
             expert_status vs = xp_v1_open_fd(fd, path, opt, NULL, out, err);
             close(fd);
             return vs;

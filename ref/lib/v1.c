@@ -525,7 +525,8 @@ static expert_status read_archive(gz_src *g, const expert_v1_options *o, v1_load
             goto done;
         }
         uint64_t size = (uint64_t)ssize;
-        if (size > o->max_entry_bytes || size > SIZE_MAX - 1 || l->total + size > o->max_total_bytes) {
+        if (size > o->max_entry_bytes || size > SIZE_MAX - 1 || l->total > o->max_total_bytes ||
+            size > o->max_total_bytes - l->total) {
             s = FAIL(EXPERT_E_BAD_ARCHIVE,
                      "entry '%s' (%llu bytes) exceeds the size limits (%llu per entry, %llu in "
                      "all; gzip bomb?)",

@@ -127,6 +127,13 @@ static void header_vectors(void)
     c.n -= 1;
     R("file-truncated-last-byte", "the last byte of a valid file cut off: size < file_length", &c, "TRUNCATED", ST);
     c = dupb(&b);
+    c.n = 256;
+    R("file-truncated-to-header", "only the 256-byte header of a valid file: S1-S4 pass, size < file_length", &c,
+      "TRUNCATED", ST);
+    c = dupb(&b);
+    c.n = rd64(E(&c, 2) + T_OFFSET) + 5;
+    R("file-truncated-mid-section", "a valid file cut 5 bytes into its third section", &c, "TRUNCATED", ST);
+    c = dupb(&b);
     buf_byte(&c, 0);
     R("file-trailing-byte", "one zero byte appended: size > file_length", &c, "TRAILING_DATA", ST);
     c = dupb(&b);
@@ -232,6 +239,10 @@ static void header_vectors(void)
     fix(&c);
     R("region-toc-offset-overflow", "toc_offset 2^64 - 8: offset + 128 x toc_count overflows", &c, "OUT_OF_BOUNDS",
       ST);
+    c = dupb(&b);
+    wr64(c.p + H_TOC_OFF, rd64(c.p + H_TOC_OFF) + 4);
+    fix(&c);
+    R("region-toc-misaligned", "toc_offset moved by 4 bytes: in bounds, not a multiple of 8", &c, "MISALIGNED", ST);
     c = dupb(&b);
     wr64(c.p + H_INDEX_OFF, rd64(c.p + H_INDEX_OFF) + 4);
     fix(&c);
@@ -938,6 +949,22 @@ static void layout_vectors(void)
         R("layout-sections-alias",
           "two sections with identical content at the same offset (aliasing; both digests are valid)", &c, "OVERLAP",
           ST);
+        buf_free(&z);
+    }
+    {
+        /* a FILE whose bytes are the metadata frame: the metadata region can point at it and stay valid */
+        buf fr = {0};
+        zframe(&fr, (const uint8_t *)META_MIN, strlen(META_MIN), NULL);
+        S s[2] = {bytes_sec("meta.zst", EXPERT_SECTION_FILE, fr.p, fr.n),
+                  tensor("z", EXPERT_DTYPE_U8, 0, 1, 3, 0, 0, 0, 1502)};
+        buf z = norm_file(META_MIN, s, 2);
+        buf_free(&fr);
+        c = dupb(&z);
+        wr64(c.p + H_META_OFF, rd64(E(&c, 0) + T_OFFSET));
+        fix(&c);
+        R("layout-metadata-aliases-section",
+          "metadata_offset points at a FILE section holding the same metadata frame: the region overlaps the section",
+          &c, "OVERLAP", ST);
         buf_free(&z);
     }
     {
