@@ -32,8 +32,11 @@ int xb_case_is_cold(size_t i);
 unsigned xb_case_threads(size_t i);
 /* Bytes processed per iteration (0 = no throughput). */
 uint64_t xb_case_bytes(size_t i);
-/* Sections read per iteration (0 when not applicable). */
-uint32_t xb_case_sections(size_t i);
+/* Operations per iteration: sections read (loads), lookups (find), context
+ * creations (dctx); 0 when not applicable. */
+uint32_t xb_case_items(size_t i);
+/* Fixed iteration count for the case, 0 = let Google Benchmark choose. */
+uint64_t xb_case_fixed_iterations(size_t i);
 /* Per-invocation setup/teardown (untimed). */
 int xb_case_begin(size_t i, char *err, size_t errlen);
 /* One iteration: untimed preparation, then the timed body. */

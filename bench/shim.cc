@@ -33,7 +33,7 @@ void RunCase(benchmark::State &state, size_t i)
         state.SetBytesProcessed(static_cast<int64_t>(bytes) * state.iterations());
     state.counters["bytes_per_iter"] = static_cast<double>(bytes);
     state.counters["threads_used"] = xb_case_threads(i);
-    state.counters["sections_per_iter"] = xb_case_sections(i);
+    state.counters["items_per_iter"] = xb_case_items(i);
     state.counters["cold"] = xb_case_is_cold(i);
     if (xb_case_is_cold(i)) {
         state.counters["resident_after_evict"] = xb_case_resident_after_evict(i);
@@ -69,10 +69,11 @@ int main(int argc, char **argv)
         return 0;
     }
     for (size_t i = 0; i < xb_case_count(); i++) {
-        benchmark::RegisterBenchmark(xb_case_name(i),
-                                     [i](benchmark::State &st) { RunCase(st, i); })
-            ->UseManualTime()
-            ->Unit(Unit(xb_case_unit(i)));
+        auto *b = benchmark::RegisterBenchmark(xb_case_name(i),
+                                               [i](benchmark::State &st) { RunCase(st, i); });
+        b->UseManualTime()->Unit(Unit(xb_case_unit(i)));
+        if (uint64_t n = xb_case_fixed_iterations(i))
+            b->Iterations(static_cast<benchmark::IterationCount>(n));
     }
     for (size_t i = 0; i < xb_context_count(); i++)
         benchmark::AddCustomContext(std::string("expert_") + xb_context_key(i),

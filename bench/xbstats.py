@@ -15,6 +15,7 @@ so the same files always give the same interval).
 import json
 import math
 import random
+import re
 
 UNIT_S = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
 COLD_LABEL = "cold (fadvise; host cache may remain)"
@@ -23,15 +24,16 @@ COLD_LABEL = "cold (fadvise; host cache may remain)"
 def case_name(entry):
     """Case name without Google Benchmark's suffixes."""
     name = entry.get("run_name") or entry["name"]
-    for suffix in ("/manual_time", "/real_time"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-    return name
+    return _SUFFIX.sub("", name)
+
+
+_SUFFIX = re.compile(r"(/(iterations:\d+|repeats:\d+|min_time:[0-9.]+|min_warmup_time:[0-9.]+"
+                     r"|manual_time|real_time|process_time|threads:\d+))+$")
 
 
 class Case:
     __slots__ = ("name", "values", "unit", "bytes", "cold", "threads", "resident", "error",
-                 "iterations")
+                 "iterations", "items")
 
     def __init__(self, name):
         self.name = name
@@ -43,6 +45,7 @@ class Case:
         self.resident = None
         self.error = None
         self.iterations = []
+        self.items = 0          # operations per iteration (sections, lookups, ...)
 
     @property
     def median(self):
@@ -78,6 +81,7 @@ def cases(doc):
         c.bytes = int(b.get("bytes_per_iter", 0) or 0)
         c.cold = bool(b.get("cold", 0)) or b.get("label") == COLD_LABEL
         c.threads = int(b.get("threads_used", 1) or 1)
+        c.items = int(b.get("items_per_iter", 0) or 0)
         if "resident_after_evict" in b:
             c.resident = float(b["resident_after_evict"])
     return out

@@ -414,8 +414,16 @@ static void build_vectors(const char *vdir)
         }
         char bn[64];
         snprintf(bn, sizeof bn, "vec:%s", name);
-        if (add_base(bn, img, n, k, NULL) >= 0)
+        int signed_ = 0;
+        for (int s = 0; s < 64 && n >= 0x74; s++)
+            signed_ |= img[XM_H_SIG + s] != 0;
+        if (signed_ && k < 0)
+            k = -2;
+        int bi = add_base(bn, img, n, k, NULL);
+        if (bi >= 0) {
+            g.bases[bi].is_vector = 1;
             added++;
+        }
     }
     json_decref(root);
     fprintf(stderr, "corrupt: %d accept vectors from %s\n", added, vdir);

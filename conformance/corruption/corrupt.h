@@ -30,7 +30,8 @@ typedef struct base {
     char name[48];
     uint8_t *img;      /* 4096-aligned copy */
     size_t n;
-    int key;           /* key index it is signed with, -1 unsigned */
+    int key;           /* key index it is signed with, -1 unsigned, -2 signed with an unknown key */
+    int is_vector;
     int sibling;       /* base index with the same content signed by the other key, or -1 */
     xm_model m;        /* parsed by the independent model */
     uint64_t meta_off, toc_off, index_off, str_off, index_len;

@@ -44,7 +44,7 @@ static int referenced(const base *b, uint32_t i)
 }
 
 /* section selectors */
-enum { SEL_FIRST, SEL_FRAMED, SEL_RAW, SEL_ADAPTER, SEL_FREEFILE, SEL_NOMODULE, SEL_RANK1_FRAMED,
+enum { SEL_FIRST, SEL_FRAMED, SEL_RAW, SEL_RAW_NONCSR, SEL_ADAPTER, SEL_FREEFILE, SEL_NOMODULE, SEL_RANK1_FRAMED,
        SEL_LORA_B, SEL_EMPTY, SEL_NONEMPTY };
 
 static int select_section(const base *b, int sel)
@@ -59,6 +59,7 @@ static int select_section(const base *b, int sel)
         case SEL_FIRST: return 0;
         case SEL_FRAMED: if (codec != 0 && dec > 0) return (int)i; break;
         case SEL_RAW: if (codec == 0 && st > 0) return (int)i; break;
+        case SEL_RAW_NONCSR: if (codec == 0 && st > 0 && t != 0x23 && t != 0x24) return (int)i; break;
         case SEL_ADAPTER: if (is_adapter(t)) return (int)i; break;
         case SEL_FREEFILE: if (t == 1 && !referenced(b, i)) return (int)i; break;
         case SEL_NOMODULE: if (mod == UINT32_MAX && t < 0x8000) return (int)i; break;
@@ -958,7 +959,7 @@ static int find_padding_byte(const base *b, uint64_t *pos)
 
 static int edit_trust(const base *b, int arg, xb *out, expect *e)
 {
-    int sig = b->key >= 0;
+    int sig = b->key >= 0; /* signed with a key we hold */
     copy_img(b, out);
     uint8_t *s = out->p + XM_H_SIG;
     switch (arg) {
@@ -1007,7 +1008,7 @@ static int edit_trust(const base *b, int arg, xb *out, expect *e)
         expect_set(e, LV_K, C(BAD_SIGNATURE));
         return 0;
     case TR_SWAP: case TR_SWAP_NO_STRUCT: case TR_SWAP_NO_FILE: {
-        int i = select_section(b, SEL_RAW);
+        int i = select_section(b, SEL_RAW_NONCSR);
         if (i < 0)
             return -1;
         uint64_t off = xm_rd64(b->m.sec[i].entry + XM_T_OFFSET);
@@ -1035,7 +1036,7 @@ static int edit_trust(const base *b, int arg, xb *out, expect *e)
         expect_set(e, LV_F, C(FILE_HASH_MISMATCH));
         return 0;
     case TR_KEY_UNSIGNED:
-        if (sig)
+        if (sig || b->n < 256 || memcmp(b->img + XM_H_SIG, (uint8_t[64]){0}, 64) != 0)
             return -1;
         expect_set(e, LV_K, C(UNSIGNED));
         return 0;
@@ -1087,7 +1088,22 @@ static int edit_csr(const base *b, int arg, xb *out, expect *e)
     case CSR_HUGE: ok = cnt >= 2; if (ok) PUT(1, 0x7FFFFFFF); break;
     case CSR_INDEX_RANGE: ok = cnt >= 1; if (ok) PUT(0, 1000000); break;
     case CSR_INDEX_NEG: ok = cnt >= 1; if (ok) PUT(0, -1); break;
-    case CSR_NOT_INCREASING: ok = cnt >= 2; if (ok) PUT(1, GET(0)); break;
+    case CSR_NOT_INCREASING: {
+        size_t pl;
+        uint8_t *pp = plain_of(b, (uint32_t)ip, &pl);
+        size_t pe = xm_dtype_size(b->m.sec[ip].entry[XM_T_DTYPE]), rows = pl / pe;
+        ok = 0;
+        for (size_t r = 0; r + 1 < rows && !ok; r++) {
+            int64_t a = pe == 4 ? (int64_t)(int32_t)xm_rd32(pp + 4 * r) : (int64_t)xm_rd64(pp + 8 * r);
+            int64_t z = pe == 4 ? (int64_t)(int32_t)xm_rd32(pp + 4 * (r + 1)) : (int64_t)xm_rd64(pp + 8 * (r + 1));
+            if (z - a >= 2 && a >= 0 && (size_t)z <= cnt) {
+                PUT(a + 1, GET(a));
+                ok = 1;
+            }
+        }
+        free(pp);
+        break;
+    }
     }
 #undef GET
 #undef PUT

@@ -26,7 +26,9 @@
  *   - metadata "extra.v1_source": {"sha256", "bytes", "entries": [{"name",
  *     "size", "mode", "mtime"}...] in archive order}.
  * The reader then behaves exactly as for a v2 file (lookup, tensors,
- * zero-copy views, validation levels). Hostile archives are refused with
+ * zero-copy views aligned as in a mapped file, validation levels);
+ * expert_header() describes that image, while the archive's own size and
+ * SHA-256 are in expert_v1_info. Hostile archives are refused with
  * EXPERT_E_BAD_ARCHIVE (archive defects: unsafe or duplicate names, links,
  * special files, truncation, corruption, size limits, missing safetensors)
  * or EXPERT_E_BAD_SAFETENSORS (defects of adapter_model.safetensors).

@@ -199,9 +199,8 @@ static expert_status check_desc(const expert_writer *w, const expert_section_des
         return FAIL(EXPERT_E_UNKNOWN_DTYPE, "unknown dtype %u", d->dtype);
     if (d->type < 0x8000 && expert_section_type_name(d->type) == NULL)
         return FAIL(EXPERT_E_UNKNOWN_SECTION_TYPE, "unknown section type 0x%04x", d->type);
-    if (d->flags & XP_FLAGS_MUST_UNDERSTAND)
-        return FAIL(EXPERT_E_UNKNOWN_FLAG, "section flags 0x%04x are not defined",
-                    d->flags & XP_FLAGS_MUST_UNDERSTAND);
+    if (d->flags != 0) /* spec §2.2: a 2.0 writer writes zero TOC flags */
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "section flags 0x%08x: 2.0 defines none", d->flags);
     if (d->rank > EXPERT_MAX_RANK)
         return FAIL(EXPERT_E_INVALID_ARGUMENT, "rank %u (max %d)", d->rank, EXPERT_MAX_RANK);
     if (d->layer != EXPERT_LAYER_NONE && d->layer > XP_MAX_LAYER)

@@ -622,7 +622,9 @@ static void forward_compat(void)
 
 /* ------------------------------------------------------------ metadata edge cases */
 
-static void meta_accept(const char *name, const char *desc, const char *json, int crafted)
+/* impl_note != NULL: the file goes to the implementation-defined group. */
+static void meta_vector(const char *name, const char *desc, const char *json, int crafted,
+                        const char *impl_note)
 {
     S s[2] = {
         adapter("m.lora_A.weight", EXPERT_SECTION_LORA_A, EXPERT_DTYPE_F32, 0, 0, 2, 1, 4, 900),
@@ -641,8 +643,16 @@ static void meta_accept(const char *name, const char *desc, const char *json, in
         model_serialize(&m, NULL, &b);
         model_free(&m);
     }
-    accept_vec(name, desc, &b, NULL);
+    if (impl_note != NULL)
+        impl_vec(name, desc, &b, impl_note, NULL);
+    else
+        accept_vec(name, desc, &b, NULL);
     buf_free(&b);
+}
+
+static void meta_accept(const char *name, const char *desc, const char *json, int crafted)
+{
+    meta_vector(name, desc, json, crafted, NULL);
 }
 
 static void metadata_edge(void)
@@ -676,12 +686,12 @@ static void metadata_edge(void)
                 "{\"format\":\"expert-v2\",\"name\":\"m\",\"version\":\"1\",\"modules\":[{\"path\":\"m\","
                 "\"type\":\"lora\",\"layer\":0,\"r\":1,\"alpha\":1E0,\"rslora\":false}]}",
                 1);
-    meta_accept("metadata-extra-big-integer",
+    meta_vector("metadata-extra-big-integer",
                 "an integer beyond 64 bits in extra (valid JSON, finite as a binary64)",
                 AS("{\"format\":\"expert-v2\",\"name\":\"m\",\"version\":\"1\",%s,"
                    "\"extra\":{\"big\":123456789012345678901234567890}}",
                    mod),
-                1);
+                1, "spec §9.2: integer tokens outside the signed 64-bit range MAY be rejected (BAD_METADATA)");
     meta_accept("metadata-extra-float-underflow", "a number that underflows to 0 as a binary64 (1e-400) in extra",
                 AS("{\"format\":\"expert-v2\",\"name\":\"m\",\"version\":\"1\",%s,\"extra\":{\"tiny\":1e-400}}", mod),
                 1);

@@ -156,7 +156,8 @@ static int cmd_read(const char *path, const char *key_path)
             return report_error(ks, "full", &err);
     }
     expert_reader *r = NULL;
-    expert_open_options opt = {0, 1};
+    /* A pure v2 reader: the library's v1 tar.gz detection is not part of the spec. */
+    expert_open_options opt = {EXPERT_OPEN_V2_ONLY, 1};
     expert_status st = expert_open(path, &opt, &r, &err);
     if (st != EXPERT_OK) {
         expert_public_key_free(key);
