@@ -158,7 +158,7 @@ static expert_status dense_delta(cjob *job, cmod *m, expert_error *err)
         base_name(m->mi.path, "weight", name, sizeof name);
         if (find_tensor(job->base_st, name, &ti) != EXPERT_OK)
             return FAIL(EXPERT_E_NOT_FOUND, "module '%s': no base tensor '%s'", m->mi.path, name);
-        XP_TRY(load_matrix(job->base, &ti, m->out, m->in, &W, err));
+        XQ_TRY(load_matrix(job->base, &ti, m->out, m->in, &W, err));
     }
     m->D = xq_malloc((size_t)(m->out * m->in) * sizeof *m->D);
     expert_status st = m->D == NULL ? FAIL(EXPERT_E_NOMEM, "out of memory")
@@ -192,7 +192,7 @@ static expert_status load_grads(cjob *job, cmod *m, expert_error *err)
                         "gradients of '%s': need osd_U.grad [out, kg] and osd_VT.grad [kg, in]",
                         m->mi.path);
         float *gu = NULL, *gv = NULL;
-        XP_TRY(load_matrix(job->grads, &tu, m->out, kg, &gu, err));
+        XQ_TRY(load_matrix(job->grads, &tu, m->out, kg, &gu, err));
         expert_status st = load_matrix(job->grads, &tv, kg, m->in, &gv, err);
         if (st != EXPERT_OK) {
             xq_free(gu);
@@ -220,7 +220,7 @@ static expert_status load_grads(cjob *job, cmod *m, expert_error *err)
                     "gradients: neither '%s.osd_U.grad'/'.osd_VT.grad' nor '%s' in '%s'", m->mi.path,
                     name, job->o->grads_path);
     float *G = NULL;
-    XP_TRY(load_matrix(job->grads, &tg, m->out, m->in, &G, err));
+    XQ_TRY(load_matrix(job->grads, &tg, m->out, m->in, &G, err));
     /* chain rule through ΔŴ = U·diag(S)·Vt: ∂L/∂U = G·Vtᵀ·diag(S), ∂L/∂Vt = diag(S)·Uᵀ·G */
     m->kg = K;
     m->gU = xq_malloc(out * K * sizeof *m->gU);
@@ -229,9 +229,9 @@ static expert_status load_grads(cjob *job, cmod *m, expert_error *err)
         xq_free(G);
         return FAIL(EXPERT_E_NOMEM, "out of memory");
     }
-    int O = (int)out, I = (int)in, k = (int)K;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, O, k, I, 1.0f, G, I, m->Vt, I, 0.0f, m->gU, k);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, I, O, 1.0f, m->U, k, G, I, 0.0f, m->gVt, I);
+    int no = (int)out, ni = (int)in, nk = (int)K;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, no, nk, ni, 1.0f, G, ni, m->Vt, ni, 0.0f, m->gU, nk);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, ni, no, 1.0f, m->U, nk, G, ni, 0.0f, m->gVt, ni);
     for (size_t i = 0; i < out; i++)
         for (size_t j = 0; j < K; j++)
             m->gU[i * K + j] *= m->S[j];
@@ -253,7 +253,7 @@ static expert_status decompose(cjob *job, cmod *m, expert_error *err)
     } else {
         if (!m->dense)
             m->dense = 1;
-        XP_TRY(dense_delta(job, m, err));
+        XQ_TRY(dense_delta(job, m, err));
         size_t cap = 64;
         if (a->kind != EXPERT_ADAPTER_OSD && 4 * (size_t)a->r > cap)
             cap = 4 * (size_t)a->r;
@@ -273,11 +273,11 @@ static expert_status decompose(cjob *job, cmod *m, expert_error *err)
                 R[j * in + i] = a->S[j] * a->Vt[j * in + i];
         expert_status st = xq_svd_lowrank(out, in, m->K, a->U, R, 1.0, m->U, m->S, m->Vt, err);
         xq_free(R);
-        XP_TRY(st);
+        XQ_TRY(st);
     } else if (lowrank) {
-        XP_TRY(xq_svd_lowrank(out, in, m->K, a->B, a->A, a->scale, m->U, m->S, m->Vt, err));
+        XQ_TRY(xq_svd_lowrank(out, in, m->K, a->B, a->A, a->scale, m->U, m->S, m->Vt, err));
     } else {
-        XP_TRY(xq_svd_dense(out, in, m->D, m->K, &job->o->svd, m->U, m->S, m->Vt, err));
+        XQ_TRY(xq_svd_dense(out, in, m->D, m->K, &job->o->svd, m->U, m->S, m->Vt, err));
     }
     if (lowrank) {
         m->norm2 = 0.0;
@@ -299,7 +299,7 @@ static expert_status decompose(cjob *job, cmod *m, expert_error *err)
     if (job->o->method != XQ_METHOD_OSD || m->K == 0)
         return EXPERT_OK;
     if (job->o->score == XQ_SCORE_GRADIENT)
-        XP_TRY(load_grads(job, m, err));
+        XQ_TRY(load_grads(job, m, err));
     /* joint ranking of U and Vt entries */
     size_t K = m->K, nu = out * K;
     m->norder = nu + K * in;
@@ -371,7 +371,7 @@ static expert_status span_of(const xq_layout *lay, const float *data, size_t cou
 {
     uint64_t s;
     uint8_t c;
-    XP_TRY(xq_stored_size(lay, EXPERT_DTYPE_F32, data, count * sizeof(float), &s, &c, err));
+    XQ_TRY(xq_stored_size(lay, EXPERT_DTYPE_F32, data, count * sizeof(float), &s, &c, err));
     *acc += up64(s, lay->alignment);
     return EXPERT_OK;
 }
@@ -414,7 +414,7 @@ static expert_status cost_svd(const cjob *job, const cmod *m, size_t r, scratch 
     if (r == 0)
         return EXPERT_OK;
     svd_factors(m, r, sc->a, sc->b);
-    XP_TRY(span_of(&job->lay, sc->a, r * (size_t)m->in, cost, err));
+    XQ_TRY(span_of(&job->lay, sc->a, r * (size_t)m->in, cost, err));
     return span_of(&job->lay, sc->b, (size_t)m->out * r, cost, err);
 }
 
@@ -425,8 +425,8 @@ static expert_status cost_osd(const cjob *job, const cmod *m, size_t k, uint64_t
     if (k == 0)
         return EXPERT_OK;
     osd_factors(m, k, N, sc->a, sc->b);
-    XP_TRY(span_of(&job->lay, sc->a, (size_t)m->out * k, cost, err));
-    XP_TRY(span_of(&job->lay, m->S, k, cost, err));
+    XQ_TRY(span_of(&job->lay, sc->a, (size_t)m->out * k, cost, err));
+    XQ_TRY(span_of(&job->lay, m->S, k, cost, err));
     return span_of(&job->lay, sc->b, k * (size_t)m->in, cost, err);
 }
 
@@ -439,7 +439,7 @@ static expert_status fit_svd_rank(const cjob *job, const cmod *m, uint64_t t, sc
     /* proportional first guess: bytes per rank from the full factors */
     while (hi - lo > 1) {
         size_t mid = lo + (hi - lo) / 2;
-        XP_TRY(cost_svd(job, m, mid, sc, &c, err));
+        XQ_TRY(cost_svd(job, m, mid, sc, &c, err));
         if (c <= t) {
             lo = mid;
             clo = c;
@@ -458,13 +458,13 @@ static expert_status fit_osd_n(const cjob *job, const cmod *m, size_t k, uint64_
                                uint64_t *N, uint64_t *cost, expert_error *err)
 {
     uint64_t nmax = ((uint64_t)m->out + m->in) * k, c0, cmax;
-    XP_TRY(cost_osd(job, m, k, 0, sc, &c0, err));
+    XQ_TRY(cost_osd(job, m, k, 0, sc, &c0, err));
     if (c0 > t) {
         *N = 0;
         *cost = c0;
         return EXPERT_OK;
     }
-    XP_TRY(cost_osd(job, m, k, nmax, sc, &cmax, err));
+    XQ_TRY(cost_osd(job, m, k, nmax, sc, &cmax, err));
     if (cmax <= t) {
         *N = nmax;
         *cost = cmax;
@@ -485,7 +485,7 @@ static expert_status fit_osd_n(const cjob *job, const cmod *m, size_t k, uint64_
             mid = lo + (hi - lo) / 2;
         }
         uint64_t c;
-        XP_TRY(cost_osd(job, m, k, mid, sc, &c, err));
+        XQ_TRY(cost_osd(job, m, k, mid, sc, &c, err));
         if (c <= t) {
             lo = mid;
             clo = c;
@@ -602,8 +602,13 @@ static expert_status svd_error(const cjob *job, const cmod *m, size_t r, scratch
 {
     (void)job;
     double kept = 0.0, rest = 0.0;
-    for (size_t j = 0; j < m->K; j++)
-        (j < r ? kept : rest) += (double)m->S[j] * (double)m->S[j];
+    for (size_t j = 0; j < m->K; j++) {
+        double q = (double)m->S[j] * (double)m->S[j];
+        if (j < r)
+            kept += q;
+        else
+            rest += q;
+    }
     *energy = m->norm2 > 0 ? kept / m->norm2 : 1.0;
     if (!m->dense) {
         *rel = m->norm2 > 0 ? sqrt(rest / m->norm2) : 0.0;
@@ -639,7 +644,7 @@ static expert_status fit_module(const cjob *job, cmod *m, scratch *sc, int refit
     }
     size_t r;
     uint64_t c;
-    XP_TRY(fit_svd_rank(job, m, m->target, sc, &r, &c, err));
+    XQ_TRY(fit_svd_rank(job, m, m->target, sc, &r, &c, err));
     if (job->o->method == XQ_METHOD_SVD) {
         m->rank = r;
         m->bytes = r ? c : 0;
@@ -672,12 +677,12 @@ static expert_status fit_module(const cjob *job, cmod *m, scratch *sc, int refit
         uint64_t N, cost;
         if (k == 0)
             continue;
-        XP_TRY(fit_osd_n(job, m, k, m->target, sc, &N, &cost, err));
+        XQ_TRY(fit_osd_n(job, m, k, m->target, sc, &N, &cost, err));
         if (N == 0)
             continue;
         double obj, rel = 1.0;
         osd_factors(m, k, N, sc->a, sc->b);
-        XP_TRY(osd_error(m, k, sc->a, sc->b, &rel, err));
+        XQ_TRY(osd_error(m, k, sc->a, sc->b, &rel, err));
         if (job->o->score == XQ_SCORE_GRADIENT)
             obj = -kept_score(m, k, N);
         else
@@ -910,35 +915,35 @@ static expert_status build_sections(const cjob *job, oset *o, expert_error *err)
         if (m->out_kind == OUT_IA3) {
             const expert_adapter *a = m->a;
             uint64_t len = a->feedforward ? a->in : a->out;
-            XP_TRY(oset_add(job, o, m, module, "ia3_l", EXPERT_SECTION_IA3_VECTOR, 2,
+            XQ_TRY(oset_add(job, o, m, module, "ia3_l", EXPERT_SECTION_IA3_VECTOR, 2,
                             a->feedforward ? 1 : len, a->feedforward ? len : 1, a->l, err));
         } else if (m->out_kind == OUT_OSD) {
             size_t base = o->n;
-            XP_TRY(oset_add(job, o, m, module, "osd_U", EXPERT_SECTION_OSD_U, 2, out, r, NULL, err));
-            XP_TRY(oset_add(job, o, m, module, "osd_S", EXPERT_SECTION_OSD_S, 1, r, 0, m->S, err));
-            XP_TRY(oset_add(job, o, m, module, "osd_VT", EXPERT_SECTION_OSD_VT, 2, r, in, NULL, err));
+            XQ_TRY(oset_add(job, o, m, module, "osd_U", EXPERT_SECTION_OSD_U, 2, out, r, NULL, err));
+            XQ_TRY(oset_add(job, o, m, module, "osd_S", EXPERT_SECTION_OSD_S, 1, r, 0, m->S, err));
+            XQ_TRY(oset_add(job, o, m, module, "osd_VT", EXPERT_SECTION_OSD_VT, 2, r, in, NULL, err));
             osd_factors(m, r, m->kept, o->s[base].data, o->s[base + 2].data);
             uint8_t c;
-            XP_TRY(xq_stored_size(&job->lay, EXPERT_DTYPE_F32, o->s[base].data, out * r * sizeof(float),
+            XQ_TRY(xq_stored_size(&job->lay, EXPERT_DTYPE_F32, o->s[base].data, out * r * sizeof(float),
                                   &o->s[base].stored, &c, err));
             o->s[base].codec = c;
-            XP_TRY(xq_stored_size(&job->lay, EXPERT_DTYPE_F32, o->s[base + 2].data,
+            XQ_TRY(xq_stored_size(&job->lay, EXPERT_DTYPE_F32, o->s[base + 2].data,
                                   r * in * sizeof(float), &o->s[base + 2].stored, &c, err));
             o->s[base + 2].codec = c;
         } else {
             size_t base = o->n;
-            XP_TRY(oset_add(job, o, m, module, "lora_A.weight", EXPERT_SECTION_LORA_A, 2, r, in, NULL, err));
-            XP_TRY(oset_add(job, o, m, module, "lora_B.weight", EXPERT_SECTION_LORA_B, 2, out, r, NULL, err));
+            XQ_TRY(oset_add(job, o, m, module, "lora_A.weight", EXPERT_SECTION_LORA_A, 2, r, in, NULL, err));
+            XQ_TRY(oset_add(job, o, m, module, "lora_B.weight", EXPERT_SECTION_LORA_B, 2, out, r, NULL, err));
             svd_factors(m, r, o->s[base].data, o->s[base + 1].data);
             uint8_t c;
-            XP_TRY(xq_stored_size(&job->lay, EXPERT_DTYPE_F32, o->s[base].data, r * in * sizeof(float),
+            XQ_TRY(xq_stored_size(&job->lay, EXPERT_DTYPE_F32, o->s[base].data, r * in * sizeof(float),
                                   &o->s[base].stored, &c, err));
             o->s[base].codec = c;
-            XP_TRY(xq_stored_size(&job->lay, EXPERT_DTYPE_F32, o->s[base + 1].data,
+            XQ_TRY(xq_stored_size(&job->lay, EXPERT_DTYPE_F32, o->s[base + 1].data,
                                   out * r * sizeof(float), &o->s[base + 1].stored, &c, err));
             o->s[base + 1].codec = c;
             if (m->out_kind == OUT_DORA)
-                XP_TRY(oset_add(job, o, m, module, "lora_magnitude_vector", EXPERT_SECTION_DORA_MAGNITUDE,
+                XQ_TRY(oset_add(job, o, m, module, "lora_magnitude_vector", EXPERT_SECTION_DORA_MAGNITUDE,
                                 1, out, 0, m->a->magnitude, err));
         }
         module++;
@@ -975,24 +980,24 @@ static expert_status module_stored(const cjob *job, cmod *m, scratch *sc, expert
     m->cn = 0;
     switch (m->out_kind) {
     case OUT_IA3:
-        XP_TRY(stored_of(job, m->a->l, (size_t)(m->a->feedforward ? m->a->in : m->a->out), &m->cs[0], err));
+        XQ_TRY(stored_of(job, m->a->l, (size_t)(m->a->feedforward ? m->a->in : m->a->out), &m->cs[0], err));
         m->cn = 1;
         break;
     case OUT_OSD:
         osd_factors(m, r, m->kept, sc->a, sc->b);
-        XP_TRY(stored_of(job, sc->a, out * r, &m->cs[0], err));
-        XP_TRY(stored_of(job, m->S, r, &m->cs[1], err));
-        XP_TRY(stored_of(job, sc->b, r * in, &m->cs[2], err));
+        XQ_TRY(stored_of(job, sc->a, out * r, &m->cs[0], err));
+        XQ_TRY(stored_of(job, m->S, r, &m->cs[1], err));
+        XQ_TRY(stored_of(job, sc->b, r * in, &m->cs[2], err));
         m->cn = 3;
         break;
     case OUT_LORA:
     case OUT_DORA:
         svd_factors(m, r, sc->a, sc->b);
-        XP_TRY(stored_of(job, sc->a, r * in, &m->cs[0], err));
-        XP_TRY(stored_of(job, sc->b, out * r, &m->cs[1], err));
+        XQ_TRY(stored_of(job, sc->a, r * in, &m->cs[0], err));
+        XQ_TRY(stored_of(job, sc->b, out * r, &m->cs[1], err));
         m->cn = 2;
         if (m->out_kind == OUT_DORA) {
-            XP_TRY(stored_of(job, m->a->magnitude, out, &m->cs[2], err));
+            XQ_TRY(stored_of(job, m->a->magnitude, out, &m->cs[2], err));
             m->cn = 3;
         }
         break;
@@ -1110,13 +1115,13 @@ static const char *kind_name(int k)
 static expert_status setup(cjob *job, const char *in, expert_error *err)
 {
     const xq_compress_opts *o = job->o;
-    XP_TRY(expert_open(in, NULL, &job->r, err));
+    XQ_TRY(expert_open(in, NULL, &job->r, err));
     if (o->base_path != NULL)
-        XP_TRY(map_file(o->base_path, &job->base, &job->base_size, &job->base_st, err));
+        XQ_TRY(map_file(o->base_path, &job->base, &job->base_size, &job->base_st, err));
     if (o->method == XQ_METHOD_OSD && o->score == XQ_SCORE_GRADIENT) {
         if (o->grads_path == NULL)
             return FAIL(EXPERT_E_INVALID_ARGUMENT, "the gradient score needs a gradients file (--grads)");
-        XP_TRY(map_file(o->grads_path, &job->grads, &job->grads_size, &job->grads_st, err));
+        XQ_TRY(map_file(o->grads_path, &job->grads, &job->grads_size, &job->grads_st, err));
     }
     job->nm = expert_module_count(job->r);
     if (job->nm == 0)
@@ -1129,7 +1134,7 @@ static expert_status setup(cjob *job, const char *in, expert_error *err)
         cmod *m = &job->m[i];
         m->index = (uint32_t)i;
         expert_module(job->r, (uint32_t)i, &m->mi);
-        XP_TRY(expert_adapter_load(job->r, (uint32_t)i, &m->a, err));
+        XQ_TRY(expert_adapter_load(job->r, (uint32_t)i, &m->a, err));
         m->out = m->a->out;
         m->in = m->a->in;
         for (uint32_t s = 0; s < nsec; s++) {
@@ -1141,7 +1146,7 @@ static expert_status setup(cjob *job, const char *in, expert_error *err)
             m->action = ACT_COPY;
             uint64_t len = m->a->feedforward ? m->a->in : m->a->out, st;
             uint8_t c;
-            XP_TRY(xq_stored_size(&job->lay, EXPERT_DTYPE_F32, m->a->l, (size_t)len * sizeof(float), &st, &c, err));
+            XQ_TRY(xq_stored_size(&job->lay, EXPERT_DTYPE_F32, m->a->l, (size_t)len * sizeof(float), &st, &c, err));
             m->fixed_bytes = up64(st, job->lay.alignment);
             continue;
         }
@@ -1157,7 +1162,7 @@ static expert_status setup(cjob *job, const char *in, expert_error *err)
             } else { /* svd arm keeps DoRA: the magnitude is copied and charged */
                 uint64_t st;
                 uint8_t c;
-                XP_TRY(xq_stored_size(&job->lay, EXPERT_DTYPE_F32, m->a->magnitude,
+                XQ_TRY(xq_stored_size(&job->lay, EXPERT_DTYPE_F32, m->a->magnitude,
                                       (size_t)m->out * sizeof(float), &st, &c, err));
                 m->fixed_bytes = up64(st, job->lay.alignment);
             }

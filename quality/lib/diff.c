@@ -94,7 +94,7 @@ static expert_status dense_change(const dctx *c, expert_adapter *a, float **D, e
     if (a->kind == EXPERT_ADAPTER_DORA || a->kind == EXPERT_ADAPTER_IA3) {
         if (c->st == NULL)
             return FAIL(EXPERT_E_INVALID_ARGUMENT, "internal: no base");
-        XP_TRY(load_base_weight(c, a->path, a->out, a->in, &W, err));
+        XQ_TRY(load_base_weight(c, a->path, a->out, a->in, &W, err));
     }
     *D = xq_malloc((size_t)(a->out * a->in) * sizeof **D);
     expert_status st = *D == NULL ? FAIL(EXPERT_E_NOMEM, "out of memory")
@@ -179,7 +179,7 @@ static expert_status compare(const dctx *c, expert_adapter *A, expert_adapter *B
         xq_free(RB);
         xq_free(L);
         xq_free(R);
-        XP_TRY(st);
+        XQ_TRY(st);
         if (A->kind == EXPERT_ADAPTER_DORA || B->kind == EXPERT_ADAPTER_DORA) {
             if (A->kind == EXPERT_ADAPTER_DORA && B->kind == EXPERT_ADAPTER_DORA) {
                 double mm = 0;
@@ -217,7 +217,7 @@ static expert_status compare(const dctx *c, expert_adapter *A, expert_adapter *B
             row->spec_iters = 1;
         xq_free(DA);
         xq_free(DB);
-        XP_TRY(st);
+        XQ_TRY(st);
         row->note = "dense: spectral by power iteration";
     }
     row->rel_fro = row->norm_fro > 0 ? row->diff_fro / row->norm_fro : NAN;

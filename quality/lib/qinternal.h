@@ -23,6 +23,13 @@ static inline void xq_free(void *p)
     free(p);
 }
 
+#define XQ_TRY(expr)                                                                              \
+    do {                                                                                          \
+        expert_status xq_try_status_ = (expr);                                                    \
+        if (xq_try_status_ != EXPERT_OK)                                                          \
+            return xq_try_status_;                                                                \
+    } while (0)
+
 expert_status xq_fail(expert_error *err, expert_status code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

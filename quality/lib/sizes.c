@@ -38,6 +38,15 @@ double xq_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* The writer's encoder hands the stored bytes to a sink; only their count matters here. */
+static expert_status count_sink(void *ctx, const uint8_t *data, size_t length, expert_error *err)
+{
+    (void)data;
+    (void)err;
+    *(uint64_t *)ctx += length;
+    return EXPERT_OK;
+}
+
 static expert_status encoded(const xq_layout *lay, uint8_t codec, uint8_t dtype, const void *data,
                              size_t length, uint64_t *out, expert_error *err)
 {
@@ -45,12 +54,10 @@ static expert_status encoded(const xq_layout *lay, uint8_t codec, uint8_t dtype,
         *out = length;
         return EXPERT_OK;
     }
-    uint8_t *buf = NULL;
-    size_t n = 0;
-    expert_status st = xp_encode(codec, expert_dtype_size(dtype), lay->frame_size, lay->level, 1,
-                                 data, length, &buf, &n, err);
-    free(buf); /* the core library's allocator is malloc unless replaced */
-    *out = n;
+    uint64_t counted = 0, stored = 0;
+    expert_status st = xp_encode(codec, expert_dtype_size(dtype), lay->frame_size, lay->level, 1, data,
+                                 length, count_sink, &counted, &stored, err);
+    *out = stored;
     return st;
 }
 

@@ -109,13 +109,15 @@ static void test_lowrank_vs_dense(void **state)
                 dv += (double)Vt[a * n + i] * Vt[b * n + i];
             assert_true(fabs(du - (a == b)) < 1e-5 && fabs(dv - (a == b)) < 1e-5);
         }
-    /* deterministic: flipping the input's signs gives the same factors */
+    /* the convention pins the signs: for -D, U stays and Vt flips */
     for (size_t i = 0; i < m * r; i++)
         B[i] = -B[i];
     float *U2 = malloc(m * r * sizeof *U2), *V2 = malloc(r * n * sizeof *V2), *S2 = malloc(r * sizeof *S2);
-    assert_int_equal(xq_svd_lowrank(m, n, r, B, A, -2.0, U2, S2, V2, &e), EXPERT_OK);
+    assert_int_equal(xq_svd_lowrank(m, n, r, B, A, 2.0, U2, S2, V2, &e), EXPERT_OK);
     for (size_t i = 0; i < m * r; i++)
         assert_true(fabsf(U[i] - U2[i]) <= 1e-5f);
+    for (size_t i = 0; i < r * n; i++)
+        assert_true(fabsf(Vt[i] + V2[i]) <= 1e-5f);
     assert_int_equal(xq_svd_lowrank(m, n, 0, B, A, 1.0, U2, S2, V2, &e), EXPERT_E_INVALID_ARGUMENT);
     free(U2);
     free(V2);

@@ -378,7 +378,7 @@ static const cli_opt_spec k_ropts[R_COUNT] = {
 static double recon_error(size_t m, size_t n, size_t k, const float *D, const float *U, const float *S,
                           const float *Vt, double norm2)
 {
-    float *R = malloc(m * n * sizeof *R), *P = malloc(m * k * sizeof *P);
+    float *R = malloc(m * n * sizeof *R), *P = calloc(m * k + 1, sizeof *P);
     if (R == NULL || P == NULL) {
         free(R);
         free(P);

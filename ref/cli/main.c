@@ -167,6 +167,8 @@ static int cmd_help(const cli_cmd *cmd, int argc, char **argv);
 
 static const cli_cmd k_commands[] = {
     {"pack", "pack a PEFT adapter directory into a .expert file", k_help_pack, cmd_pack},
+    {"convert", "convert v1 tar.gz <-> v2 (one file, or a tree with --batch)", k_help_convert,
+     cmd_convert},
     {"inspect", "show header, metadata summary and section table", k_help_inspect, cmd_inspect},
     {"validate", "validate a file (structural/access/full), optionally timed",
      k_help_validate, cmd_validate},

@@ -30,6 +30,8 @@ typedef struct cli_cmd {
 /* Subcommands implemented outside main.c. argv[0] is the subcommand name;
  * the return value is the process exit code. */
 int cmd_pack(const cli_cmd *cmd, int argc, char **argv);
+int cmd_convert(const cli_cmd *cmd, int argc, char **argv); /* convert.c */
+extern const char k_help_convert[];                          /* convert.c */
 
 /* ---------------------------------------------------- argument parsing */
 

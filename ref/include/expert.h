@@ -366,4 +366,7 @@ expert_status expert_sha256(const void *data, size_t length, uint8_t out[32]);
 #ifdef __cplusplus
 }
 #endif
+
+#include "expert_v1.h" /* v1 tar.gz compatibility: auto-detection, conversion, legacy signatures */
+
 #endif /* EXPERT_H */
