@@ -759,7 +759,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: corrupt [--gen EXPERT-GEN-SAMPLE --cli EXPERT-CLI] [--vectors DIR]\n"
             "               [--md OUT.md] [--json OUT.json] [--known FILE] [--timeout S]\n"
-            "               [--outdir DIR] [--exhaustive] [--quick] [--only PATTERN] [--anomalies FILE]\n");
+            "               [--outdir DIR] [--save-bases DIR] [--exhaustive] [--quick] [--only PATTERN] [--anomalies FILE]\n");
     exit(64);
 }
 
@@ -773,7 +773,7 @@ static void rm_rf(const char *dir)
 
 int main(int argc, char **argv)
 {
-    const char *anom = NULL, *outdir = NULL;
+    const char *anom = NULL, *outdir = NULL, *save = NULL;
     static char md_path[1024], json_path[1024], anom_path[1024];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -789,6 +789,7 @@ int main(int argc, char **argv)
         else if (OPT("--only")) cfg.only = v;
         else if (OPT("--anomalies")) anom = v;
         else if (OPT("--outdir")) outdir = v;
+        else if (OPT("--save-bases")) save = v;
         else if (strcmp(a, "--exhaustive") == 0) cfg.exhaustive = 1;
         else if (strcmp(a, "--quick") == 0) cfg.quick = 1;
         else usage();
@@ -821,6 +822,22 @@ int main(int argc, char **argv)
     if (bases_build(cfg.gen, cfg.cli, cfg.vectors, cfg.quick) != 0) {
         rm_rf(tdir);
         return 2;
+    }
+    if (save) { /* the generated bases, e.g. as fuzz seeds; then stop */
+        mkdir(save, 0755);
+        for (int i = 0; i < g.nbases; i++) {
+            if (g.bases[i].is_vector)
+                continue;
+            char path[2048];
+            snprintf(path, sizeof path, "%s/%s.expert", save, g.bases[i].name);
+            FILE *f = fopen(path, "wb");
+            if (f) {
+                fwrite(g.bases[i].img, 1, g.bases[i].n, f);
+                fclose(f);
+            }
+        }
+        rm_rf(tdir);
+        return 0;
     }
     g_edit_tab = edits_table(&g_nedit);
     for (int i = 0; i < g.nbases; i++)

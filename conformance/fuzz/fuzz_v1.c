@@ -46,7 +46,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             return 0;
     }
     /* small limits keep every input fast and bounded */
-    expert_v1_options vo = {16u << 20, 8u << 20, 256, 0};
+    expert_v1_options vo;
+    memset(&vo, 0, sizeof vo);
+    vo.max_total_bytes = 16u << 20;
+    vo.max_entry_bytes = 8u << 20;
+    vo.max_entries = 256;
     expert_reader *r = NULL;
     expert_error e;
     if (expert_open_v1_memory(gz, n, NULL, &vo, &r, &e) == EXPERT_OK) {

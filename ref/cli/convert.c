@@ -44,7 +44,7 @@ const char k_help_convert[] =
     "  --to v1|v2             output format (default v2)\n"
     "  --codec C              v2: raw | zstd | shuffle+zstd for tensors (default\n"
     "                         shuffle+zstd); files use zstd unless raw\n"
-    "  --level N              v2: zstd level 1..22 (default 19); v1: gzip 1..9 (default 6)\n"
+    "  --level N              v2: zstd level 1..22 (default 9); v1: gzip 1..9 (default 6)\n"
     "  --align N              v2: section alignment 64 | 256 | 4096 (default 64)\n"
     "  --frame-size BYTES     v2: frame size, power of two 64K..64M (default 1M)\n"
     "  --threads N            compression/decode threads per conversion\n"
