@@ -205,7 +205,8 @@ const char *xp_metadata_adapter_config(const xp_metadata *m);
 uint32_t xp_metadata_module_count(const xp_metadata *m);
 const expert_module_info *xp_metadata_module(const xp_metadata *m, uint32_t i);
 
-/* ---- reader internals shared with the writer ---- */
+/* ---- reader internals shared with the writer and v1.c ---- */
+int xp_utf8_valid(const uint8_t *s, size_t n, int allow_nul);
 const uint8_t *expert_reader_bytes(const expert_reader *r, size_t *length);
 
 #endif

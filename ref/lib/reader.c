@@ -60,12 +60,13 @@ struct expert_reader {
 
 /* ------------------------------------------------------------ utilities */
 
-static int utf8_valid(const uint8_t *s, size_t n)
+/* Strict UTF-8 (RFC 3629). Shared with v1.c, which checks archive entry names. */
+int xp_utf8_valid(const uint8_t *s, size_t n, int allow_nul)
 {
     size_t i = 0;
     while (i < n) {
         uint8_t c = s[i];
-        if (c == 0)
+        if (c == 0 && !allow_nul)
             return 0;
         if (c < 0x80) {
             i++;
@@ -495,7 +496,7 @@ static expert_status parse_entry(expert_reader *r, uint32_t i, uint64_t *total_d
         return FAIL(EXPERT_E_OUT_OF_BOUNDS, eoff + XP_TOC_NAME_OFFSET, i,
                     "name [%u, +%u) outside the strings region", name_offset, s->name_length);
     s->name = (const char *)r->data + h->strings_offset + name_offset;
-    if (!utf8_valid((const uint8_t *)s->name, s->name_length))
+    if (!xp_utf8_valid((const uint8_t *)s->name, s->name_length, 0))
         return FAIL(EXPERT_E_BAD_TOC, h->strings_offset + name_offset, i,
                     "section name is not valid UTF-8 without NUL");
     /* (i) layer and module */
