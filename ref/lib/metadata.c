@@ -170,10 +170,9 @@ static expert_status check_schema(const json_t *root, xp_metadata *m, uint64_t f
     const json_t *modules = json_object_get(root, "modules");
     if (!json_is_array(modules))
         return META_FAIL("\"modules\" must be an array");
+    /* No count limit of its own: the 16 MiB metadata limit already bounds it,
+     * and a module without its sections is BAD_TOC at S15. */
     size_t count = json_array_size(modules);
-    if (count > XP_MAX_SECTIONS)
-        return xp_set_error(err, EXPERT_E_LIMIT_EXCEEDED, file_offset, EXPERT_NO_SECTION,
-                            "%zu modules (limit %u)", count, XP_MAX_SECTIONS);
 
     m->name = xp_strndup(json_string_value(name), json_string_length(name));
     m->version = xp_strndup(json_string_value(version), json_string_length(version));

@@ -1103,6 +1103,7 @@ static expert_status verify_section_streaming(expert_reader *r, uint32_t index, 
 typedef struct verify_pool {
     expert_reader *r;
     atomic_uint next;
+    atomic_uint first_bad; /* lowest failing section so far, UINT32_MAX if none */
     uint32_t max_frame;
     pthread_mutex_t lock;
     uint32_t bad_index;    /* lowest failing section, for a timing-independent report */
@@ -1122,6 +1123,10 @@ static void *verify_worker(void *arg)
         uint32_t i = atomic_fetch_add(&p->next, 1);
         if (i >= r->hdr.section_count)
             break;
+        /* Sections after a known failure cannot change the report (the
+         * lowest failing index wins): skip them instead of decoding on. */
+        if (i > atomic_load(&p->first_bad))
+            continue;
         expert_error e = {0};
         expert_status st = oom ? xp_set_error(&e, EXPERT_E_NOMEM, NOOFF, i, "out of memory")
                                : verify_section_streaming(r, i, dctx, frame_buf, scratch, &e);
@@ -1131,6 +1136,7 @@ static void *verify_worker(void *arg)
                 p->bad_index = i;
                 p->bad_status = st;
                 p->bad_err = e;
+                atomic_store(&p->first_bad, i);
             }
             pthread_mutex_unlock(&p->lock);
         }
@@ -1147,6 +1153,7 @@ static expert_status verify_all_sections(expert_reader *r, expert_error *err)
     memset(&p, 0, sizeof p);
     p.r = r;
     atomic_init(&p.next, 0);
+    atomic_init(&p.first_bad, UINT32_MAX);
     for (uint32_t i = 0; i < r->hdr.section_count; i++)
         if (r->sections[i].info.frame_size > p.max_frame)
             p.max_frame = r->sections[i].info.frame_size;
@@ -1171,69 +1178,133 @@ static expert_status verify_all_sections(expert_reader *r, expert_error *err)
 }
 
 
-/* Reads an I32 or I64 index section as int64 values (verified on access). */
-static expert_status read_index_array(expert_reader *r, uint32_t idx, int64_t **out, uint64_t *count,
-                                      expert_error *err)
+/* A sequential reader of an I32/I64 section, one frame in memory at a time:
+ * the CSR check must not cost memory proportional to what a file claims.
+ * The section's digest was already checked by step 2 of full validation. */
+typedef struct int_stream {
+    const expert_section_info *s;
+    size_t esize;
+    uint64_t remaining;     /* elements not yet returned */
+    const uint8_t *cur, *end;
+    xp_frame_ctx fc;        /* compressed sections only */
+    uint64_t next_frame;
+    ZSTD_DCtx *dctx;
+    uint8_t *buf, *scratch;
+} int_stream;
+
+static expert_status int_stream_open(const expert_reader *r, uint32_t idx, int_stream *st,
+                                     expert_error *err)
 {
+    memset(st, 0, sizeof *st);
     const expert_section_info *s = &r->sections[idx].info;
-    size_t e = expert_dtype_size(s->dtype);
-    uint64_t n = s->decoded_length / e;
-    uint8_t *raw = xp_malloc((size_t)s->decoded_length);
-    int64_t *v = xp_malloc((size_t)n * sizeof *v);
-    expert_status st = raw && v ? expert_read(r, idx, raw, (size_t)s->decoded_length, 0, err)
-                                : FAIL(EXPERT_E_NOMEM, NOOFF, idx, "out of memory");
-    for (uint64_t k = 0; st == EXPERT_OK && k < n; k++)
-        v[k] = e == 4 ? (int64_t)(int32_t)xp_le32(raw + 4 * k) : (int64_t)xp_le64(raw + 8 * k);
-    xp_free(raw);
-    if (st != EXPERT_OK) {
-        xp_free(v);
-        return st;
+    st->s = s;
+    st->esize = expert_dtype_size(s->dtype);
+    st->remaining = s->decoded_length / st->esize;
+    const uint8_t *stored = r->data + s->offset;
+    if (s->codec == EXPERT_CODEC_RAW) {
+        st->cur = stored;
+        st->end = stored + s->decoded_length;
+        return EXPERT_OK;
     }
-    *out = v;
-    *count = n;
+    st->fc = (xp_frame_ctx){stored, NULL, 0, s->frame_size, s->decoded_length, st->esize,
+                            s->codec == EXPERT_CODEC_SHUFFLE_ZSTD && st->esize > 1, s->offset, idx};
+    XP_TRY(xp_frames_parse(stored, s->stored_length, s->decoded_length, s->frame_size,
+                           &st->fc.starts, &st->fc.nframes, s->offset, idx, err));
+    st->dctx = ZSTD_createDCtx();
+    st->buf = xp_malloc(s->frame_size);
+    st->scratch = xp_malloc(s->frame_size);
+    if (st->dctx == NULL || st->buf == NULL || st->scratch == NULL)
+        return FAIL(EXPERT_E_NOMEM, NOOFF, idx, "out of memory");
     return EXPERT_OK;
 }
 
+static void int_stream_close(int_stream *st)
+{
+    xp_free(st->fc.starts);
+    xp_free(st->buf);
+    xp_free(st->scratch);
+    ZSTD_freeDCtx(st->dctx);
+}
+
+/* Returns 0 and *v, or 1 at the end of the section, or -1 with *status set. */
+static int int_stream_next(int_stream *st, int64_t *v, expert_status *status, expert_error *err)
+{
+    if (st->remaining == 0)
+        return 1;
+    if (st->cur == st->end) { /* only compressed sections get here */
+        uint64_t f = st->next_frame++;
+        uint64_t start = f * st->fc.frame_size;
+        size_t len = (size_t)(st->fc.decoded_length - start < st->fc.frame_size
+                                  ? st->fc.decoded_length - start
+                                  : st->fc.frame_size);
+        *status = xp_frame_decode(&st->fc, st->dctx, st->scratch, f, st->buf, err);
+        if (*status != EXPERT_OK)
+            return -1;
+        st->cur = st->buf;
+        st->end = st->buf + len; /* frame_size is a multiple of esize: no element straddles */
+    }
+    *v = st->esize == 4 ? (int64_t)(int32_t)xp_le32(st->cur) : (int64_t)xp_le64(st->cur);
+    st->cur += st->esize;
+    st->remaining--;
+    return 0;
+}
+
 /* Spec §10.6: indptr starts at 0, never decreases, ends at nnz; column
- * indices are in range and strictly increase within a row. */
+ * indices are in range and strictly increase within a row. Both arrays are
+ * streamed in order (indptr is non-decreasing, so indices are consumed in
+ * order too), so memory is two frames whatever the sizes. */
+static expert_status check_one_csr(const expert_reader *r, uint32_t m, const uint32_t *ro,
+                                   expert_error *err)
+{
+    uint32_t ip = ro[ROLE_IP] - 1, ix = ro[ROLE_IX] - 1;
+    uint64_t in = r->sections[ro[ROLE_VT] - 1].info.dims[1];
+    uint64_t rows = r->sections[ip].info.dims[0] - 1; /* dims[0] >= 1 (S11j) */
+    uint64_t nnz = r->sections[ix].info.dims[0];
+    int_stream P, X;
+    expert_status st = int_stream_open(r, ip, &P, err);
+    if (st == EXPERT_OK)
+        st = int_stream_open(r, ix, &X, err);
+    const char *why = NULL;
+    int64_t prev = 0, next = 0, col = 0, last = 0;
+    if (st == EXPERT_OK && int_stream_next(&P, &prev, &st, err) == 0 && prev != 0)
+        why = "indptr[0] is not 0";
+    for (uint64_t row = 0; st == EXPERT_OK && why == NULL && row < rows; row++) {
+        if (int_stream_next(&P, &next, &st, err) != 0)
+            break;
+        if (next < prev || (uint64_t)next > nnz) {
+            why = "indptr decreases or exceeds nnz";
+            break;
+        }
+        for (int64_t j = prev; j < next && st == EXPERT_OK && why == NULL; j++) {
+            if (int_stream_next(&X, &col, &st, err) != 0)
+                break;
+            if (col < 0 || (uint64_t)col >= in)
+                why = "column index out of range";
+            else if (j > prev && col <= last)
+                why = "column indices not strictly increasing within a row";
+            last = col;
+        }
+        prev = next;
+    }
+    if (st == EXPERT_OK && why == NULL && (uint64_t)prev != nnz)
+        why = "indptr does not end at nnz";
+    int_stream_close(&P);
+    int_stream_close(&X);
+    if (st != EXPERT_OK)
+        return st;
+    if (why != NULL)
+        return FAIL(EXPERT_E_DECODE_FAILED, r->sections[ip].info.offset, ip,
+                    "module %u: invalid CSR: %s", m, why);
+    return EXPERT_OK;
+}
+
 static expert_status check_csr(expert_reader *r, expert_error *err)
 {
     uint32_t nm = xp_metadata_module_count(r->meta);
-    for (uint32_t m = 0; m < nm; m++) {
-        const uint32_t *ro = r->module_roles ? &r->module_roles[(size_t)m * ROLE_N] : NULL;
-        if (ro == NULL || strcmp(xp_metadata_module(r->meta, m)->type, "osd") != 0 || !ro[ROLE_IP])
-            continue;
-        uint64_t in = r->sections[ro[ROLE_VT] - 1].info.dims[1];
-        int64_t *indptr = NULL, *indices = NULL;
-        uint64_t np = 0, nnz = 0;
-        expert_status st = read_index_array(r, ro[ROLE_IP] - 1, &indptr, &np, err);
-        if (st == EXPERT_OK)
-            st = read_index_array(r, ro[ROLE_IX] - 1, &indices, &nnz, err);
-        const char *why = NULL;
-        if (st == EXPERT_OK) {
-            if (indptr[0] != 0 || indptr[np - 1] < 0 || (uint64_t)indptr[np - 1] != nnz)
-                why = "indptr must start at 0 and end at nnz";
-            for (uint64_t row = 0; why == NULL && row + 1 < np; row++) {
-                /* Bound before use: indptr values index into `indices`. */
-                if (indptr[row + 1] < indptr[row] || (uint64_t)indptr[row + 1] > nnz) {
-                    why = "indptr decreases or exceeds nnz";
-                    break;
-                }
-                for (int64_t j = indptr[row]; why == NULL && j < indptr[row + 1]; j++) {
-                    if (indices[j] < 0 || (uint64_t)indices[j] >= in)
-                        why = "column index out of range";
-                    else if (j > indptr[row] && indices[j] <= indices[j - 1])
-                        why = "column indices not strictly increasing within a row";
-                }
-            }
-            if (why != NULL)
-                st = FAIL(EXPERT_E_DECODE_FAILED, r->sections[ro[ROLE_IP] - 1].info.offset,
-                          ro[ROLE_IP] - 1, "module %u: invalid CSR: %s", m, why);
-        }
-        xp_free(indptr);
-        xp_free(indices);
-        if (st != EXPERT_OK)
-            return st;
+    for (uint32_t m = 0; m < nm && r->module_roles != NULL; m++) {
+        const uint32_t *ro = &r->module_roles[(size_t)m * ROLE_N];
+        if (strcmp(xp_metadata_module(r->meta, m)->type, "osd") == 0 && ro[ROLE_IP])
+            XP_TRY(check_one_csr(r, m, ro, err));
     }
     return EXPERT_OK;
 }
