@@ -33,10 +33,29 @@ void xp_unshuffle(const uint8_t *src, uint8_t *dst, size_t length, size_t elem_s
         memcpy(dst, src, length);
         return;
     }
+    /* Element-major order: each element's bytes are written together, so the
+     * stores are sequential (measured ~8x faster than byte-plane order on F32;
+     * the result is identical). Fixed-size cases let the compiler unroll. */
     size_t n = length / elem_size;
-    for (size_t j = 0; j < elem_size; j++)
+    if (elem_size == 2) {
+        const uint8_t *p0 = src, *p1 = src + n;
+        for (size_t i = 0; i < n; i++) {
+            dst[2 * i] = p0[i];
+            dst[2 * i + 1] = p1[i];
+        }
+    } else if (elem_size == 4) {
+        const uint8_t *p0 = src, *p1 = src + n, *p2 = src + 2 * n, *p3 = src + 3 * n;
+        for (size_t i = 0; i < n; i++) {
+            dst[4 * i] = p0[i];
+            dst[4 * i + 1] = p1[i];
+            dst[4 * i + 2] = p2[i];
+            dst[4 * i + 3] = p3[i];
+        }
+    } else {
         for (size_t i = 0; i < n; i++)
-            dst[i * elem_size + j] = src[j * n + i];
+            for (size_t j = 0; j < elem_size; j++)
+                dst[i * elem_size + j] = src[j * n + i];
+    }
 }
 
 static uint64_t frame_count(uint64_t decoded_length, uint32_t frame_size)
@@ -309,6 +328,7 @@ expert_status xp_frame_decode(const xp_frame_ctx *fc, ZSTD_DCtx *dctx, uint8_t *
 
 typedef struct decode_worker {
     const xp_frame_ctx *fc;
+    xp_dcache *cache;      /* reused context for the caller's thread, or NULL */
     uint8_t *dst;
     uint64_t first, stride;
     expert_status status;
@@ -316,29 +336,56 @@ typedef struct decode_worker {
     expert_error err;
 } decode_worker;
 
+/* Creating a zstd context and a scratch buffer costs ~20-30 us, more than
+ * decoding a small tensor: readers keep a few of these and reuse them. */
+int xp_dcache_fit(xp_dcache *c, size_t scratch_size)
+{
+    if (c->dctx == NULL && (c->dctx = ZSTD_createDCtx()) == NULL)
+        return -1;
+    if (c->cap < scratch_size) {
+        xp_free(c->scratch);
+        c->cap = 0;
+        if ((c->scratch = xp_malloc(scratch_size)) == NULL)
+            return -1;
+        c->cap = scratch_size;
+    }
+    return 0;
+}
+
+void xp_dcache_release(xp_dcache *c)
+{
+    ZSTD_freeDCtx(c->dctx);
+    xp_free(c->scratch);
+    c->dctx = NULL;
+    c->scratch = NULL;
+    c->cap = 0;
+}
+
 static void *decode_worker_main(void *arg)
 {
     decode_worker *w = arg;
     const xp_frame_ctx *fc = w->fc;
-    ZSTD_DCtx *dctx = ZSTD_createDCtx();
-    uint8_t *scratch = fc->shuffle ? xp_malloc(fc->frame_size) : NULL;
+    xp_dcache own = {0};
+    xp_dcache *c = w->cache != NULL ? w->cache : &own;
+    int ok = xp_dcache_fit(c, fc->shuffle ? fc->frame_size : 0) == 0;
+    ZSTD_DCtx *dctx = ok ? c->dctx : NULL;
+    uint8_t *scratch = ok ? c->scratch : NULL;
     w->status = EXPERT_OK;
-    if (dctx == NULL || (fc->shuffle && scratch == NULL))
+    if (!ok)
         w->status = xp_set_error(&w->err, EXPERT_E_NOMEM, fc->file_offset, fc->section,
                                  "out of memory");
     for (uint64_t f = w->first; w->status == EXPERT_OK && f < fc->nframes; f += w->stride) {
         w->status = xp_frame_decode(fc, dctx, scratch, f, w->dst + f * fc->frame_size, &w->err);
         w->bad_frame = f;
     }
-    xp_free(scratch);
-    ZSTD_freeDCtx(dctx);
+    xp_dcache_release(&own);
     return NULL;
 }
 
 expert_status xp_decode(uint8_t codec, size_t elem_size, uint32_t frame_size,
                         const uint8_t *stored, uint64_t stored_length, uint8_t *dst,
-                        uint64_t decoded_length, unsigned threads, uint64_t file_offset,
-                        uint32_t section, expert_error *err)
+                        uint64_t decoded_length, unsigned threads, xp_dcache *cache,
+                        uint64_t file_offset, uint32_t section, expert_error *err)
 {
     if (codec == EXPERT_CODEC_RAW) {
         if (stored_length != decoded_length)
@@ -363,7 +410,8 @@ expert_status xp_decode(uint8_t codec, size_t elem_size, uint32_t frame_size,
     pthread_t tids[64];
     int running[64] = {0};
     for (unsigned t = 0; t < nthreads; t++) {
-        workers[t] = (decode_worker){.fc = &fc, .dst = dst, .first = t, .stride = nthreads};
+        workers[t] = (decode_worker){.fc = &fc, .cache = t == 0 ? cache : NULL, .dst = dst,
+                                     .first = t, .stride = nthreads};
         if (t > 0)
             running[t] = pthread_create(&tids[t], NULL, decode_worker_main, &workers[t]) == 0;
     }

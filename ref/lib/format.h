@@ -155,6 +155,7 @@ expert_status xp_ed25519_verify(const expert_public_key *key, const uint8_t *msg
                                 const uint8_t sig[64]);
 
 /* ---- codec (codec.c) ---- */
+typedef struct ZSTD_DCtx_s ZSTD_DCtx;
 /* Encodes one section and hands the stored bytes (frame table, then each
  * frame; or the data itself for raw) to `sink` in order. */
 typedef expert_status (*xp_sink_fn)(void *ctx, const uint8_t *data, size_t length,
@@ -162,13 +163,22 @@ typedef expert_status (*xp_sink_fn)(void *ctx, const uint8_t *data, size_t lengt
 expert_status xp_encode(uint8_t codec, size_t elem_size, uint32_t frame_size, int level,
                         unsigned threads, const uint8_t *data, size_t length, xp_sink_fn sink,
                         void *sink_ctx, uint64_t *stored_length, expert_error *err);
-/* Decodes stored bytes into dst (exactly decoded_length bytes). */
+/* A reusable zstd decompression context plus scratch buffer. */
+typedef struct xp_dcache {
+    ZSTD_DCtx *dctx;
+    uint8_t *scratch;
+    size_t cap;
+    struct xp_dcache *next; /* free-list link, owned by the reader */
+} xp_dcache;
+int xp_dcache_fit(xp_dcache *c, size_t scratch_size); /* 0, or -1 out of memory */
+void xp_dcache_release(xp_dcache *c);                 /* frees the members */
+/* Decodes stored bytes into dst (exactly decoded_length bytes). `cache` (may
+ * be NULL) serves the caller's thread. */
 expert_status xp_decode(uint8_t codec, size_t elem_size, uint32_t frame_size,
                         const uint8_t *stored, uint64_t stored_length, uint8_t *dst,
-                        uint64_t decoded_length, unsigned threads, uint64_t file_offset,
-                        uint32_t section, expert_error *err);
+                        uint64_t decoded_length, unsigned threads, xp_dcache *cache,
+                        uint64_t file_offset, uint32_t section, expert_error *err);
 /* Frame-level access, for streaming verification with bounded memory. */
-typedef struct ZSTD_DCtx_s ZSTD_DCtx;
 typedef struct xp_frame_ctx {
     const uint8_t *stored;
     uint64_t *starts;      /* nframes+1 offsets within stored */

@@ -47,6 +47,9 @@ struct expert_reader {
     uint32_t slot_count;
 
     int seen_safetensors_header;
+    pthread_mutex_t pool_lock; /* guards pool: decode contexts reused across reads */
+    int pool_lock_ready;
+    xp_dcache *pool;
     uint32_t *module_roles; /* [module * ROLE_N + role] = section index + 1 */
     char *metadata_json;   /* decoded, NUL-terminated */
     size_t metadata_json_length;
@@ -803,6 +806,7 @@ static expert_status open_common(expert_reader *r, const expert_open_options *op
                                  expert_reader **out, expert_error *err)
 {
     r->threads = opt != NULL && opt->threads > 1 ? opt->threads : 1;
+    r->pool_lock_ready = pthread_mutex_init(&r->pool_lock, NULL) == 0;
     if (r->threads > 64)
         r->threads = 64;
     expert_status s = structural_validate(r, err);
@@ -926,6 +930,14 @@ void expert_close(expert_reader *r)
     xp_free(r->sections);
     xp_free(r->layer_order);
     xp_free(r->module_roles);
+    while (r->pool != NULL) {
+        xp_dcache *c = r->pool;
+        r->pool = c->next;
+        xp_dcache_release(c);
+        xp_free(c);
+    }
+    if (r->pool_lock_ready)
+        pthread_mutex_destroy(&r->pool_lock);
     xp_free(r->metadata_json);
     xp_metadata_free(r->meta);
     xp_v1_info_free(r->v1); /* v1 compat */
@@ -1018,6 +1030,39 @@ static expert_status check_hash(expert_reader *r, uint32_t index, const uint8_t 
     return EXPERT_OK;
 }
 
+/* A decode context for this call: reused from the pool, or a fresh (empty)
+ * one that xp_decode fills; NULL only when even that allocation fails, in
+ * which case xp_decode makes its own. */
+static xp_dcache *pool_take(expert_reader *r)
+{
+    xp_dcache *c = NULL;
+    if (r->pool_lock_ready) {
+        pthread_mutex_lock(&r->pool_lock);
+        c = r->pool;
+        if (c != NULL)
+            r->pool = c->next;
+        pthread_mutex_unlock(&r->pool_lock);
+    }
+    if (c == NULL)
+        c = xp_calloc(1, sizeof *c);
+    return c;
+}
+
+static void pool_give(expert_reader *r, xp_dcache *c)
+{
+    if (c == NULL)
+        return;
+    if (!r->pool_lock_ready) {
+        xp_dcache_release(c);
+        xp_free(c);
+        return;
+    }
+    pthread_mutex_lock(&r->pool_lock);
+    c->next = r->pool;
+    r->pool = c;
+    pthread_mutex_unlock(&r->pool_lock);
+}
+
 expert_status expert_read(expert_reader *r, uint32_t index, void *dst, size_t dst_capacity,
                           uint32_t flags, expert_error *err)
 {
@@ -1028,9 +1073,11 @@ expert_status expert_read(expert_reader *r, uint32_t index, void *dst, size_t ds
         return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, index,
                     "buffer of %zu bytes for a %llu-byte section", dst_capacity,
                     (unsigned long long)s->decoded_length);
+    xp_dcache *cache = s->codec == EXPERT_CODEC_RAW ? NULL : pool_take(r);
     expert_status st = xp_decode(s->codec, expert_dtype_size(s->dtype), s->frame_size,
                                  r->data + s->offset, s->stored_length, dst, s->decoded_length,
-                                 r->threads, s->offset, index, err);
+                                 r->threads, cache, s->offset, index, err);
+    pool_give(r, cache);
     if (st == EXPERT_OK && !(flags & EXPERT_READ_NO_VERIFY) && !atomic_load(&r->sections[index].verified))
         st = check_hash(r, index, dst, err);
     if (st != EXPERT_OK && s->decoded_length != 0)
