@@ -35,6 +35,8 @@ uint64_t xb_case_bytes(size_t i);
 /* Operations per iteration: sections read (loads), lookups (find), context
  * creations (dctx); 0 when not applicable. */
 uint32_t xb_case_items(size_t i);
+/* Minimum time per repetition for the case (seconds), 0 = the global one. */
+double xb_case_min_time(size_t i);
 /* Fixed iteration count for the case, 0 = let Google Benchmark choose. */
 uint64_t xb_case_fixed_iterations(size_t i);
 /* Per-invocation setup/teardown (untimed). */

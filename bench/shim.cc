@@ -72,6 +72,8 @@ int main(int argc, char **argv)
         auto *b = benchmark::RegisterBenchmark(xb_case_name(i),
                                                [i](benchmark::State &st) { RunCase(st, i); });
         b->UseManualTime()->Unit(Unit(xb_case_unit(i)));
+        if (double mt = xb_case_min_time(i); mt > 0)
+            b->MinTime(mt);
         if (uint64_t n = xb_case_fixed_iterations(i))
             b->Iterations(static_cast<benchmark::IterationCount>(n));
     }
