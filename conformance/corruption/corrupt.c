@@ -230,7 +230,7 @@ static void enumerate(uint16_t bi)
         int zone = z[k].zone;
         uint64_t a = z[k].a, e = z[k].b, len = e - a;
         int header = zone == Z_HDR || zone == Z_DIGEST || zone == Z_SIG || zone == Z_EXT;
-        if (k_structure_zone[zone] || zone == Z_SIG || all || len <= 64) {
+        if (k_structure_zone[zone] || (zone == Z_SIG && !b->is_vector) || all || len < 64) {
             for (uint64_t p = a; p < e; p++) {
                 if (zone == Z_PAD && !all && pad_total > pad_budget && rnd() % pad_total >= pad_budget)
                     continue;
@@ -416,6 +416,7 @@ static void run_one(size_t idx)
         }
     } else {
         if (g_edit_tab[m->arg].fn(b, g_edit_tab[m->arg].arg, &out, &e) != 0) {
+            xb_free(&out);
             res->state = ST_NA;
             return;
         }
@@ -481,11 +482,20 @@ static void run_one(size_t idx)
 
 static void child_main(size_t start)
 {
+    /* self-test of the crash and hang accounting: CORRUPT_SELFTEST_CRASH=i
+     * and CORRUPT_SELFTEST_HANG=j make mutation i crash and j hang */
+    const char *sc = getenv("CORRUPT_SELFTEST_CRASH"), *sh = getenv("CORRUPT_SELFTEST_HANG");
+    long crash_at = sc ? atol(sc) : -1, hang_at = sh ? atol(sh) : -1;
     for (size_t i = start; i < g_nmuts; i++) {
         if (g_res[i].state != ST_PENDING)
             continue;
         g_shm->t0_ms = now_ms();
         g_shm->current = (int64_t)i;
+        if ((long)i == crash_at)
+            raise(SIGSEGV);
+        if ((long)i == hang_at)
+            for (;;)
+                pause();
         run_one(i);
         if (g_res[i].state == ST_PENDING)
             g_res[i].state = ST_DONE;
@@ -810,6 +820,7 @@ int main(int argc, char **argv)
         cfg.timeout = atof(env_t);
     if (getenv("CORRUPT_EXHAUSTIVE"))
         cfg.exhaustive = 1;
+    g.exhaustive = cfg.exhaustive;
     const char *tmp = getenv("TMPDIR");
     char tdir[1024];
     snprintf(tdir, sizeof tdir, "%s/corrupt-XXXXXX", tmp && *tmp ? tmp : "/tmp");

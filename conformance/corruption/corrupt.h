@@ -45,6 +45,7 @@ typedef struct ctx {
     int nbases;
     expert_public_key *pub[16]; /* 0, 1: generated keys; 2+: vectors' keys */
     char *tmpdir;
+    int exhaustive;
 } ctx;
 
 extern ctx g;
@@ -55,6 +56,10 @@ uint8_t *aligned_dup(const void *p, size_t n);
 /* decoded bytes of section i of a base (independent decoder); malloc'd */
 uint8_t *plain_of(const base *b, uint32_t i, size_t *len);
 char *meta_json_of(const base *b, size_t *len); /* decoded metadata JSON, NUL-terminated */
+
+/* Costly edits (64 MiB bombs, 70,000 modules, metadata of megabytes) run on
+ * the suite's own bases; on golden vectors only with --exhaustive. */
+int heavy_skip(const base *b);
 
 /* edits.c: targeted edits. Each returns 0 and fills out/e when it applies
  * to the base, -1 when it does not. */

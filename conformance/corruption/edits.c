@@ -13,6 +13,11 @@
 
 #define C(x) CLS(EXPERT_E_##x)
 
+int heavy_skip(const base *b)
+{
+    return b->is_vector && !g.exhaustive;
+}
+
 static void expect_set(expect *e, int level, uint64_t mask)
 {
     memset(e, 0, sizeof *e);
@@ -498,8 +503,14 @@ static int edit_frame(const base *b, int arg, xb *out, expect *e)
         o.fcs = 1; xm_frame_raw(&f, t, L / 2, &o); xm_frame_raw(&f, t + L / 2, L - L / 2, &o); break;
     case FR_EMPTY: break;
     case FR_RAWBLOCKS: xm_frame_raw(&f, t, L, &o); expect_set(e, LV_NONE, 0); break;
-    case FR_BOMB: make_bombs(); xb_put(&f, g_bomb, g_bomb_n); break;
-    case FR_BOMB_NOFCS: make_bombs(); xb_put(&f, g_bomb_nofcs, g_bomb_nofcs_n); break;
+    case FR_BOMB: case FR_BOMB_NOFCS:
+        if (heavy_skip(b)) { free(t); return -1; }
+        make_bombs();
+        if (arg == FR_BOMB)
+            xb_put(&f, g_bomb, g_bomb_n);
+        else
+            xb_put(&f, g_bomb_nofcs, g_bomb_nofcs_n);
+        break;
     case FR_SHORT:
         if (L < 2) { free(t); return -1; }
         o.fcs = 2; o.fcs_value = L; o.single_segment = 0; xm_frame_raw(&f, t, L - 1, &o); break;
@@ -583,6 +594,8 @@ static const char *k_meta_frame_names[MF_N] = {
 
 static int edit_meta_frame(const base *b, int arg, xb *out, expect *e)
 {
+    if ((arg == MF_BOMB || arg == MF_BOMB_NOFCS || b->m.meta_dec > (1u << 20)) && heavy_skip(b))
+        return -1;
     size_t jl = 0;
     char *j = meta_json_of(b, &jl);
     if (!j)
@@ -695,6 +708,8 @@ static const jedit k_jedit[] = {
 static int edit_json(const base *b, int arg, xb *out, expect *e)
 {
     const jedit *je = &k_jedit[arg];
+    if ((je->kind == J_MODULES || b->m.meta_dec > (1u << 20)) && heavy_skip(b))
+        return -1;
     size_t jl = 0;
     char *j = meta_json_of(b, &jl);
     if (!j)
@@ -766,6 +781,8 @@ static const char *k_schema_names[JS_N] = {
 
 static int edit_schema(const base *b, int arg, xb *out, expect *e)
 {
+    if (b->m.meta_dec > (1u << 20) && heavy_skip(b))
+        return -1;
     size_t jl = 0;
     char *j = meta_json_of(b, &jl);
     json_t *root = j ? json_loadb(j, jl, 0, NULL) : NULL;

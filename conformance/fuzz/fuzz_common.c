@@ -176,7 +176,7 @@ void fz_wrap_section(const uint8_t *data, size_t size, xb *out, unsigned *thread
     uint32_t frame = 1u << (16 + p[2] % 11);
     *threads = 1u + (p[3] & 3);
     size_t e = xm_dtype_size(dtype);
-    uint64_t dec = xm_rd32(p + 4) % ((1u << 22) + 1); /* at most 4 MiB decoded */
+    uint64_t dec = xm_rd32(p + 4) % ((1u << 20) + 1); /* at most 1 MiB decoded */
     if (codec == 0)
         dec = slen;
     dec -= dec % e;
