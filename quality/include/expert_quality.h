@@ -33,8 +33,9 @@ extern "C" {
 /* ------------------------------------------------------------ linear algebra */
 
 typedef enum xq_svd_method {
-    XQ_SVD_EXACT = 0,      /* LAPACK sgesdd (divide and conquer), sgesvd if it fails */
-    XQ_SVD_RANDOMIZED = 1  /* Halko, Martinsson, Tropp 2011: range finder + power iterations */
+    XQ_SVD_AUTO = 0,       /* randomized for large matrices (m·n >= 2^20 and k <= min(m, n)/4), else exact */
+    XQ_SVD_EXACT = 1,      /* LAPACK sgesdd (divide and conquer), sgesvd if it fails */
+    XQ_SVD_RANDOMIZED = 2  /* Halko, Martinsson, Tropp 2011: range finder + power iterations */
 } xq_svd_method;
 
 typedef struct xq_svd_opts {
@@ -89,7 +90,9 @@ typedef struct xq_compress_opts {
     uint32_t alignment;      /* 64 (default), 256, 4096 */
     xq_svd_opts svd;         /* for the dense route (effective ΔW of DoRA with --base, OSD inputs with Sp) */
     unsigned max_candidates; /* OSD: ranks k tried per module (default 6) */
-    unsigned threads;        /* worker threads over modules (default 1) */
+    unsigned threads;        /* worker threads over modules (0: the CPU count, at most 16);
+                              * OpenBLAS is set to one thread inside (restored on return),
+                              * so the output does not depend on this */
 } xq_compress_opts;
 
 typedef struct xq_module_report {

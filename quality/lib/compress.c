@@ -17,11 +17,16 @@
  * refitted), and the final size is computed exactly and checked against the
  * written file.
  *
- * OSD arm per module: candidate ranks k from the svd arm's rank at that share
+ * OSD arm per module: candidate ranks k from the dense rank the share affords
  * up to K; for each, the largest number N of top-scored entries of U[:, :k]
  * and Vt[:k, :] (ranked jointly) whose sections fit the share; the k with
  * the smallest reconstruction error (osd-magnitude) or the largest kept
- * Taylor score (osd-gradient) wins. S is stored separately (k floats). */
+ * Taylor score (osd-gradient) wins. S is stored separately (k floats).
+ * Candidates are compared with a fast proxy of the encoder (zstd level 1);
+ * the chosen k is then fitted on the real encoded sizes.
+ *
+ * Every output module is computed the same way whatever the thread count
+ * (OpenBLAS single-threaded inside, modules spread over our own threads). */
 #include <cblas.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -76,6 +81,7 @@ typedef struct cmod {
     size_t ck_rank;
     uint64_t ck_kept;
     uint64_t cs[4];
+    uint8_t cc[4];
     size_t cn;
 } cmod;
 
@@ -88,6 +94,8 @@ typedef struct cjob {
     const uint8_t *base, *grads;
     size_t base_size, grads_size;
     expert_safetensors *base_st, *grads_st;
+    unsigned threads;
+    xq_layout proxy; /* fast stand-in for the encoder while comparing candidates */
 } cjob;
 
 /* ------------------------------------------------------------ files */
@@ -254,9 +262,9 @@ static expert_status decompose(cjob *job, cmod *m, expert_error *err)
         if (!m->dense)
             m->dense = 1;
         XQ_TRY(dense_delta(job, m, err));
-        size_t cap = 64;
-        if (a->kind != EXPERT_ADAPTER_OSD && 4 * (size_t)a->r > cap)
-            cap = 4 * (size_t)a->r;
+        /* triplets kept of a dense change: 2r of the source (at least 32); the
+         * budgets of interest are below the source's own size */
+        size_t cap = 2 * (size_t)a->r > 32 ? 2 * (size_t)a->r : 32;
         m->K = mn < cap ? mn : cap;
     }
     m->U = xq_malloc(out * m->K * sizeof *m->U);
@@ -337,13 +345,15 @@ static void svd_factors(const cmod *m, size_t r, float *A, float *B)
             B[i * r + j] = m->U[i * K + j] * m->S[j];
 }
 
-/* osd arm: U~ [out, k], Vt~ [k, in] with the top-N entries (triplet < k). */
-static void osd_factors(const cmod *m, size_t k, uint64_t N, float *U, float *Vt)
+/* osd arm: U~ [out, k], Vt~ [k, in] with the top-N entries (triplet < k);
+ * *nu, *nv (may be NULL) get the kept counts in U and Vt. */
+static void osd_factors_n(const cmod *m, size_t k, uint64_t N, float *U, float *Vt, uint64_t *nu_out,
+                          uint64_t *nv_out)
 {
     size_t out = (size_t)m->out, in = (size_t)m->in, K = m->K, nu = out * K;
     memset(U, 0, out * k * sizeof *U);
     memset(Vt, 0, k * in * sizeof *Vt);
-    uint64_t kept = 0;
+    uint64_t kept = 0, ku = 0;
     for (size_t p = 0; p < m->norder && kept < N; p++) {
         size_t id = m->order[p].id;
         if (id < nu) {
@@ -351,6 +361,7 @@ static void osd_factors(const cmod *m, size_t k, uint64_t N, float *U, float *Vt
             if (j >= k)
                 continue;
             U[i * k + j] = m->U[id];
+            ku++;
         } else {
             size_t j = (id - nu) / in;
             if (j >= k)
@@ -359,6 +370,15 @@ static void osd_factors(const cmod *m, size_t k, uint64_t N, float *U, float *Vt
         }
         kept++;
     }
+    if (nu_out)
+        *nu_out = ku;
+    if (nv_out)
+        *nv_out = kept - ku;
+}
+
+static void osd_factors(const cmod *m, size_t k, uint64_t N, float *U, float *Vt)
+{
+    osd_factors_n(m, k, N, U, Vt, NULL, NULL);
 }
 
 static uint64_t up64(uint64_t v, uint64_t a)
@@ -366,18 +386,19 @@ static uint64_t up64(uint64_t v, uint64_t a)
     return (v + a - 1) & ~(a - 1);
 }
 
-static expert_status span_of(const xq_layout *lay, const float *data, size_t count, uint64_t *acc,
+static expert_status span_of(const xq_layout *lay, xq_encoder *enc, const float *data, size_t count, uint64_t *acc,
                              expert_error *err)
 {
     uint64_t s;
     uint8_t c;
-    XQ_TRY(xq_stored_size(lay, EXPERT_DTYPE_F32, data, count * sizeof(float), &s, &c, err));
+    XQ_TRY(xq_stored_size(lay, enc, EXPERT_DTYPE_F32, data, count * sizeof(float), &s, &c, err));
     *acc += up64(s, lay->alignment);
     return EXPERT_OK;
 }
 
 typedef struct scratch {
     float *a, *b; /* big enough for [out, K] and [K, in] */
+    xq_encoder *enc;
 } scratch;
 
 static expert_status scratch_alloc(const cjob *job, scratch *sc, expert_error *err)
@@ -391,10 +412,13 @@ static expert_status scratch_alloc(const cjob *job, scratch *sc, expert_error *e
     }
     sc->a = xq_malloc(maxa * sizeof(float));
     sc->b = xq_malloc(maxa * sizeof(float));
-    if (sc->a == NULL || sc->b == NULL) {
+    sc->enc = xq_encoder_new();
+    if (sc->a == NULL || sc->b == NULL || sc->enc == NULL) {
         xq_free(sc->a);
         xq_free(sc->b);
+        xq_encoder_free(sc->enc);
         sc->a = sc->b = NULL;
+        sc->enc = NULL;
         return FAIL(EXPERT_E_NOMEM, "out of memory");
     }
     return EXPERT_OK;
@@ -404,7 +428,9 @@ static void scratch_free(scratch *sc)
 {
     xq_free(sc->a);
     xq_free(sc->b);
+    xq_encoder_free(sc->enc);
     sc->a = sc->b = NULL;
+    sc->enc = NULL;
 }
 
 static expert_status cost_svd(const cjob *job, const cmod *m, size_t r, scratch *sc, uint64_t *cost,
@@ -414,86 +440,164 @@ static expert_status cost_svd(const cjob *job, const cmod *m, size_t r, scratch 
     if (r == 0)
         return EXPERT_OK;
     svd_factors(m, r, sc->a, sc->b);
-    XQ_TRY(span_of(&job->lay, sc->a, r * (size_t)m->in, cost, err));
-    return span_of(&job->lay, sc->b, (size_t)m->out * r, cost, err);
+    XQ_TRY(span_of(&job->lay, sc->enc, sc->a, r * (size_t)m->in, cost, err));
+    return span_of(&job->lay, sc->enc, sc->b, (size_t)m->out * r, cost, err);
 }
 
-static expert_status cost_osd(const cjob *job, const cmod *m, size_t k, uint64_t N, scratch *sc,
+/* Like span_of for a sparsified factor during the fit: with the auto codec
+ * policy only the codecs that can win at this density are tried (plain zstd
+ * below 50% non-zeros, shuffle+zstd above 85%, both in between; raw always).
+ * The final layout tries all three, so it is never larger than this. */
+static expert_status span_sparse(const xq_layout *lay, xq_encoder *enc, const float *data, size_t count,
+                                 uint64_t nnz, uint64_t *acc, expert_error *err)
+{
+    if (lay->codec != XQ_CODEC_AUTO || count == 0)
+        return span_of(lay, enc, data, count, acc, err);
+    double dens = (double)nnz / (double)count;
+    xq_layout l = *lay;
+    uint64_t best = (uint64_t)count * sizeof(float), s;
+    uint8_t c;
+    if (lay->level == 1) { /* the proxy: one encode, the codec that usually wins at this density */
+        l.codec = dens < 0.7 ? EXPERT_CODEC_ZSTD : EXPERT_CODEC_SHUFFLE_ZSTD;
+        XQ_TRY(xq_stored_size(&l, enc, EXPERT_DTYPE_F32, data, count * sizeof(float), &s, &c, err));
+        *acc += up64(s < best ? s : best, lay->alignment);
+        return EXPERT_OK;
+    }
+    if (dens <= 0.85) {
+        l.codec = EXPERT_CODEC_ZSTD;
+        XQ_TRY(xq_stored_size(&l, enc, EXPERT_DTYPE_F32, data, count * sizeof(float), &s, &c, err));
+        best = s < best ? s : best;
+    }
+    if (dens >= 0.5) {
+        l.codec = EXPERT_CODEC_SHUFFLE_ZSTD;
+        XQ_TRY(xq_stored_size(&l, enc, EXPERT_DTYPE_F32, data, count * sizeof(float), &s, &c, err));
+        best = s < best ? s : best;
+    }
+    *acc += up64(best, lay->alignment);
+    return EXPERT_OK;
+}
+
+static expert_status cost_osd(const xq_layout *lay, const cmod *m, size_t k, uint64_t N, scratch *sc,
                               uint64_t *cost, expert_error *err)
 {
     *cost = 0;
     if (k == 0)
         return EXPERT_OK;
-    osd_factors(m, k, N, sc->a, sc->b);
-    XQ_TRY(span_of(&job->lay, sc->a, (size_t)m->out * k, cost, err));
-    XQ_TRY(span_of(&job->lay, m->S, k, cost, err));
-    return span_of(&job->lay, sc->b, k * (size_t)m->in, cost, err);
+    uint64_t nu, nv;
+    osd_factors_n(m, k, N, sc->a, sc->b, &nu, &nv);
+    XQ_TRY(span_sparse(lay, sc->enc, sc->a, (size_t)m->out * k, nu, cost, err));
+    XQ_TRY(span_of(lay, sc->enc, m->S, k, cost, err));
+    return span_sparse(lay, sc->enc, sc->b, k * (size_t)m->in, nv, cost, err);
 }
 
-/* Largest r in [0, K] with cost_svd(r) <= t (cost is monotone in r). */
+/* Largest r in [0, K] with cost_svd(r) <= t (cost is monotone in r). The
+ * encoded size of dense factors is close to proportional to their raw size:
+ * the guess comes from the ratio at the full rank, then one or two exact
+ * evaluations settle it. */
 static expert_status fit_svd_rank(const cjob *job, const cmod *m, uint64_t t, scratch *sc, size_t *r,
                                   uint64_t *cost, expert_error *err)
 {
-    size_t lo = 0, hi = m->K + 1; /* cost(lo) <= t or lo = 0; cost(hi) > t */
-    uint64_t clo = m->fixed_bytes, c;
-    /* proportional first guess: bytes per rank from the full factors */
-    while (hi - lo > 1) {
-        size_t mid = lo + (hi - lo) / 2;
-        XQ_TRY(cost_svd(job, m, mid, sc, &c, err));
-        if (c <= t) {
-            lo = mid;
-            clo = c;
-        } else {
-            hi = mid;
-        }
+    uint64_t A = job->lay.alignment, per = 4 * (m->out + m->in), cK;
+    XQ_TRY(cost_svd(job, m, m->K, sc, &cK, err));
+    if (cK <= t) {
+        *r = m->K;
+        *cost = cK;
+        return EXPERT_OK;
     }
-    *r = lo;
-    *cost = clo;
+    double ratio = (double)(cK - m->fixed_bytes) / (double)(per * m->K + 2 * A);
+    size_t g = t > m->fixed_bytes ? (size_t)(((double)(t - m->fixed_bytes) / ratio - 2.0 * (double)A) / (double)per) : 0;
+    if (g >= m->K)
+        g = m->K - 1;
+    uint64_t c = m->fixed_bytes;
+    if (g > 0)
+        XQ_TRY(cost_svd(job, m, g, sc, &c, err));
+    while (g > 0 && c > t) { /* guessed too high */
+        g--;
+        c = m->fixed_bytes;
+        if (g > 0)
+            XQ_TRY(cost_svd(job, m, g, sc, &c, err));
+    }
+    while (g + 1 < m->K) { /* one more fits? */
+        uint64_t c2;
+        XQ_TRY(cost_svd(job, m, g + 1, sc, &c2, err));
+        if (c2 > t)
+            break;
+        g++;
+        c = c2;
+    }
+    *r = g;
+    *cost = c;
     return EXPERT_OK;
 }
 
-/* Largest N (approximately: within a bracket of max(1, Nmax/4096)) with
- * cost_osd(k, N) <= t; N = 0 and *cost = cost(k, 0) if even that fails. */
-static expert_status fit_osd_n(const cjob *job, const cmod *m, size_t k, uint64_t t, scratch *sc,
-                               uint64_t *N, uint64_t *cost, expert_error *err)
+/* Largest N (approximately) with cost_osd(k, N) <= t: the search stops when
+ * the fit is within `close` bytes of t or the bracket is under
+ * max(1, Nmax/4096) entries. The encoded size grows near-linearly in N, so
+ * secant steps from a guess (bytes per entry `rho` from an earlier fit, or 5)
+ * converge in a few evaluations; every fourth step bisects. N = 0 and
+ * *cost = cost(k, 0) if even that does not fit. `start` (with its cost
+ * `cstart`) is a known feasible point, or 0. */
+static expert_status fit_osd_n(const xq_layout *lay, const cmod *m, size_t k, uint64_t t, uint64_t close,
+                               scratch *sc, uint64_t start, uint64_t cstart, double *rho, uint64_t *N,
+                               uint64_t *cost, expert_error *err)
 {
-    uint64_t nmax = ((uint64_t)m->out + m->in) * k, c0, cmax;
-    XQ_TRY(cost_osd(job, m, k, 0, sc, &c0, err));
-    if (c0 > t) {
-        *N = 0;
-        *cost = c0;
-        return EXPERT_OK;
-    }
-    XQ_TRY(cost_osd(job, m, k, nmax, sc, &cmax, err));
-    if (cmax <= t) {
-        *N = nmax;
-        *cost = cmax;
-        return EXPERT_OK;
-    }
-    uint64_t lo = 0, hi = nmax, clo = c0, chi = cmax, tol = nmax / 4096 ? nmax / 4096 : 1;
-    int step = 0;
-    while (hi - lo > tol) {
-        uint64_t mid;
-        if (step++ % 3 != 2 && chi > clo) { /* interpolation (costs are near-linear in N) */
-            double f = (double)(t - clo) / (double)(chi - clo);
-            mid = lo + (uint64_t)(f * (double)(hi - lo));
-            if (mid <= lo)
-                mid = lo + 1;
-            if (mid >= hi)
-                mid = hi - 1;
-        } else {
-            mid = lo + (hi - lo) / 2;
+    uint64_t nmax = ((uint64_t)m->out + m->in) * k;
+    uint64_t lo = 0, clo, hi = nmax + 1, chi = UINT64_MAX; /* cost(lo) <= t < cost(hi) */
+    if (start > 0 && cstart <= t) {
+        lo = start;
+        clo = cstart;
+    } else {
+        XQ_TRY(cost_osd(lay, m, k, 0, sc, &clo, err));
+        if (clo > t) {
+            *N = 0;
+            *cost = clo;
+            return EXPERT_OK;
         }
+    }
+    uint64_t tol = nmax / 4096 ? nmax / 4096 : 1;
+    double r = rho != NULL && *rho > 0 ? *rho : 5.0;
+    /* slopes: the secant through the last two points when they are far apart
+     * compared with the 64-byte staircase of the aligned sizes, else the
+     * average from the base point */
+    uint64_t bx = lo, bc = clo, px = lo, pc = clo;
+    int step = 0;
+    while (hi - lo > tol && t - clo > close && lo < nmax) {
+        uint64_t x;
+        if (step >= 6 && chi != UINT64_MAX) { /* safeguard: bisection */
+            x = lo + (hi - lo) / 2;
+        } else { /* secant from the last point, aiming inside the acceptance window */
+            double aim = (double)t - (double)close / 2.0;
+            double nx = (double)px + (aim - (double)pc) / r;
+            x = nx <= 0.0 ? 0 : (uint64_t)nx;
+        }
+        if (x <= lo)
+            x = lo + 1;
+        if (x >= hi)
+            x = hi - 1 > lo ? hi - 1 : lo + 1;
+        if (x > nmax)
+            x = nmax;
+        step++;
         uint64_t c;
-        XQ_TRY(cost_osd(job, m, k, mid, sc, &c, err));
+        XQ_TRY(cost_osd(lay, m, k, x, sc, &c, err));
+        uint64_t dc = c > pc ? c - pc : pc - c;
+        if (x != px && dc > 8 * (uint64_t)lay->alignment && (c > pc) == (x > px))
+            r = (double)dc / (double)(x > px ? x - px : px - x);
+        else if (x > bx && c > bc)
+            r = ((double)c - (double)bc) / (double)(x - bx);
+        px = x;
+        pc = c;
         if (c <= t) {
-            lo = mid;
+            lo = x;
             clo = c;
         } else {
-            hi = mid;
+            hi = x;
             chi = c;
         }
+        if (lo == nmax)
+            break;
     }
+    if (rho != NULL && lo > 0)
+        *rho = r;
     *N = lo;
     *cost = clo;
     return EXPERT_OK;
@@ -644,14 +748,16 @@ static expert_status fit_module(const cjob *job, cmod *m, scratch *sc, int refit
     }
     size_t r;
     uint64_t c;
-    XQ_TRY(fit_svd_rank(job, m, m->target, sc, &r, &c, err));
     if (job->o->method == XQ_METHOD_SVD) {
+        XQ_TRY(fit_svd_rank(job, m, m->target, sc, &r, &c, err));
         m->rank = r;
         m->bytes = r ? c : 0;
         m->out_kind = r == 0 ? OUT_DROP : m->a->kind == EXPERT_ADAPTER_DORA && !m->dense ? OUT_DORA : OUT_LORA;
         return svd_error(job, m, r, sc, err, &m->rel_fro, &m->energy);
     }
-    /* osd: candidate ranks from r (c = 0) up to the available K */
+    /* osd: candidate ranks from the dense rank the share affords (c = 0;
+     * estimated from raw sizes) up to the available K */
+    r = (size_t)(m->target / (4 * (m->out + m->in + 1)));
     size_t kmax = m->K;
     if (job->o->score == XQ_SCORE_GRADIENT && m->kg < kmax)
         kmax = m->kg;
@@ -668,7 +774,13 @@ static expert_status fit_module(const cjob *job, cmod *m, scratch *sc, int refit
                 cands[ncand++] = k;
         }
     }
-    double best = INFINITY;
+    /* The candidates are fitted with a fast proxy of the encoder (zstd level 1,
+     * same codecs and layout); the chosen k is then fitted with the writer's
+     * real settings, starting from the proxy's N. Refits use the real ones. */
+    const xq_layout *fl = refit || job->lay.level <= 3 ? &job->lay : &job->proxy;
+    double best = INFINITY, rho = 0.0;
+    int worse = 0;
+    uint64_t start = refit ? m->kept : 0, cstart = refit ? m->bytes : 0;
     m->rank = 0;
     m->kept = 0;
     m->bytes = 0;
@@ -677,16 +789,26 @@ static expert_status fit_module(const cjob *job, cmod *m, scratch *sc, int refit
         uint64_t N, cost;
         if (k == 0)
             continue;
-        XQ_TRY(fit_osd_n(job, m, k, m->target, sc, &N, &cost, err));
+        /* first fit: within three alignment steps or 0.2% (the 64-byte padding of
+         * each section makes the cost a staircase); refits (slack): 16 bytes */
+        /* comparing candidates needs N within ~1% (the proxy's own error is
+         * larger); the chosen k is refined on the real sizes below. Refits
+         * (slack): 16 bytes. */
+        uint64_t close = refit ? 16 : 3 * (uint64_t)job->lay.alignment;
+        uint64_t relc = fl != &job->lay ? m->target / 100 : m->target / 500;
+        if (!refit && relc > close)
+            close = relc;
+        XQ_TRY(fit_osd_n(fl, m, k, m->target, close, sc, start, cstart, &rho, &N, &cost, err));
         if (N == 0)
             continue;
         double obj, rel = 1.0;
-        osd_factors(m, k, N, sc->a, sc->b);
-        XQ_TRY(osd_error(m, k, sc->a, sc->b, &rel, err));
-        if (job->o->score == XQ_SCORE_GRADIENT)
+        if (job->o->score == XQ_SCORE_GRADIENT) {
             obj = -kept_score(m, k, N);
-        else
+        } else {
+            osd_factors(m, k, N, sc->a, sc->b);
+            XQ_TRY(osd_error(m, k, sc->a, sc->b, &rel, err));
             obj = rel;
+        }
         if (obj < best) {
             best = obj;
             m->rank = k;
@@ -694,8 +816,80 @@ static expert_status fit_module(const cjob *job, cmod *m, scratch *sc, int refit
             m->bytes = cost;
             m->rel_fro = rel;
             m->kept_score = -obj;
+            worse = 0;
+        } else if (++worse == 2) { /* past the best: the objective is near-unimodal in k */
+            break;
         }
     }
+    if (m->rank > 0 && fl != &job->lay) {
+        /* The real encoder at the chosen k. Its size is a near-constant
+         * multiple of the proxy's: one real encode at the proxy's N gives the
+         * ratio, the proxy finds the N for target/ratio, and one or two more
+         * real encodes confirm it (stepping down while over the target). */
+        uint64_t c1, N = m->kept, cost, cp = m->bytes;
+        XQ_TRY(cost_osd(&job->lay, m, m->rank, N, sc, &c1, err));
+        double ratio = cp > 0 ? (double)c1 / (double)cp : 1.0;
+        uint64_t tp = (uint64_t)((double)m->target / ratio), close = 3 * (uint64_t)job->lay.alignment;
+        if (tp / 500 > close)
+            close = tp / 500;
+        double bpe = 0.0;
+        uint64_t N2 = N, c2 = c1;
+        if (tp != cp) {
+            uint64_t Np, cpp;
+            XQ_TRY(fit_osd_n(fl, m, m->rank, tp, close, sc, cp <= tp ? N : 0, cp, &bpe, &Np, &cpp, err));
+            if (Np != N) {
+                N2 = Np;
+                XQ_TRY(cost_osd(&job->lay, m, m->rank, N2, sc, &c2, err));
+            }
+        }
+        /* a few secant steps on the real sizes from the two points, aiming half
+         * an alignment step below the target; then the best feasible point
+         * (stepping down while none is) */
+        uint64_t xa = N, ca = c1, xb = N2, cb = c2;
+        uint64_t fx = 0, fc = UINT64_MAX; /* best feasible */
+        if (c1 <= m->target)
+            fx = N, fc = c1;
+        if (c2 <= m->target && (fc == UINT64_MAX || N2 > fx))
+            fx = N2, fc = c2;
+        uint64_t nmax = (m->out + m->in) * m->rank, aim = m->target - job->lay.alignment / 2;
+        for (int it = 0; it < 3 && !(fc != UINT64_MAX && m->target - fc <= close); it++) {
+            double slope = xa != xb && ca != cb ? ((double)cb - (double)ca) / ((double)xb - (double)xa)
+                                                : (double)cb / (double)(xb ? xb : 1);
+            if (!(slope > 0.05))
+                slope = 4.0;
+            double nx = (double)xb + ((double)aim - (double)cb) / slope;
+            uint64_t x = nx <= 0 ? 0 : nx >= (double)nmax ? nmax : (uint64_t)nx;
+            if (x == xb)
+                break;
+            uint64_t cx;
+            XQ_TRY(cost_osd(&job->lay, m, m->rank, x, sc, &cx, err));
+            xa = xb, ca = cb, xb = x, cb = cx;
+            if (cx <= m->target && (fc == UINT64_MAX || x > fx))
+                fx = x, fc = cx;
+        }
+        if (fc == UINT64_MAX) { /* nothing feasible yet: step down by whole alignment steps */
+            double per = (double)cb / (double)(xb ? xb : 1);
+            N2 = xb;
+            c2 = cb;
+            while (c2 > m->target && N2 > 0) {
+                uint64_t dn = (uint64_t)((double)(c2 - m->target + job->lay.alignment) / per) + 1;
+                N2 = N2 > dn ? N2 - dn : 0;
+                XQ_TRY(cost_osd(&job->lay, m, m->rank, N2, sc, &c2, err));
+            }
+        } else {
+            N2 = fx;
+            c2 = fc;
+        }
+        cost = c2;
+        m->kept = N2;
+        m->bytes = cost;
+    }
+    if (m->rank > 0 && (fl != &job->lay || job->o->score == XQ_SCORE_GRADIENT)) {
+        osd_factors(m, m->rank, m->kept, sc->a, sc->b);
+        XQ_TRY(osd_error(m, m->rank, sc->a, sc->b, &m->rel_fro, err));
+    }
+    if (m->rank > 0 && m->kept == 0)
+        m->rank = 0;
     m->out_kind = m->rank == 0 ? OUT_DROP : OUT_OSD;
     if (m->rank == 0)
         m->rel_fro = 1.0;
@@ -715,7 +909,7 @@ static void *worker(void *arg)
 {
     pool *p = arg;
     cjob *job = p->job;
-    scratch sc = {NULL, NULL};
+    scratch sc = {NULL, NULL, NULL};
     expert_error e;
     expert_status sst = scratch_alloc(job, &sc, &e);
     for (;;) {
@@ -741,11 +935,9 @@ static void *worker(void *arg)
 static expert_status run_phase(cjob *job, int phase, expert_error *err)
 {
     pool p = {job, 0, PTHREAD_MUTEX_INITIALIZER, phase};
-    unsigned nt = job->o->threads > 1 ? job->o->threads : 1;
+    unsigned nt = job->threads;
     if (nt > 64)
         nt = 64;
-    if (nt > 1)
-        openblas_set_num_threads(1);
     pthread_t tid[64];
     int started[64] = {0};
     for (unsigned t = 1; t < nt; t++)
@@ -899,56 +1091,60 @@ static expert_status oset_add(const cjob *job, oset *o, const cmod *m, uint32_t 
     if (src != NULL)
         memcpy(s->data, src, s->count * sizeof(float));
     o->n++;
-    return xq_stored_size(&job->lay, EXPERT_DTYPE_F32, s->data, s->count * sizeof(float), &s->stored,
-                          &s->codec, err);
+    (void)job;
+    return EXPERT_OK;
 }
 
-/* Sections of the current decisions, in module order. */
-static expert_status build_sections(const cjob *job, oset *o, expert_error *err)
+static expert_status module_stored(const cjob *job, cmod *m, scratch *sc, expert_error *err);
+
+/* Sections of the current decisions, in module order, with the stored
+ * lengths and codecs computed for the size (module_stored, cached). */
+static expert_status build_sections(cjob *job, oset *o, expert_error *err)
 {
     uint32_t module = 0;
-    for (size_t i = 0; i < job->nm; i++) {
-        const cmod *m = &job->m[i];
-        size_t out = (size_t)m->out, in = (size_t)m->in, r = m->rank;
+    scratch sc = {NULL, NULL, NULL};
+    XQ_TRY(scratch_alloc(job, &sc, err));
+    expert_status st = EXPERT_OK;
+    for (size_t i = 0; st == EXPERT_OK && i < job->nm; i++) {
+        cmod *m = &job->m[i];
+        size_t out = (size_t)m->out, in = (size_t)m->in, r = m->rank, base = o->n;
         if (m->out_kind == OUT_DROP)
             continue;
+        if ((st = module_stored(job, m, &sc, err)) != EXPERT_OK)
+            break;
         if (m->out_kind == OUT_IA3) {
             const expert_adapter *a = m->a;
             uint64_t len = a->feedforward ? a->in : a->out;
-            XQ_TRY(oset_add(job, o, m, module, "ia3_l", EXPERT_SECTION_IA3_VECTOR, 2,
-                            a->feedforward ? 1 : len, a->feedforward ? len : 1, a->l, err));
+            st = oset_add(job, o, m, module, "ia3_l", EXPERT_SECTION_IA3_VECTOR, 2, a->feedforward ? 1 : len,
+                          a->feedforward ? len : 1, a->l, err);
         } else if (m->out_kind == OUT_OSD) {
-            size_t base = o->n;
-            XQ_TRY(oset_add(job, o, m, module, "osd_U", EXPERT_SECTION_OSD_U, 2, out, r, NULL, err));
-            XQ_TRY(oset_add(job, o, m, module, "osd_S", EXPERT_SECTION_OSD_S, 1, r, 0, m->S, err));
-            XQ_TRY(oset_add(job, o, m, module, "osd_VT", EXPERT_SECTION_OSD_VT, 2, r, in, NULL, err));
-            osd_factors(m, r, m->kept, o->s[base].data, o->s[base + 2].data);
-            uint8_t c;
-            XQ_TRY(xq_stored_size(&job->lay, EXPERT_DTYPE_F32, o->s[base].data, out * r * sizeof(float),
-                                  &o->s[base].stored, &c, err));
-            o->s[base].codec = c;
-            XQ_TRY(xq_stored_size(&job->lay, EXPERT_DTYPE_F32, o->s[base + 2].data,
-                                  r * in * sizeof(float), &o->s[base + 2].stored, &c, err));
-            o->s[base + 2].codec = c;
+            st = oset_add(job, o, m, module, "osd_U", EXPERT_SECTION_OSD_U, 2, out, r, NULL, err);
+            if (st == EXPERT_OK)
+                st = oset_add(job, o, m, module, "osd_S", EXPERT_SECTION_OSD_S, 1, r, 0, m->S, err);
+            if (st == EXPERT_OK)
+                st = oset_add(job, o, m, module, "osd_VT", EXPERT_SECTION_OSD_VT, 2, r, in, NULL, err);
+            if (st == EXPERT_OK)
+                osd_factors(m, r, m->kept, o->s[base].data, o->s[base + 2].data);
         } else {
-            size_t base = o->n;
-            XQ_TRY(oset_add(job, o, m, module, "lora_A.weight", EXPERT_SECTION_LORA_A, 2, r, in, NULL, err));
-            XQ_TRY(oset_add(job, o, m, module, "lora_B.weight", EXPERT_SECTION_LORA_B, 2, out, r, NULL, err));
-            svd_factors(m, r, o->s[base].data, o->s[base + 1].data);
-            uint8_t c;
-            XQ_TRY(xq_stored_size(&job->lay, EXPERT_DTYPE_F32, o->s[base].data, r * in * sizeof(float),
-                                  &o->s[base].stored, &c, err));
-            o->s[base].codec = c;
-            XQ_TRY(xq_stored_size(&job->lay, EXPERT_DTYPE_F32, o->s[base + 1].data,
-                                  out * r * sizeof(float), &o->s[base + 1].stored, &c, err));
-            o->s[base + 1].codec = c;
-            if (m->out_kind == OUT_DORA)
-                XQ_TRY(oset_add(job, o, m, module, "lora_magnitude_vector", EXPERT_SECTION_DORA_MAGNITUDE,
-                                1, out, 0, m->a->magnitude, err));
+            st = oset_add(job, o, m, module, "lora_A.weight", EXPERT_SECTION_LORA_A, 2, r, in, NULL, err);
+            if (st == EXPERT_OK)
+                st = oset_add(job, o, m, module, "lora_B.weight", EXPERT_SECTION_LORA_B, 2, out, r, NULL, err);
+            if (st == EXPERT_OK)
+                svd_factors(m, r, o->s[base].data, o->s[base + 1].data);
+            if (st == EXPERT_OK && m->out_kind == OUT_DORA)
+                st = oset_add(job, o, m, module, "lora_magnitude_vector", EXPERT_SECTION_DORA_MAGNITUDE, 1,
+                              out, 0, m->a->magnitude, err);
+        }
+        if (st == EXPERT_OK && o->n - base != m->cn)
+            st = FAIL(EXPERT_E_INVALID_ARGUMENT, "internal: section count mismatch");
+        for (size_t j = 0; st == EXPERT_OK && j < m->cn; j++) {
+            o->s[base + j].stored = m->cs[j];
+            o->s[base + j].codec = m->cc[j];
         }
         module++;
     }
-    return EXPERT_OK;
+    scratch_free(&sc);
+    return st;
 }
 
 /* Names and count of a module's output sections (same order as build_sections). */
@@ -964,11 +1160,10 @@ static void module_names(const cmod *m, size_t *nsec, uint64_t *names)
     }
 }
 
-static expert_status stored_of(const cjob *job, const float *data, size_t count, uint64_t *out,
-                               expert_error *err)
+static expert_status stored_of(const cjob *job, xq_encoder *enc, const float *data, size_t count,
+                               uint64_t *out, uint8_t *codec, expert_error *err)
 {
-    uint8_t c;
-    return xq_stored_size(&job->lay, EXPERT_DTYPE_F32, data, count * sizeof(float), out, &c, err);
+    return xq_stored_size(&job->lay, enc, EXPERT_DTYPE_F32, data, count * sizeof(float), out, codec, err);
 }
 
 /* Stored lengths of the module's sections for its current decision (cached). */
@@ -980,24 +1175,24 @@ static expert_status module_stored(const cjob *job, cmod *m, scratch *sc, expert
     m->cn = 0;
     switch (m->out_kind) {
     case OUT_IA3:
-        XQ_TRY(stored_of(job, m->a->l, (size_t)(m->a->feedforward ? m->a->in : m->a->out), &m->cs[0], err));
+        XQ_TRY(stored_of(job, sc->enc, m->a->l, (size_t)(m->a->feedforward ? m->a->in : m->a->out), &m->cs[0], &m->cc[0], err));
         m->cn = 1;
         break;
     case OUT_OSD:
         osd_factors(m, r, m->kept, sc->a, sc->b);
-        XQ_TRY(stored_of(job, sc->a, out * r, &m->cs[0], err));
-        XQ_TRY(stored_of(job, m->S, r, &m->cs[1], err));
-        XQ_TRY(stored_of(job, sc->b, r * in, &m->cs[2], err));
+        XQ_TRY(stored_of(job, sc->enc, sc->a, out * r, &m->cs[0], &m->cc[0], err));
+        XQ_TRY(stored_of(job, sc->enc, m->S, r, &m->cs[1], &m->cc[1], err));
+        XQ_TRY(stored_of(job, sc->enc, sc->b, r * in, &m->cs[2], &m->cc[2], err));
         m->cn = 3;
         break;
     case OUT_LORA:
     case OUT_DORA:
         svd_factors(m, r, sc->a, sc->b);
-        XQ_TRY(stored_of(job, sc->a, r * in, &m->cs[0], err));
-        XQ_TRY(stored_of(job, sc->b, out * r, &m->cs[1], err));
+        XQ_TRY(stored_of(job, sc->enc, sc->a, r * in, &m->cs[0], &m->cc[0], err));
+        XQ_TRY(stored_of(job, sc->enc, sc->b, out * r, &m->cs[1], &m->cc[1], err));
         m->cn = 2;
         if (m->out_kind == OUT_DORA) {
-            XQ_TRY(stored_of(job, m->a->magnitude, out, &m->cs[2], err));
+            XQ_TRY(stored_of(job, sc->enc, m->a->magnitude, out, &m->cs[2], &m->cc[2], err));
             m->cn = 3;
         }
         break;
@@ -1025,7 +1220,7 @@ static expert_status layout_size(cjob *job, uint64_t budget, uint64_t reference,
         names += nl;
     }
     uint64_t *stored = xq_calloc(total, sizeof *stored), msize = 0;
-    scratch sc = {NULL, NULL};
+    scratch sc = {NULL, NULL, NULL};
     expert_status st = stored == NULL ? FAIL(EXPERT_E_NOMEM, "out of memory") : EXPERT_OK;
     if (st == EXPERT_OK && bodies)
         st = scratch_alloc(job, &sc, err);
@@ -1106,7 +1301,7 @@ void xq_report_free(xq_report *rep)
     memset(rep, 0, sizeof *rep);
 }
 
-static const char *kind_name(int k)
+static const char *kind_name(expert_adapter_kind k)
 {
     return k == EXPERT_ADAPTER_LORA ? "lora" : k == EXPERT_ADAPTER_DORA ? "dora"
            : k == EXPERT_ADAPTER_IA3 ? "ia3" : "osd";
@@ -1146,7 +1341,7 @@ static expert_status setup(cjob *job, const char *in, expert_error *err)
             m->action = ACT_COPY;
             uint64_t len = m->a->feedforward ? m->a->in : m->a->out, st;
             uint8_t c;
-            XQ_TRY(xq_stored_size(&job->lay, EXPERT_DTYPE_F32, m->a->l, (size_t)len * sizeof(float), &st, &c, err));
+            XQ_TRY(xq_stored_size(&job->lay, NULL, EXPERT_DTYPE_F32, m->a->l, (size_t)len * sizeof(float), &st, &c, err));
             m->fixed_bytes = up64(st, job->lay.alignment);
             continue;
         }
@@ -1162,7 +1357,7 @@ static expert_status setup(cjob *job, const char *in, expert_error *err)
             } else { /* svd arm keeps DoRA: the magnitude is copied and charged */
                 uint64_t st;
                 uint8_t c;
-                XQ_TRY(xq_stored_size(&job->lay, EXPERT_DTYPE_F32, m->a->magnitude,
+                XQ_TRY(xq_stored_size(&job->lay, NULL, EXPERT_DTYPE_F32, m->a->magnitude,
                                       (size_t)m->out * sizeof(float), &st, &c, err));
                 m->fixed_bytes = up64(st, job->lay.alignment);
             }
@@ -1187,8 +1382,17 @@ expert_status xq_compress(const char *in, const char *out, const xq_compress_opt
     job.lay.frame_size = 1u << 20;
     job.lay.level = opt->zstd_level ? opt->zstd_level : 9;
     job.lay.codec = opt->codec;
+    job.proxy = job.lay;
+    job.proxy.level = 1;
     if (job.lay.alignment != 64 && job.lay.alignment != 256 && job.lay.alignment != 4096)
         return FAIL(EXPERT_E_INVALID_ARGUMENT, "alignment must be 64, 256 or 4096");
+    /* OpenBLAS runs single-threaded inside (restored on return), and modules
+     * are spread over our own threads: every module is computed the same way
+     * whatever the thread count, so the output does not depend on it. */
+    int blas_threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    job.threads = opt->threads ? opt->threads : ncpu > 0 ? (unsigned)(ncpu < 16 ? ncpu : 16) : 1;
     oset secs = {0};
     char *meta = NULL;
     expert_writer *w = NULL;
@@ -1248,7 +1452,7 @@ expert_status xq_compress(const char *in, const char *out, const xq_compress_opt
         st = layout_size(&job, budget, reference, 1, &size, err);
     /* 5. hand out the slack */
     if (st == EXPERT_OK && size < budget && opt->method == XQ_METHOD_SVD) {
-        scratch sc = {NULL, NULL};
+        scratch sc = {NULL, NULL, NULL};
         st = scratch_alloc(&job, &sc, err);
         uint64_t slack = budget - size;
         uint64_t *next = xq_calloc(job.nm, sizeof *next); /* cost of rank + 1 */
@@ -1295,17 +1499,36 @@ expert_status xq_compress(const char *in, const char *out, const xq_compress_opt
                 st = svd_error(&job, &job.m[i], job.m[i].rank, &sc, err, &job.m[i].rel_fro,
                                &job.m[i].energy);
         scratch_free(&sc);
-    } else if (st == EXPERT_OK && size < budget && budget - size > budget / 500 &&
-               opt->method == XQ_METHOD_OSD) {
-        uint64_t slack = budget - size, wsum = 0;
-        for (size_t i = 0; i < job.nm; i++)
+    } else if (st == EXPERT_OK && opt->method == XQ_METHOD_OSD && size < budget) {
+        /* the whole slack to one module at a time (largest first), refitting N
+         * at its chosen k, until it is used up: per-module shares would each be
+         * smaller than the 64-byte alignment steps of the cost */
+        uint64_t slack = budget - size;
+        size_t *ord = xq_malloc(job.nm * sizeof *ord), no = 0;
+        scratch sc = {NULL, NULL, NULL};
+        st = ord == NULL ? FAIL(EXPERT_E_NOMEM, "out of memory") : scratch_alloc(&job, &sc, err);
+        for (size_t i = 0; st == EXPERT_OK && i < job.nm; i++)
             if (job.m[i].out_kind == OUT_OSD)
-                wsum += job.m[i].src_bytes;
-        for (size_t i = 0; i < job.nm && wsum > 0; i++)
-            if (job.m[i].out_kind == OUT_OSD)
-                job.m[i].target = job.m[i].bytes +
-                                  (uint64_t)((double)slack * 0.98 * ((double)job.m[i].src_bytes / (double)wsum));
-        st = run_phase(&job, 2, err);
+                ord[no++] = i;
+        for (size_t a = 1; st == EXPERT_OK && a < no; a++) /* insertion sort, largest input first */
+            for (size_t b = a; b > 0 && job.m[ord[b]].src_bytes > job.m[ord[b - 1]].src_bytes; b--) {
+                size_t t = ord[b];
+                ord[b] = ord[b - 1];
+                ord[b - 1] = t;
+            }
+        /* below three alignment steps the rest is not worth more encodes */
+        for (size_t q = 0; st == EXPERT_OK && q < no && slack >= 3 * (uint64_t)job.lay.alignment; q++) {
+            cmod *m = &job.m[ord[q]];
+            if (m->kept >= (m->out + m->in) * m->rank)
+                continue;
+            uint64_t before = m->bytes;
+            m->target = before + slack;
+            st = fit_module(&job, m, &sc, 1, err);
+            if (st == EXPERT_OK && m->bytes >= before)
+                slack -= m->bytes - before;
+        }
+        scratch_free(&sc);
+        xq_free(ord);
     }
     if (st == EXPERT_OK)
         st = layout_size(&job, budget, reference, 1, &size, err);
@@ -1320,7 +1543,7 @@ expert_status xq_compress(const char *in, const char *out, const xq_compress_opt
         if (big == SIZE_MAX)
             break;
         cmod *m = &job.m[big];
-        scratch sc = {NULL, NULL};
+        scratch sc = {NULL, NULL, NULL};
         st = scratch_alloc(&job, &sc, err);
         if (st == EXPERT_OK && opt->method == XQ_METHOD_SVD) {
             m->rank--;
@@ -1427,6 +1650,7 @@ expert_status xq_compress(const char *in, const char *out, const xq_compress_opt
                       size, rep->file_size);
     }
     job_free(&job);
+    openblas_set_num_threads(blas_threads);
     if (st != EXPERT_OK)
         xq_report_free(rep);
     return st;

@@ -170,7 +170,9 @@ expert_status xq_svd_dense(size_t m, size_t n, const float *A, size_t k, const x
     if (!li_ok(m * n) || !li_ok(m) || !li_ok(n))
         return FAIL(EXPERT_E_LIMIT_EXCEEDED, "matrix too large for LAPACK");
     expert_status st;
-    if (o.method == XQ_SVD_RANDOMIZED && k + 1 < mn) {
+    int randomized = o.method == XQ_SVD_RANDOMIZED ||
+                     (o.method == XQ_SVD_AUTO && m * n >= ((size_t)1 << 20) && 4 * k <= mn);
+    if (randomized && k + 1 < mn) {
         st = svd_randomized(m, n, A, k, &o, U, S, Vt, err);
     } else {
         float *a = xq_malloc(m * n * sizeof *a), *Uf = xq_malloc(m * mn * sizeof *Uf);

@@ -45,10 +45,16 @@ typedef struct xq_layout {
     uint8_t codec;       /* XQ_CODEC_AUTO or a fixed codec */
 } xq_layout;
 
+/* A reusable zstd context for trial encodes (one per thread). */
+typedef struct xq_encoder xq_encoder;
+xq_encoder *xq_encoder_new(void);
+void xq_encoder_free(xq_encoder *e);
+
 /* Stored length of one section as expert_writer_add would write it with the
- * layout's codec policy; *codec gets the chosen codec. */
-expert_status xq_stored_size(const xq_layout *lay, uint8_t dtype, const void *data, size_t length,
-                             uint64_t *stored, uint8_t *codec, expert_error *err);
+ * layout's codec policy; *codec gets the chosen codec. enc may be NULL (a
+ * temporary context is used). */
+expert_status xq_stored_size(const xq_layout *lay, xq_encoder *enc, uint8_t dtype, const void *data,
+                             size_t length, uint64_t *stored, uint8_t *codec, expert_error *err);
 /* Length of the metadata region the writer produces for this JSON. */
 expert_status xq_metadata_size(const char *json, size_t length, uint64_t *out, expert_error *err);
 /* File length for sections with these stored lengths, in this order. */

@@ -22,7 +22,7 @@
 
 static const char k_help_compress[] =
     "Usage: expert-quality compress IN.expert -o OUT.expert --method svd|osd --budget BYTES|RATIO\n"
-    "         [--score magnitude|gradient --grads FILE] [--base FILE] [--svd exact|randomized]\n"
+    "         [--score magnitude|gradient --grads FILE] [--base FILE] [--svd auto|exact|randomized]\n"
     "         [--oversample P] [--power-iters Q] [--seed S] [--codec C] [--level N]\n"
     "         [--candidates N] [--threads N] [--force] [--modules] [--json] [-q]\n"
     "Full description: expert-cli help compress\n";
@@ -219,12 +219,14 @@ static int q_compress(const cli_cmd *cmd, int argc, char **argv)
     o.grads_path = v[C_GRADS].value;
     o.base_path = v[C_BASE].value;
     if (v[C_SVD].seen) {
-        if (strcmp(v[C_SVD].value, "exact") == 0)
+        if (strcmp(v[C_SVD].value, "auto") == 0)
+            o.svd.method = XQ_SVD_AUTO;
+        else if (strcmp(v[C_SVD].value, "exact") == 0)
             o.svd.method = XQ_SVD_EXACT;
         else if (strcmp(v[C_SVD].value, "randomized") == 0)
             o.svd.method = XQ_SVD_RANDOMIZED;
         else
-            return cli_usage_error(cmd, "--svd must be exact or randomized");
+            return cli_usage_error(cmd, "--svd must be auto, exact or randomized");
     }
     if (v[C_OVER].seen) {
         if ((rc = cli_parse_u64(cmd, "oversample", v[C_OVER].value, 1, 1000, 0, &n)) != 0)

@@ -14,7 +14,7 @@
  * Written atomically (temp file + rename).
  *
  * usage: expert-gen-base OUT.safetensors [--layers N] [--vocab V]
- *                        [--dtype f32|bf16|f16] [--seed S] [--bias] [--quiet]
+ *                        [--dtype f32|bf16|f16] [--seed S] [--bias] [--transposed] [--quiet]
  */
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
@@ -112,14 +112,16 @@ static uint16_t to_f16(float f)
 static int usage(FILE *f, int rc)
 {
     fprintf(f, "usage: " PROG " OUT.safetensors [--layers N] [--vocab V] [--dtype f32|bf16|f16]\n"
-               "                       [--seed S] [--bias] [--quiet]\n"
+               "                       [--seed S] [--bias] [--transposed] [--quiet]\n"
                "Writes a deterministic base checkpoint with Qwen3-0.6B names and shapes\n"
                "(28 layers and a 151936-token embedding by default: 2.4 GB in F32).\n"
                "  --layers N   decoder layers 1..1024 (default 28)\n"
                "  --vocab V    embedding rows (default 151936)\n"
                "  --dtype D    f32 (default), bf16 or f16 (round to nearest even)\n"
                "  --seed S     value seed (default 1)\n"
-               "  --bias       add a .bias [out] to every Linear (not in Qwen3; for IA3 tests)\n");
+               "  --bias       add a .bias [out] to every Linear (not in Qwen3; for IA3 tests)\n"
+               "  --transposed store Linear weights [in, out] (GPT-2 Conv1D style, for\n"
+               "               merge --fan-in-fan-out tests)\n");
     return rc;
 }
 
@@ -128,13 +130,15 @@ int main(int argc, char **argv)
     const char *out = NULL;
     unsigned long layers = 28, vocab = 151936;
     unsigned long long seed = 1;
-    int dtype = 0, bias = 0, quiet = 0; /* 0 f32, 1 bf16, 2 f16 */
+    int dtype = 0, bias = 0, quiet = 0, transposed = 0; /* dtype: 0 f32, 1 bf16, 2 f16 */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
             return usage(stdout, 0);
         if (strcmp(a, "--bias") == 0) {
             bias = 1;
+        } else if (strcmp(a, "--transposed") == 0) {
+            transposed = 1;
         } else if (strcmp(a, "--quiet") == 0 || strcmp(a, "-q") == 0) {
             quiet = 1;
         } else if (i + 1 < argc && strcmp(a, "--layers") == 0) {
@@ -178,7 +182,9 @@ int main(int argc, char **argv)
         for (size_t j = 0; j < N_LIN; j++) {
             const lin *m = &k_lin[j];
             snprintf(t[k].name, sizeof t[k].name, "model.layers.%lu.%s.weight", l, m->path);
-            t[k].rank = 2, t[k].dims[0] = m->out, t[k].dims[1] = m->in, t[k].kind = K_LIN;
+            t[k].rank = 2, t[k].kind = K_LIN;
+            t[k].dims[0] = transposed ? m->in : m->out;
+            t[k].dims[1] = transposed ? m->out : m->in;
             /* uniform [-h, h] has variance h²/3; row norm² = in·h²/3 */
             t[k++].scale = m->row_norm * sqrt(3.0 / (double)m->in);
             if (bias) {

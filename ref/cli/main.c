@@ -178,6 +178,11 @@ static const cli_cmd k_commands[] = {
     {"keygen", "create an Ed25519 key pair (PEM)", k_help_keygen, cmd_keygen},
     {"sign", "sign a .expert file in place", k_help_sign, cmd_sign},
     {"verify", "full validation including the signature", k_help_verify, cmd_verify},
+    {"merge", "merge an expert into base safetensors weights", cli_help_merge, cmd_merge},
+    {"compress", "re-fit an expert into a byte budget (svd | osd)", cli_help_compress,
+     cmd_compress},
+    {"diff", "per-module error between two experts' weight changes", cli_help_diff,
+     cmd_diff},
     {"help", "show help for a command", k_help_help, cmd_help},
 };
 #define COMMAND_COUNT (sizeof k_commands / sizeof k_commands[0])

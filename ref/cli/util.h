@@ -32,6 +32,12 @@ typedef struct cli_cmd {
 int cmd_pack(const cli_cmd *cmd, int argc, char **argv);
 int cmd_convert(const cli_cmd *cmd, int argc, char **argv); /* convert.c */
 extern const char k_help_convert[];                          /* convert.c */
+int cmd_merge(const cli_cmd *cmd, int argc, char **argv);    /* merge.c */
+int cmd_compress(const cli_cmd *cmd, int argc, char **argv); /* compress.c */
+int cmd_diff(const cli_cmd *cmd, int argc, char **argv);     /* diff.c */
+extern const char cli_help_merge[], cli_help_compress[], cli_help_diff[];
+/* compress.c: runs expert-quality with cmd->name and argv[1..] (compress, diff) */
+int cli_exec_quality(const cli_cmd *cmd, int argc, char **argv);
 
 /* ---------------------------------------------------- argument parsing */
 

@@ -368,5 +368,6 @@ expert_status expert_sha256(const void *data, size_t length, uint8_t out[32]);
 #endif
 
 #include "expert_v1.h" /* v1 tar.gz compatibility: auto-detection, conversion, legacy signatures */
+#include "expert_adapter.h" /* adapter semantics: fusion of LoRA/DoRA/IA3/OSD */
 
 #endif /* EXPERT_H */
