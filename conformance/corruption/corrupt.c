@@ -617,10 +617,18 @@ static row *row_get(row **rows, size_t *n, const char *name)
     for (size_t i = 0; i < *n; i++)
         if (strcmp((*rows)[i].name, name) == 0)
             return &(*rows)[i];
-    *rows = realloc(*rows, (*n + 1) * sizeof **rows);
+    row *grown = realloc(*rows, (*n + 1) * sizeof **rows);
+    if (grown == NULL) {
+        fprintf(stderr, "expert-corrupt: out of memory\n");
+        exit(2);
+    }
+    *rows = grown;
     row *r = &(*rows)[(*n)++];
     memset(r, 0, sizeof *r);
-    snprintf(r->name, sizeof r->name, "%s", name);
+    size_t len = strlen(name); /* names longer than the column are cut, deliberately */
+    if (len >= sizeof r->name)
+        len = sizeof r->name - 1;
+    memcpy(r->name, name, len);
     return r;
 }
 
