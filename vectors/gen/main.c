@@ -55,6 +55,13 @@ static void clean(const char *dir)
 int main(int argc, char **argv)
 {
     int do_clean = 0, a = 1;
+    if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        printf("usage: expert-vectors-gen [--clean] OUTDIR SPEC_DIR\n"
+               "Writes the golden vectors (accept/, reject/, impl/, write/, keys/, manifest.json,\n"
+               "README.md, SHA256SUMS) into OUTDIR, deterministically. SPEC_DIR holds example.expert.\n"
+               "--clean replaces vectors already in OUTDIR. `ninja vectors-regenerate` runs it.\n");
+        return 0;
+    }
     if (a < argc && strcmp(argv[a], "--clean") == 0) {
         do_clean = 1;
         a++;

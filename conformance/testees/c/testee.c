@@ -548,6 +548,14 @@ static int usage(void)
 int main(int argc, char **argv)
 {
     int a = 1;
+    if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        fputs("expert-testee: the reference C testee of the conformance protocol\n"
+              "(conformance/PROTOCOL.md). Exit 0 accepted/written, 1 rejected, 2 usage.\n"
+              "--fault makes it deliberately wrong, for the runner's self-check.\n",
+              stdout);
+        usage();
+        return 0;
+    }
     while (a < argc && strncmp(argv[a], "--fault", 7) == 0) {
         const char *v = NULL;
         if (argv[a][7] == '=')
