@@ -13,7 +13,9 @@
 
 #include "expert.h"
 
+#ifndef CLI_NAME /* programs that borrow these helpers name themselves */
 #define CLI_NAME "expert-cli"
+#endif
 #define CLI_VERSION "2.0.0"
 #define CLI_EXIT_USAGE 64  /* EX_USAGE */
 #define CLI_PARSE_HELP (-1) /* cli_parse: --help was printed, exit 0 */
