@@ -207,7 +207,7 @@ typedef struct wsec {
     uint16_t type;
     uint8_t dtype, rank;
     uint64_t dims[2];
-    uint32_t module;
+    uint32_t module, layer;
     const void *data;
     size_t length;
 } wsec;
@@ -282,8 +282,7 @@ static expert_status write_expert(const char *path, const ab_expert_meta *meta, 
         d.dims[0] = s[i].dims[0];
         d.dims[1] = s[i].dims[1];
         d.module = s[i].module;
-        const char *mp = json_string_value(json_object_get(json_array_get(modules, s[i].module), "path"));
-        d.layer = mp != NULL ? layer_of(mp) : EXPERT_LAYER_NONE;
+        d.layer = s[i].layer;
         if (st == EXPERT_OK)
             st = expert_writer_add(w, &d, s[i].data, s[i].length, err);
     }
@@ -310,8 +309,18 @@ static void sec2(wsec *s, const char *path, const char *suffix, uint16_t type, u
     s->dims[0] = d0;
     s->dims[1] = d1;
     s->module = module;
+    s->layer = layer_of(path);
     s->data = data;
     s->length = (size_t)(d0 * d1) * elem;
+}
+
+/* A rank-1 section [d0]. */
+static void sec1(wsec *s, const char *path, const char *suffix, uint16_t type, uint8_t dtype, uint64_t d0,
+                 uint32_t module, const void *data, size_t elem)
+{
+    sec2(s, path, suffix, type, dtype, d0, 1, module, data, elem);
+    s->rank = 1;
+    s->dims[1] = 0;
 }
 
 expert_status ab_write_lora_expert(const ab_model *m, const char *path, const ab_expert_meta *meta,
@@ -385,18 +394,14 @@ expert_status ab_write_full_expert(const ab_model *tuned, const ab_model *base, 
         json_array_append_new(mods, o);
         uint32_t mi = (uint32_t)i;
         sec2(&s[n++], mp, "osd_U", EXPERT_SECTION_OSD_U, EXPERT_DTYPE_F32, out, 0, mi, &none, 4);
-        sec2(&s[n], mp, "osd_S", EXPERT_SECTION_OSD_S, EXPERT_DTYPE_F32, 0, 1, mi, &none, 4);
-        s[n++].rank = 1;
+        sec1(&s[n++], mp, "osd_S", EXPERT_SECTION_OSD_S, EXPERT_DTYPE_F32, 0, mi, &none, 4);
         sec2(&s[n++], mp, "osd_VT", EXPERT_SECTION_OSD_VT, EXPERT_DTYPE_F32, 0, in, mi, &none, 4);
-        sec2(&s[n], mp, "osd_sparse_indptr", EXPERT_SECTION_OSD_SPARSE_INDPTR, EXPERT_DTYPE_I32, out + 1, 1,
-             mi, indptr, 4);
-        s[n++].rank = 1;
-        sec2(&s[n], mp, "osd_sparse_indices", EXPERT_SECTION_OSD_SPARSE_INDICES, EXPERT_DTYPE_I32, nnz, 1,
-             mi, indices, 4);
-        s[n++].rank = 1;
-        sec2(&s[n], mp, "osd_sparse_values", EXPERT_SECTION_OSD_SPARSE_VALUES, EXPERT_DTYPE_F32, nnz, 1, mi,
+        sec1(&s[n++], mp, "osd_sparse_indptr", EXPERT_SECTION_OSD_SPARSE_INDPTR, EXPERT_DTYPE_I32, out + 1, mi,
+             indptr, 4);
+        sec1(&s[n++], mp, "osd_sparse_indices", EXPERT_SECTION_OSD_SPARSE_INDICES, EXPERT_DTYPE_I32, nnz, mi,
+             indices, 4);
+        sec1(&s[n++], mp, "osd_sparse_values", EXPERT_SECTION_OSD_SPARSE_VALUES, EXPERT_DTYPE_F32, nnz, mi,
              values, 4);
-        s[n++].rank = 1;
     }
     if (st == EXPERT_OK)
         st = write_expert(path, meta, mods, s, n, err);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <ftw.h>
 #include <sys/stat.h>
 
 #include <zlib.h>
@@ -25,6 +26,65 @@ static int ends_with(const char *s, const char *suffix)
 {
     size_t a = strlen(s), b = strlen(suffix);
     return a >= b && memcmp(s + a - b, suffix, b) == 0;
+}
+
+/* Regular files under root (symbolic links and the rest skipped: the
+ * fortunes package links its .u8 variants), relative paths sorted bytewise.
+ * nftw has no user pointer, hence the file-scope collector; the A/B tools
+ * are single-threaded. */
+static struct {
+    char **names;
+    size_t n, cap, root_len;
+    int failed;
+} g_list;
+
+static int list_one(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+    (void)sb, (void)ftw;
+    if (type != FTW_F)
+        return 0;
+    if (g_list.n == g_list.cap) {
+        size_t nc = g_list.cap ? 2 * g_list.cap : 1024;
+        char **q = realloc(g_list.names, nc * sizeof *q);
+        if (q == NULL)
+            return g_list.failed = 1;
+        g_list.names = q;
+        g_list.cap = nc;
+    }
+    if ((g_list.names[g_list.n] = strdup(path + g_list.root_len + 1)) == NULL)
+        return g_list.failed = 1;
+    g_list.n++;
+    return 0;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void free_names(char **names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+static expert_status list_files(const char *root, char ***names, size_t *n, expert_error *err)
+{
+    memset(&g_list, 0, sizeof g_list);
+    g_list.root_len = strlen(root);
+    while (g_list.root_len > 1 && root[g_list.root_len - 1] == '/')
+        g_list.root_len--;
+    int rc = nftw(root, list_one, 32, FTW_PHYS);
+    if (rc != 0 || g_list.failed) {
+        free_names(g_list.names, g_list.n);
+        return g_list.failed ? FAIL(EXPERT_E_NOMEM, "out of memory")
+                             : FAIL(EXPERT_E_IO, "cannot list '%s': %s", root, strerror(errno));
+    }
+    qsort(g_list.names, g_list.n, sizeof *g_list.names, cmp_names);
+    *names = g_list.names;
+    *n = g_list.n;
+    return EXPERT_OK;
 }
 
 static expert_status append(ab_text *t, size_t *cap, const uint8_t *p, size_t n, expert_error *err)
@@ -76,16 +136,17 @@ expert_status ab_read_text(const ab_source *src, size_t n, ab_text *out, expert_
         }
         expert_status st = EXPERT_OK;
         if (S_ISDIR(sb.st_mode)) {
-            file_list fl;
-            st = walk_dir(src[i].path, &fl, err);
-            for (size_t j = 0; st == EXPERT_OK && j < fl.count; j++) {
-                if (ends_with(fl.items[j].path, ".dat") || ends_with(fl.items[j].path, ".u8"))
+            char **names = NULL;
+            size_t nn = 0;
+            st = list_files(src[i].path, &names, &nn, err);
+            for (size_t j = 0; st == EXPERT_OK && j < nn; j++) {
+                if (ends_with(names[j], ".dat") || ends_with(names[j], ".u8"))
                     continue;
                 char path[4096];
-                snprintf(path, sizeof path, "%s/%s", src[i].path, fl.items[j].path);
+                snprintf(path, sizeof path, "%s/%s", src[i].path, names[j]);
                 st = append_file(out, &cap, path, err);
             }
-            file_list_free(&fl); /* walk_dir leaves it empty on failure */
+            free_names(names, nn);
         } else {
             st = append_file(out, &cap, src[i].path, err);
         }
@@ -129,28 +190,28 @@ expert_status ab_sql_load(const ab_source *src, uint64_t seed, double train, dou
     struct stat sb;
     if (stat(src->path, &sb) != 0 || !S_ISDIR(sb.st_mode))
         return missing(src, err);
-    file_list fl;
-    XQ_TRY(walk_dir(src->path, &fl, err));
-    size_t n = 0;
-    for (size_t j = 0; j < fl.count; j++)
-        n += (size_t)ends_with(fl.items[j].path, ".test");
+    char **names;
+    size_t count, n = 0;
+    XQ_TRY(list_files(src->path, &names, &count, err));
+    for (size_t j = 0; j < count; j++)
+        n += (size_t)ends_with(names[j], ".test");
     expert_status st = n == 0 ? FAIL(EXPERT_E_NOT_FOUND, "no .test files under '%s' (package '%s')", src->path,
                                      src->package)
                               : EXPERT_OK;
     if (st == EXPERT_OK && (out->d = calloc(n, sizeof *out->d)) == NULL)
         st = FAIL(EXPERT_E_NOMEM, "out of memory");
-    for (size_t j = 0; st == EXPERT_OK && j < fl.count; j++) {
-        if (!ends_with(fl.items[j].path, ".test"))
+    for (size_t j = 0; st == EXPERT_OK && j < count; j++) {
+        if (!ends_with(names[j], ".test"))
             continue;
         ab_doc *d = &out->d[out->n];
         char path[4096];
-        snprintf(path, sizeof path, "%s/%s", src->path, fl.items[j].path);
+        snprintf(path, sizeof path, "%s/%s", src->path, names[j]);
         char *data;
         st = read_small_file(path, TEXT_MAX, &data, &d->len, err);
         if (st != EXPERT_OK)
             break;
         d->data = (uint8_t *)data;
-        d->name = strdup(fl.items[j].path);
+        d->name = strdup(names[j]);
         if (d->name == NULL) {
             free(data);
             st = FAIL(EXPERT_E_NOMEM, "out of memory");
@@ -160,7 +221,7 @@ expert_status ab_sql_load(const ab_source *src, uint64_t seed, double train, dou
         d->split = u < train ? AB_SPLIT_TRAIN : u < train + calib ? AB_SPLIT_CALIB : AB_SPLIT_TEST;
         out->n++;
     }
-    file_list_free(&fl);
+    free_names(names, count);
     if (st != EXPERT_OK)
         ab_docs_free(out);
     return st;

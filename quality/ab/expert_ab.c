@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -434,6 +435,7 @@ static expert_status train(task *t, const stage *sg, sampler *s, trainlog *log, 
     log->items_per_step = t->kind == TASK_SQL ? sg->batch * t->lm.c.ctx : sg->batch;
     double t0 = ab_now(), acc = 0.0, last = 0.0;
     long nacc = 0;
+    int tty = isatty(2);
     expert_status st = EXPERT_OK;
     for (long step = 0; step < sg->steps; step++) {
         next_batch(t, s, B, &b);
@@ -451,14 +453,17 @@ static expert_status train(task *t, const stage *sg, sampler *s, trainlog *log, 
         if ((step + 1) % sg->log_every == 0 || step + 1 == sg->steps) {
             last = acc / (double)nacc;
             json_array_append_new(log->curve, json_pack("[I,f]", (json_int_t)(step + 1), last));
-            if (!t->quiet)
-                fprintf(stderr, "\r%s %s: step %ld/%ld loss %.4f (%.0f items/s)   ", t->name, sg->name, step + 1,
-                        sg->steps, last, (double)(step + 1) * (double)log->items_per_step / (ab_now() - t0));
+            /* a live line on a terminal, one line per tenth of the run otherwise */
+            long tenth = sg->steps >= 10 ? sg->steps / 10 : 1;
+            if (!t->quiet && (tty || (step + 1) % tenth == 0 || step + 1 == sg->steps))
+                fprintf(stderr, "%s%s %s: step %ld/%ld loss %.4f (%.0f items/s)%s", tty ? "\r" : "", t->name,
+                        sg->name, step + 1, sg->steps, last,
+                        (double)(step + 1) * (double)log->items_per_step / (ab_now() - t0), tty ? "   " : "\n");
             acc = 0.0;
             nacc = 0;
         }
     }
-    if (!t->quiet)
+    if (!t->quiet && tty)
         fputc('\n', stderr);
     log->seconds = ab_now() - t0;
     log->final_loss = last;
@@ -485,7 +490,7 @@ static expert_status write_log(const char *path, task *t, const char *stage_name
                           "loss_curve", lg->curve);
     if (extra != NULL)
         json_object_update(o, extra);
-    char *s = json_dumps(o, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(o);
     if (s == NULL)
         return FAIL(EXPERT_E_NOMEM, "out of memory");
@@ -1267,6 +1272,26 @@ static int cmd_eval(const cli_cmd *cmd, int argc, char **argv)
     if (st == EXPERT_OK && !t.quiet)
         fprintf(stderr, "%s: %zu items, %zu modules applied %s, %.1f s -> %s\n", t.name, n, ab_applied_count(ap),
                 how == AB_APPLY_MERGED ? "merged" : "unmerged", ab_now() - t0, a.v[O_EVOUT].value);
+    if (st == EXPERT_OK && a.v[O_JSON].seen) {
+        /* what was evaluated, so a runner can prove each arm came from its file */
+        uint8_t h[32];
+        char hex[65], *data = NULL;
+        size_t dl = 0;
+        st = read_small_file(a.v[O_EXPERT].value, (size_t)1 << 34, &data, &dl, &err);
+        if (st == EXPERT_OK) {
+            expert_sha256(data, dl, h);
+            fmt_hex(h, 32, hex);
+            json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:I,s:s,s:f}", "task", t.name, "expert", a.v[O_EXPERT].value,
+                                  "expert_sha256", hex, "items", (json_int_t)n, "modules_applied",
+                                  (json_int_t)ab_applied_count(ap), "apply",
+                                  how == AB_APPLY_MERGED ? "merged" : "unmerged", "seconds", ab_now() - t0);
+            char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+            printf("%s\n", s);
+            free(s);
+            json_decref(o);
+        }
+        free(data);
+    }
     for (size_t i = 0; i < n; i++)
         json_decref(lines[i]);
     free(lines);
@@ -1330,11 +1355,11 @@ static int cmd_floor(const cli_cmd *cmd, int argc, char **argv)
         free(A), free(B), free(C);
     }
     if (a.v[O_JSON].seen) {
-        char *s = json_dumps(json_pack("{s:s,s:i,s:o}", "what", "OpenBLAS sgemm, row-major NT", "threads", 1,
-                                       "shapes", arr),
-                             JSON_COMPACT);
+        json_t *o = json_pack("{s:s,s:i,s:o}", "what", "OpenBLAS sgemm, row-major NT", "threads", 1, "shapes", arr);
+        char *s = json_dumps(o, JSON_COMPACT);
         printf("%s\n", s);
         free(s);
+        json_decref(o);
     } else {
         json_decref(arr);
     }
@@ -1386,14 +1411,15 @@ static const char k_help_items[] =
     "10,000 official test images by index and label.\n";
 static const char k_help_eval[] =
     "Usage: expert-ab eval --base BASE.safetensors --expert X.expert --items ITEMS.jsonl\n"
-    "         --out OUT.jsonl [--apply merged|unmerged] [--config CONFIG.json]\n"
+    "         --out OUT.jsonl [--apply merged|unmerged] [--config CONFIG.json] [--json]\n"
     "\n"
     "The evaluator of the protocol (quality/ab/PROTOCOL.md): opens X with libexpert,\n"
     "checks it was made for this base (base_model.sha256), applies every module with\n"
     "the core fusion (merged into the weights, the default, or unmerged through\n"
     "expert_adapter_forward) and writes one JSON line per outcome: id, correct,\n"
     "score (log-probability), cluster, metric (sql: token and statement; fmnist:\n"
-    "accuracy). --config gives the fmnist data location when not the default.\n";
+    "accuracy). --config gives the fmnist data location when not the default.\n"
+    "--json prints a summary (expert SHA-256, modules applied, items, seconds).\n";
 static const char k_help_floor[] =
     "Usage: expert-ab floor [--json]\n"
     "\n"

@@ -10,8 +10,9 @@
  *    (core fusion), truncated SVD (exact or randomized) to K triplets.
  * Budget: the whole output file ≤ budget. After the fixed costs (header,
  * metadata, TOC, index, names, copied IA³ vectors, DoRA magnitudes) the
- * remaining bytes are split over the modules in proportion to their input
- * sizes; each arm fits its module into its share with exact encoded sizes;
+ * remaining bytes are split over the modules in proportion to (out + in)
+ * times the input's rank (what the output's rank steps cost); each arm fits
+ * its module into its share with exact encoded sizes;
  * the slack left by the per-module fits is then handed out (svd: the next
  * rank step with the best retained energy per byte; osd: shares grown and
  * refitted), and the final size is computed exactly and checked against the
@@ -1248,6 +1249,17 @@ static expert_status layout_size(cjob *job, uint64_t budget, uint64_t reference,
 
 /* ------------------------------------------------------------ main */
 
+/* A module's share of the budget: what one rank step of the output costs it,
+ * (out + in), times the input's rank (1 for a dense or sparse-only change).
+ * For LoRA inputs this is the input's own proportion; for a dense change it
+ * is what an adapter of uniform rank spends per layer, so a small layer (a
+ * classifier head) is not starved because its dense ΔW is small. */
+static double share_weight(const cmod *m)
+{
+    double r = m->a->r > 0 ? (double)m->a->r : 1.0;
+    return (double)(m->out + m->in) * r;
+}
+
 expert_status xq_reference_size(expert_reader *r, uint64_t *out, expert_error *err)
 {
     expert_header_info h;
@@ -1414,7 +1426,8 @@ expert_status xq_compress(const char *in, const char *out, const xq_compress_opt
         st = run_phase(&job, 0, err);
     double t2 = xq_now();
     /* 2. fixed costs: everything with every module present at its source rank */
-    uint64_t fixed = 0, weights = 0;
+    uint64_t fixed = 0;
+    double weights = 0.0;
     if (st == EXPERT_OK) {
         for (size_t i = 0; i < job.nm; i++) {
             cmod *m = &job.m[i];
@@ -1425,7 +1438,7 @@ expert_status xq_compress(const char *in, const char *out, const xq_compress_opt
                           : m->a->kind == EXPERT_ADAPTER_DORA && !m->dense ? OUT_DORA : OUT_LORA;
             fixed += m->fixed_bytes;
             if (m->action == ACT_COMPRESS && m->K > 0)
-                weights += m->src_bytes;
+                weights += share_weight(m);
         }
         /* structure and names of that layout, with empty bodies: */
         uint64_t overhead = 0;
@@ -1435,13 +1448,13 @@ expert_status xq_compress(const char *in, const char *out, const xq_compress_opt
                       "budget %" PRIu64 " bytes is below the fixed cost of the file (%" PRIu64
                       " bytes: header, metadata, TOC, names, copied vectors, magnitudes)",
                       budget, overhead + fixed);
-        /* 3. shares of the rest, proportional to the modules' input sizes */
+        /* 3. shares of the rest, proportional to share_weight */
         if (st == EXPERT_OK) {
             uint64_t data = budget - overhead - fixed;
             for (size_t i = 0; i < job.nm; i++) {
                 cmod *m = &job.m[i];
                 if (m->action == ACT_COMPRESS && m->K > 0 && weights > 0)
-                    m->target = m->fixed_bytes + (uint64_t)((double)data * ((double)m->src_bytes / (double)weights));
+                    m->target = m->fixed_bytes + (uint64_t)((double)data * (share_weight(m) / weights));
             }
         }
     }
