@@ -239,6 +239,11 @@ double ab_lm_forward(ab_lm *lm, int batch, const int *tokens, const int *targets
     return ab_xent(N, c->vocab, a->logits, targets, 1.0f, NULL, correct, logp);
 }
 
+const float *ab_lm_logits(const ab_lm *lm)
+{
+    return lm->a->logits;
+}
+
 void ab_lm_backward(ab_lm *lm, int batch, const int *tokens, const int *targets)
 {
     const ab_lm_config *c = &lm->c;

@@ -97,6 +97,8 @@ int ab_lm_reserve(ab_lm *lm, int batch, int rmax);
  * token). correct/logp (may be NULL) per position as ab_xent. */
 double ab_lm_forward(ab_lm *lm, int batch, const int *tokens, const int *targets, uint8_t *correct,
                      float *logp);
+/* The logits [batch·ctx, vocab] of the last forward pass. */
+const float *ab_lm_logits(const ab_lm *lm);
 /* Backward pass of the last forward (same arguments): adds the gradients of
  * the current mode. */
 void ab_lm_backward(ab_lm *lm, int batch, const int *tokens, const int *targets);

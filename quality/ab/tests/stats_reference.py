@@ -87,8 +87,9 @@ def connor_n(delta, p_disc, alpha=0.05, power=0.8):
     """
     z_a = norm.ppf(1.0 - alpha / 2.0)
     z_b = norm.ppf(power)
+    # at delta = sqrt(p_disc) the difference can round below zero
     return (z_a * math.sqrt(p_disc)
-            + z_b * math.sqrt(p_disc - delta ** 2)) ** 2 / delta ** 2
+            + z_b * math.sqrt(max(p_disc - delta ** 2, 0.0))) ** 2 / delta ** 2
 
 
 def connor_mde_reference(n, p_disc, alpha=0.05, power=0.8):
