@@ -29,6 +29,12 @@ def kib(n):
     return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
 
 
+def natural(name):
+    """lora-r2-s1 before lora-r16-s1."""
+    import re
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
 def acc_key(arm, r=None, s=None):
     return arm + (f"-r{r}" if r is not None else "") + (f"-s{s}" if s is not None else "")
 
@@ -127,6 +133,21 @@ def md(res):
     w("")
     w("Reasons, per cell: " + "; ".join(f"{tr['task']} r{c['rank']}: {c['reason']}" for tr in res["tasks"]
                                         for c in tr["comparisons"] if c["kind"] == "primary") + ".\n")
+    w("### Reading the result\n")
+    for tr in res["tasks"]:
+        acc = tr["accuracy"]
+        comp = [a for a in ARM_ORDER[1:] if a in plan["arms"]]
+        gaps = []
+        for r in ranks:
+            best = max(comp, key=lambda a: acc[acc_key(a, r)]["acc"])
+            gaps.append(f"r{r} {best} {acc[acc_key(best, r)]['acc']:.1f} vs lora {acc[acc_key('lora-mean', r)]['acc']:.1f}")
+        top = max(acc[acc_key(a, ranks[-1])]["high"] for a in comp)
+        small = next((r for r in ranks if acc[acc_key("lora-mean", r)]["low"] > top), None)
+        w(f"- {tr['task']}: the best compressed arm at each budget against the LoRA: " + "; ".join(gaps) + ". "
+          + (f"LoRA at rank {small} ({tr['budgets'][str(small)]:,} B) is already more accurate than every compressed "
+             f"arm at rank {ranks[-1]} ({tr['budgets'][str(ranks[-1])]:,} B), with disjoint 95% CIs. " if small is not None else "")
+          + f"base {acc['base']['acc']:.1f}, full {acc['full']['acc']:.1f} ({kib(tr['bytes']['full'])}).")
+    w("")
     w(f"Wall time of this run: {res['wall_seconds'] / 60:.1f} min with {prov['jobs']} parallel jobs"
       + (" (some jobs were cached from an earlier run: not a timing)" if res.get("cached_jobs") else "") + ".\n")
 
@@ -206,19 +227,24 @@ def md(res):
         w("Relative Frobenius error ‖ΔW − ΔŴ‖/‖ΔW‖ over all modules, as the compressor reported it and as "
           "`expert-quality diff` recomputes it from the files; for `lora` the distance of the trained LoRA to the "
           "full fine-tune's change (a different training run, not an approximation of it).\n")
-        w("| arm | rank | rel. error (compress) | rel. error (diff) | kept entries of U, Vt |")
-        w("|---|---|---|---|---|")
+        w("The compressor's figure counts a module it dropped (rank 0: its whole share did not buy one rank "
+          "step) with error 1; `diff` compares the modules both files hold, and the gate compares them module by "
+          "module.\n")
+        w("| arm | rank | rel. error (compress) | rel. error (diff) | modules dropped | budget used | kept entries of U, Vt |")
+        w("|---|---|---|---|---|---|---|")
         for x in tr["reconstruction"]:
             name = x["arm"] + (f" s{x['seed']}" if "seed" in x else "")
             dens = "" if x.get("kept_density") is None else f"{100 * x['kept_density']:.1f} %"
             rf = "" if x["rel_fro"] is None else f"{x['rel_fro']:.4f}"
-            w(f"| {name} | {x['rank']} | {rf} | {x['rel_fro_diff']:.4f} | {dens} |")
+            drop = "" if "modules_dropped" not in x else str(x["modules_dropped"])
+            use = "" if "budget_use" not in x else f"{100 * x['budget_use']:.1f} %"
+            w(f"| {name} | {x['rank']} | {rf} | {x['rel_fro_diff']:.4f} | {drop} | {use} | {dens} |")
         w("")
         w("### Training\n")
         w(f"![loss curves](quality/{task}-loss.svg)\n")
         w("| run | steps | batch | seconds | items/s | model GFLOP/s | sgemm floor | fraction | final train loss | calibration loss | calibration acc. |")
         w("|---|---|---|---|---|---|---|---|---|---|---|")
-        for name, lg in sorted(tr["training"].items()):
+        for name, lg in sorted(tr["training"].items(), key=lambda x: natural(x[0])):
             th = tr["throughput"][name]
             w(f"| {name} | {lg['steps']} | {lg['batch']} | {lg['seconds']:.1f} | {lg['items_per_s']:,.0f} | "
               f"{lg['model_gflops']:.1f} | {th['floor_gflops']:.1f} | {th['fraction_of_floor']:.2f} | "
