@@ -165,8 +165,8 @@ static expert_status task_model(task *t, json_t *model, uint64_t seed, expert_er
     json_t *wrap = json_pack("{s:O}", "model", model);
     expert_status st = EXPERT_OK;
     if (t->kind == TASK_SQL) {
-        long v[6];
-        double theta;
+        long v[6] = {0};
+        double theta = 0.0;
         static const char *const keys[6] = {"model.vocab", "model.d", "model.layers", "model.heads",
                                             "model.ffn", "model.ctx"};
         static const long hi[6] = {256, 4096, 64, 64, 16384, 4096};
@@ -181,7 +181,7 @@ static expert_status task_model(task *t, json_t *model, uint64_t seed, expert_er
         }
         t->m = &t->lm.m;
     } else {
-        long in, hidden, classes;
+        long in = 0, hidden = 0, classes = 0;
         st = cfg_int(wrap, "model.in", 1, 1 << 20, &in, err);
         if (st == EXPERT_OK)
             st = cfg_int(wrap, "model.hidden", 1, 1 << 16, &hidden, err);
