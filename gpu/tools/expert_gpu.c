@@ -140,7 +140,7 @@ static expert_status measure_file(const char *path, const expert_gpu_options *o,
     return st;
 }
 
-static int cmd_vram(const cli_cmd *cmd, int argc, char **argv)
+static int gpu_vram(const cli_cmd *cmd, int argc, char **argv)
 {
     enum { O_DTYPE, O_PER_TENSOR, O_EXPERTS, O_PREDICT, O_JSON, O_N };
     static const cli_opt_spec specs[O_N] = {{"dtype", 0, 1}, {"per-tensor", 0, 0},
@@ -302,7 +302,7 @@ static double median(double *v, unsigned n)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-static int cmd_load(const cli_cmd *cmd, int argc, char **argv)
+static int gpu_load(const cli_cmd *cmd, int argc, char **argv)
 {
     enum { O_DTYPE, O_PER_TENSOR, O_THREADS, O_SLOTS, O_REPEAT, O_JSON, O_N };
     static const cli_opt_spec specs[O_N] = {{"dtype", 0, 1},   {"per-tensor", 0, 0},
@@ -465,7 +465,7 @@ static float *rand_device(uint64_t n, uint64_t *state, expert_error *err)
     return d;
 }
 
-static int cmd_apply(const cli_cmd *cmd, int argc, char **argv)
+static int gpu_apply(const cli_cmd *cmd, int argc, char **argv)
 {
     enum { O_TOKENS, O_RANK, O_REPEAT, O_JSON, O_N };
     static const cli_opt_spec specs[O_N] = {
@@ -600,7 +600,7 @@ static const char k_help_device[] =
     "The CUDA device this build would use, or why there is none.\n"
     "Exit status: 0 a device is present, 77 none (or built without CUDA).\n";
 
-static int cmd_device(const cli_cmd *cmd, int argc, char **argv)
+static int gpu_device(const cli_cmd *cmd, int argc, char **argv)
 {
     static const cli_opt_spec specs[1] = {{"json", 0, 0}};
     cli_opt_val v[1];
@@ -630,11 +630,11 @@ static int cmd_device(const cli_cmd *cmd, int argc, char **argv)
 }
 
 static const cli_cmd k_cmds[] = {
-    {"vram", "device bytes per expert: predicted, and measured with a GPU", k_help_vram, cmd_vram},
+    {"vram", "device bytes per expert: predicted, and measured with a GPU", k_help_vram, gpu_vram},
     {"load", "stream experts to the GPU; time to first layer, bandwidth vs floor", k_help_load,
-     cmd_load},
-    {"apply", "GPU adapter application throughput vs cuBLAS peak", k_help_apply, cmd_apply},
-    {"device", "the CUDA device, or why there is none", k_help_device, cmd_device},
+     gpu_load},
+    {"apply", "GPU adapter application throughput vs cuBLAS peak", k_help_apply, gpu_apply},
+    {"device", "the CUDA device, or why there is none", k_help_device, gpu_device},
 };
 
 int main(int argc, char **argv)

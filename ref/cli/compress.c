@@ -101,7 +101,7 @@ static void try_exec(const char *path, char **args)
     }
 }
 
-int cli_exec_quality(const cli_cmd *cmd, int argc, char **argv)
+int cli_exec_helper(const cli_cmd *cmd, const cli_helper *h, int argc, char **argv)
 {
     if (wants_help(argc, argv)) {
         fputs(cmd->help, stdout);
@@ -112,12 +112,12 @@ int cli_exec_quality(const cli_cmd *cmd, int argc, char **argv)
         fprintf(stderr, "%s: NOMEM: out of memory\n", CLI_NAME);
         return EXPERT_E_NOMEM;
     }
-    args[1] = (char *)(uintptr_t)cmd->name;
+    args[1] = (char *)(uintptr_t)h->subcommand;
     for (int i = 1; i < argc; i++)
         args[i + 1] = argv[i];
     fflush(stdout);
     fflush(stderr);
-    try_exec(getenv("EXPERT_QUALITY"), args);
+    try_exec(getenv(h->env), args);
     char self[PATH_MAX], cand[PATH_MAX + 64];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     if (n > 0) {
@@ -125,23 +125,29 @@ int cli_exec_quality(const cli_cmd *cmd, int argc, char **argv)
         char *slash = strrchr(self, '/');
         if (slash != NULL) {
             *slash = '\0';
-            snprintf(cand, sizeof cand, "%s/expert-quality", self);
+            snprintf(cand, sizeof cand, "%s/%s", self, h->program);
             try_exec(cand, args);
-            snprintf(cand, sizeof cand, "%s/../quality/expert-quality", self);
+            snprintf(cand, sizeof cand, "%s/../%s/%s", self, h->build_subdir, h->program);
             try_exec(cand, args);
         }
     }
-    args[0] = (char *)"expert-quality";
-    execvp("expert-quality", args);
+    args[0] = (char *)(uintptr_t)h->program;
+    execvp(h->program, args);
     int e = errno;
     free(args);
     expert_error err;
-    err_set(&err, EXPERT_E_NOT_FOUND,
-            "'%s' needs the expert-quality program, which was not found (%s); it is built "
-            "only when LAPACKE and OpenBLAS are available (Debian: liblapacke-dev "
-            "libopenblas-dev)",
-            cmd->name, strerror(e));
+    err_set(&err, EXPERT_E_NOT_FOUND, "'%s' needs the %s program, which was not found (%s); %s",
+            cmd->name, h->program, strerror(e), h->missing_hint);
     return cli_report(wants_json(argc, argv), NULL, EXPERT_E_NOT_FOUND, &err);
+}
+
+int cli_exec_quality(const cli_cmd *cmd, int argc, char **argv)
+{
+    const cli_helper quality = {
+        "expert-quality", "EXPERT_QUALITY", "quality", cmd->name,
+        "it is built only when LAPACKE and OpenBLAS are available (Debian: liblapacke-dev "
+        "libopenblas-dev)"};
+    return cli_exec_helper(cmd, &quality, argc, argv);
 }
 
 int cmd_compress(const cli_cmd *cmd, int argc, char **argv)

@@ -183,6 +183,9 @@ static const cli_cmd k_commands[] = {
      cmd_compress},
     {"diff", "per-module error between two experts' weight changes", cli_help_diff,
      cmd_diff},
+    {"vram", "device memory per expert: predicted, measured with a GPU", cli_help_vram, cmd_vram},
+    {"gpu-load", "stream experts to a CUDA GPU layer by layer, timed", cli_help_gpu_load,
+     cmd_gpu_load},
     {"help", "show help for a command", k_help_help, cmd_help},
 };
 #define COMMAND_COUNT (sizeof k_commands / sizeof k_commands[0])

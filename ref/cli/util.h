@@ -38,8 +38,23 @@ int cmd_merge(const cli_cmd *cmd, int argc, char **argv);    /* merge.c */
 int cmd_compress(const cli_cmd *cmd, int argc, char **argv); /* compress.c */
 int cmd_diff(const cli_cmd *cmd, int argc, char **argv);     /* diff.c */
 extern const char cli_help_merge[], cli_help_compress[], cli_help_diff[];
+/* A command carried out by another program of the project: exec'd with
+ * `subcommand` and argv[1..], found through $env, next to this executable,
+ * in ../build_subdir/ (a build tree), then on PATH. */
+typedef struct cli_helper {
+    const char *program;      /* "expert-quality" */
+    const char *env;          /* "EXPERT_QUALITY": an explicit path */
+    const char *build_subdir; /* "quality" */
+    const char *subcommand;
+    const char *missing_hint; /* why it may be absent */
+} cli_helper;
+int cli_exec_helper(const cli_cmd *cmd, const cli_helper *h, int argc, char **argv);
 /* compress.c: runs expert-quality with cmd->name and argv[1..] (compress, diff) */
 int cli_exec_quality(const cli_cmd *cmd, int argc, char **argv);
+/* gpu.c: `vram` and `gpu-load` run expert-gpu (vram, load) */
+int cmd_vram(const cli_cmd *cmd, int argc, char **argv);
+int cmd_gpu_load(const cli_cmd *cmd, int argc, char **argv);
+extern const char cli_help_vram[], cli_help_gpu_load[];
 
 /* ---------------------------------------------------- argument parsing */
 
