@@ -184,6 +184,8 @@ static int gpu_vram(const cli_cmd *cmd, int argc, char **argv)
                have_gpu ? "measured with cudaMemGetInfo" : "predicted, not measured");
         printf("%-32s %10s %10s %10s %12s %8s %12s %12s %s\n", "file", "payload", "resident",
                "reserved", "dense dW", "vs dense", "1 expert", "N experts", "< 50 MB");
+        printf("(1 expert / N experts: %s)\n",
+               have_gpu ? "cudaMemGetInfo drop" : "page-rounded reservation, predicted");
     }
     for (size_t f = 0; f < npos; f++) {
         expert_reader *r = NULL;
@@ -258,8 +260,8 @@ static int gpu_vram(const cli_cmd *cmd, int argc, char **argv)
             printf("%-32.32s %10s %10s %10s %12s %7.2f%% %12s %12s %s\n", base ? base + 1 : pos[f],
                    fmt_size(t.payload_bytes, b1), fmt_size(t.resident_bytes, b2),
                    fmt_size(t.reserved_bytes, b3), fmt_size(t.dense_delta_bytes, b4),
-                   100.0 * ratio, m.have ? fmt_size(m.one, b5) : "-",
-                   m.have ? fmt_size(m.many, b6) : "-", under ? "yes" : "NO");
+                   100.0 * ratio, fmt_size(m.have ? m.one : t.reserved_bytes, b5),
+                   fmt_size(m.have ? m.many : pred_many, b6), under ? "yes" : "NO");
         }
         expert_gpu_plan_free(p);
         expert_close(r);
