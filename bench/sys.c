@@ -559,8 +559,8 @@ void xs_context_collect(const char *data_dir)
     cpu_info();
     topology_info();
     fs_info(data_dir);
-    xs_context_add("lib_expert", "%s (format %d.%d)", XB_EXPERT_VERSION, EXPERT_VERSION_MAJOR,
-                   EXPERT_VERSION_MINOR);
+    xs_context_add("lib_expert", "%s (format %d.%d)", XB_EXPERT_VERSION, EXPERT_FORMAT_MAJOR,
+                   EXPERT_FORMAT_MINOR);
     xs_context_add("lib_zstd", "%s", ZSTD_versionString());
     xs_context_add("lib_openssl", "%s", OpenSSL_version(OPENSSL_VERSION));
     xs_context_add("lib_jansson", "%s", jansson_version_str());

@@ -68,7 +68,7 @@ void fz_exercise(expert_reader *r, int full)
     size_t jl = 0;
     const char *json = expert_metadata_json(r, &jl);
     FZ_ASSERT(json != NULL && strlen(json) == jl);
-    FZ_ASSERT(expert_name(r) != NULL && expert_version(r) != NULL);
+    FZ_ASSERT(expert_name(r) != NULL && expert_package_version(r) != NULL);
     for (uint32_t m = 0; m < expert_module_count(r); m++) {
         expert_module_info mi;
         FZ_ASSERT(expert_module(r, m, &mi) == EXPERT_OK && mi.path && mi.type);

@@ -981,7 +981,7 @@ static char *build_metadata(const cjob *job, uint64_t budget, uint64_t reference
         in_meta = json_loadb(text, len, 0, &je);
     json_object_set_new(root, "format", json_string("expert-v2"));
     json_object_set_new(root, "name", json_string(expert_name(job->r)));
-    json_object_set_new(root, "version", json_string(expert_version(job->r)));
+    json_object_set_new(root, "version", json_string(expert_package_version(job->r)));
     if (in_meta != NULL) {
         json_t *d = json_object_get(in_meta, "description"), *bm = json_object_get(in_meta, "base_model");
         if (json_is_string(d))

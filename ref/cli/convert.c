@@ -11,10 +11,9 @@
  * nothing at OUT. The only lossy path is the opt-in --dtype. */
 #include "util.h"
 
-#include "expert_v1.h" /* also included by expert.h once the lead wires it in */
-
 #include <errno.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -212,114 +211,77 @@ static int narrow(const uint8_t *src, size_t n, int dtype, uint8_t *dst, double 
  * dtype: F32 entries become BF16/F16, data_offsets are recomputed in file
  * order, member order and __metadata__ are kept, padding is spaces. */
 typedef struct st_member {
-    const jl_value *v;
-    const char *key;
-    size_t key_len;
-    uint64_t begin, end, new_begin, new_end;
+    json_t *v;
+    uint64_t begin, end;
     int narrowed;
 } st_member;
 
 static int member_begin_cmp(const void *a, const void *b)
 {
-    const st_member *const *x = a, *const *y = b;
-    return (*x)->begin < (*y)->begin ? -1 : (*x)->begin > (*y)->begin ? 1 : 0;
+    const st_member *x = a, *y = b;
+    return x->begin < y->begin ? -1 : x->begin > y->begin ? 1 : 0;
 }
 
 static expert_status rewrite_st_header(const uint8_t *hdr, size_t len, int dtype, strbuf *out,
                                        expert_error *err)
 {
-    char msg[160];
+    json_error_t je;
     if (len < 8)
         return err_set(err, EXPERT_E_BAD_SAFETENSORS, "safetensors header section too short");
-    jl_value *root = jl_parse((const char *)hdr + 8, len - 8, msg, sizeof msg);
-    if (root == NULL || root->type != JL_OBJECT) {
-        jl_free(root);
+    json_t *root = json_loadb((const char *)hdr + 8, len - 8, JSON_REJECT_DUPLICATES, &je);
+    if (!json_is_object(root)) {
+        json_decref(root);
         return err_set(err, EXPERT_E_BAD_SAFETENSORS, "safetensors header: %s",
-                       root ? "not an object" : msg);
+                       root ? "not an object" : je.text);
     }
-    st_member *m = calloc(root->count ? root->count : 1, sizeof *m);
-    st_member **order = calloc(root->count ? root->count : 1, sizeof *order);
-    size_t nt = 0;
-    expert_status s = EXPERT_OK;
-    if (m == NULL || order == NULL)
-        s = err_set(err, EXPERT_E_NOMEM, "out of memory");
-    for (size_t i = 0; s == EXPERT_OK && i < root->count; i++) {
-        const jl_value *v = &root->items[i];
-        if (strcmp(v->key, "__metadata__") == 0)
+    size_t n = json_object_size(root), nt = 0;
+    st_member *m = calloc(n ? n : 1, sizeof *m);
+    expert_status s = m != NULL ? EXPERT_OK : err_set(err, EXPERT_E_NOMEM, "out of memory");
+    const char *key;
+    json_t *v;
+    json_object_foreach(root, key, v) {
+        if (s != EXPERT_OK || strcmp(key, "__metadata__") == 0)
             continue;
-        const jl_value *dt = jl_get(v, "dtype"), *off = jl_get(v, "data_offsets");
-        if (dt == NULL || dt->type != JL_STRING || off == NULL || off->type != JL_ARRAY ||
-            off->count != 2 || off->items[0].type != JL_NUMBER || off->items[1].type != JL_NUMBER) {
+        const json_t *dt = json_object_get(v, "dtype"), *off = json_object_get(v, "data_offsets");
+        if (!json_is_string(dt) || !json_is_array(off) || json_array_size(off) != 2 ||
+            !json_is_integer(json_array_get(off, 0)) || !json_is_integer(json_array_get(off, 1))) {
             s = err_set(err, EXPERT_E_BAD_SAFETENSORS, "safetensors header: malformed entry '%s'",
-                        v->key);
+                        key);
             break;
         }
-        st_member *e = &m[nt];
-        e->v = v;
-        e->key = v->key;
-        e->key_len = v->key_length;
-        e->begin = (uint64_t)off->items[0].number;
-        e->end = (uint64_t)off->items[1].number;
-        e->narrowed = strcmp(dt->string, "F32") == 0;
-        order[nt] = e;
+        m[nt].v = v;
+        m[nt].begin = (uint64_t)json_integer_value(json_array_get(off, 0));
+        m[nt].end = (uint64_t)json_integer_value(json_array_get(off, 1));
+        m[nt].narrowed = strcmp(json_string_value(dt), "F32") == 0;
         nt++;
     }
     if (s == EXPERT_OK) {
-        qsort(order, nt, sizeof *order, member_begin_cmp);
+        qsort(m, nt, sizeof *m, member_begin_cmp);
+        const char *to = dtype == EXPERT_DTYPE_BF16 ? "BF16" : "F16";
         uint64_t pos = 0;
+        int bad = 0;
         for (size_t i = 0; i < nt; i++) {
-            uint64_t l = order[i]->end - order[i]->begin;
-            if (order[i]->narrowed)
-                l /= 2;
-            order[i]->new_begin = pos;
-            order[i]->new_end = pos + l;
+            uint64_t l = (m[i].end - m[i].begin) / (m[i].narrowed ? 2u : 1u);
+            if (m[i].narrowed)
+                bad |= json_object_set_new(m[i].v, "dtype", json_string(to)) != 0;
+            bad |= json_object_set_new(m[i].v, "data_offsets",
+                                       json_pack("[I,I]", (json_int_t)pos, (json_int_t)(pos + l))) != 0;
             pos += l;
         }
-        strbuf js;
-        sb_init(&js);
-        sb_puts(&js, "{");
-        size_t k = 0, first = 1;
-        for (size_t i = 0; i < root->count; i++) {
-            const jl_value *v = &root->items[i];
-            if (!first)
-                sb_puts(&js, ",");
-            first = 0;
-            sb_json_string(&js, v->key, v->key_length);
-            sb_puts(&js, ":");
-            if (strcmp(v->key, "__metadata__") == 0) {
-                sb_puts(&js, "{");
-                for (size_t j = 0; v->type == JL_OBJECT && j < v->count; j++) {
-                    if (j)
-                        sb_puts(&js, ",");
-                    sb_json_string(&js, v->items[j].key, v->items[j].key_length);
-                    sb_puts(&js, ":");
-                    sb_json_string(&js, v->items[j].string ? v->items[j].string : "",
-                                   v->items[j].string_length);
-                }
-                sb_puts(&js, "}");
-                continue;
-            }
-            st_member *e = &m[k++];
-            const jl_value *dt = jl_get(v, "dtype"), *shape = jl_get(v, "shape");
-            sb_puts(&js, "{\"dtype\":");
-            sb_json_cstr(&js, e->narrowed ? (dtype == EXPERT_DTYPE_BF16 ? "BF16" : "F16")
-                                          : dt->string);
-            sb_puts(&js, ",\"shape\":[");
-            for (size_t j = 0; shape != NULL && shape->type == JL_ARRAY && j < shape->count; j++)
-                sb_printf(&js, "%s%" PRIu64, j ? "," : "", (uint64_t)shape->items[j].number);
-            sb_printf(&js, "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}", e->new_begin, e->new_end);
-        }
-        sb_puts(&js, "}");
-        while ((8 + js.len) % 8 != 0)
-            sb_puts(&js, " ");
+        char *text = bad ? NULL : json_dumps(root, JSON_COMPACT);
+        size_t tl = text != NULL ? strlen(text) : 0, padded = tl;
+        while ((8 + padded) % 8 != 0)
+            padded++;
         uint8_t le[8];
         for (int i = 0; i < 8; i++)
-            le[i] = (uint8_t)((uint64_t)js.len >> (8 * i));
+            le[i] = (uint8_t)((uint64_t)padded >> (8 * i));
         sb_append(out, (const char *)le, 8);
-        sb_append(out, js.data, js.len);
-        if (js.failed || out->failed)
+        sb_append(out, text != NULL ? text : "", tl);
+        for (size_t i = tl; i < padded; i++)
+            sb_puts(out, " ");
+        if (text == NULL || out->failed)
             s = err_set(err, EXPERT_E_NOMEM, "out of memory");
-        sb_free(&js);
+        free(text);
     }
     if (s == EXPERT_OK) { /* the result must be a valid header */
         expert_safetensors *st = NULL;
@@ -327,101 +289,38 @@ static expert_status rewrite_st_header(const uint8_t *hdr, size_t len, int dtype
         expert_safetensors_free(st);
     }
     free(m);
-    free(order);
-    jl_free(root);
+    json_decref(root);
     return s;
 }
 
-/* JSON text scanning for the top level of the metadata object. */
-static size_t j_ws(const char *s, size_t n, size_t i)
-{
-    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
-        i++;
-    return i;
-}
-
-static size_t j_str(const char *s, size_t n, size_t i)
-{
-    for (i++; i < n; i++) {
-        if (s[i] == '\\')
-            i++;
-        else if (s[i] == '"')
-            return i + 1;
-    }
-    return n + 1;
-}
-
-static size_t j_value(const char *s, size_t n, size_t i)
-{
-    if (i < n && s[i] == '"')
-        return j_str(s, n, i);
-    if (i < n && (s[i] == '{' || s[i] == '[')) {
-        int depth = 0;
-        while (i < n) {
-            if (s[i] == '"') {
-                i = j_str(s, n, i);
-                continue;
-            }
-            if (s[i] == '{' || s[i] == '[')
-                depth++;
-            else if ((s[i] == '}' || s[i] == ']') && --depth == 0)
-                return i + 1;
-            i++;
-        }
-        return n + 1;
-    }
-    while (i < n && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' && s[i] != '\n')
-        i++;
-    return i;
-}
-
-/* Adds `member` ("key":value) to the top-level "extra" object, creating it. */
-static expert_status meta_add_extra(const char *meta, size_t n, const char *member, strbuf *out,
+/* The metadata with extra.lossy recording a --dtype pass (a second pass is
+ * refused: the record of the first would be lost). */
+static expert_status meta_add_lossy(const char *meta, size_t n, json_t *lossy, strbuf *out,
                                     expert_error *err)
 {
-    size_t i = j_ws(meta, n, 0), last_end = 0;
-    int members = 0;
-    if (i >= n || meta[i] != '{')
-        return err_set(err, EXPERT_E_BAD_METADATA, "metadata is not an object");
-    i = j_ws(meta, n, i + 1);
-    while (i < n && meta[i] == '"') {
-        size_t ke = j_str(meta, n, i);
-        size_t c = j_ws(meta, n, ke);
-        if (ke > n || c >= n || meta[c] != ':')
-            return err_set(err, EXPERT_E_BAD_METADATA, "cannot scan the metadata");
-        size_t vs = j_ws(meta, n, c + 1), ve = j_value(meta, n, vs);
-        if (ve > n)
-            return err_set(err, EXPERT_E_BAD_METADATA, "cannot scan the metadata");
-        members++;
-        last_end = ve;
-        if (ke - i == 7 && memcmp(meta + i, "\"extra\"", 7) == 0 && meta[vs] == '{') {
-            if (strstr(member, "\"lossy\"") == member) {
-                /* refuse a second lossy pass: its key would repeat */
-                const char *p = meta + vs;
-                size_t k = 1;
-                for (; k + 7 <= ve - vs; k++)
-                    if (memcmp(p + k, "\"lossy\"", 7) == 0)
-                        return err_set(err, EXPERT_E_INVALID_ARGUMENT,
-                                       "the input was already converted with --dtype");
-            }
-            size_t inner = j_ws(meta, n, vs + 1);
-            sb_append(out, meta, vs + 1);
-            sb_puts(out, member);
-            if (meta[inner] != '}')
-                sb_puts(out, ",");
-            sb_append(out, meta + vs + 1, n - vs - 1);
-            return out->failed ? err_set(err, EXPERT_E_NOMEM, "out of memory") : EXPERT_OK;
-        }
-        i = j_ws(meta, n, ve);
-        if (i < n && meta[i] == ',')
-            i = j_ws(meta, n, i + 1);
+    json_error_t je;
+    json_t *root = json_loadb(meta, n, JSON_ALLOW_NUL, &je);
+    json_t *extra = json_object_get(root, "extra");
+    expert_status s = EXPERT_OK;
+    if (!json_is_object(root))
+        s = err_set(err, EXPERT_E_BAD_METADATA, "metadata is not an object");
+    else if (json_object_get(extra, "lossy") != NULL)
+        s = err_set(err, EXPERT_E_INVALID_ARGUMENT, "the input was already converted with --dtype");
+    else if (extra == NULL && json_object_set_new(root, "extra", extra = json_object()) != 0)
+        s = err_set(err, EXPERT_E_NOMEM, "out of memory");
+    else if (!json_is_object(extra))
+        s = err_set(err, EXPERT_E_BAD_METADATA, "metadata extra is not an object");
+    if (s == EXPERT_OK) {
+        char *text = json_object_set(extra, "lossy", lossy) == 0 ? json_dumps(root, JSON_COMPACT)
+                                                                : NULL;
+        if (text != NULL)
+            sb_append(out, text, strlen(text));
+        if (text == NULL || out->failed)
+            s = err_set(err, EXPERT_E_NOMEM, "out of memory");
+        free(text);
     }
-    sb_append(out, meta, last_end);
-    sb_puts(out, members ? ",\"extra\":{" : "\"extra\":{");
-    sb_puts(out, member);
-    sb_puts(out, "}");
-    sb_append(out, meta + last_end, n - last_end);
-    return out->failed ? err_set(err, EXPERT_E_NOMEM, "out of memory") : EXPERT_OK;
+    json_decref(root);
+    return s;
 }
 
 /* ============================================================ conversion */
@@ -539,13 +438,13 @@ static expert_status write_v2(expert_reader *r, const char *out, const conv_opts
         size_t ml = 0;
         const char *meta = expert_metadata_json(r, &ml);
         if (o->lossy) {
-            char member[256];
-            snprintf(member, sizeof member,
-                     "\"lossy\":{\"dtype\":\"%s\",\"tensors\":%" PRIu32
-                     ",\"max_abs_error\":%.9g,\"max_rel_error\":%.9g}",
-                     o->lossy == EXPERT_DTYPE_BF16 ? "bf16" : "f16", res->lossy_tensors,
-                     res->max_abs, res->max_rel);
-            s = meta_add_extra(meta, ml, member, &meta2, err);
+            json_t *lossy = json_pack("{s:s, s:I, s:f, s:f}", "dtype",
+                                      o->lossy == EXPERT_DTYPE_BF16 ? "bf16" : "f16", "tensors",
+                                      (json_int_t)res->lossy_tensors, "max_abs_error", res->max_abs,
+                                      "max_rel_error", res->max_rel);
+            s = lossy != NULL ? meta_add_lossy(meta, ml, lossy, &meta2, err)
+                              : err_set(err, EXPERT_E_NOMEM, "out of memory");
+            json_decref(lossy);
             meta = meta2.data;
             ml = meta2.len;
         }

@@ -48,13 +48,16 @@ static const char k_help_pack[] =
     "streaming order (layer, module, lora_A < lora_B < magnitude < other);\n"
     "every other file becomes a FILE section, sorted by path. Metadata (name,\n"
     "version, base model, modules with r/alpha/rslora) comes from manifest.json\n"
-    "and adapter_config.json when present. A module's alpha is the first\n"
-    "alpha_pattern key that is a '.'-boundary suffix of its path (literal match,\n"
-    "no regex), else lora_alpha, else the manifest adapter's alpha, else r; r,\n"
-    "in_features and out_features come from the tensor shapes.\n"
+    "and adapter_config.json when present, with PEFT's rules (spec 9.5): alpha\n"
+    "is the alpha_pattern value PEFT selects (regex), else lora_alpha, else\n"
+    "PEFT's default 8; without adapter_config.json the manifest adapter's alpha,\n"
+    "else r. r must agree with r / rank_pattern; feedforward_modules (list or\n"
+    "regex) decides IA3 feed-forward modules. The same code imports v1 tar.gz\n"
+    "packages, so `pack DIR` and `convert DIR.tar.gz` give the same sections.\n"
     "\n"
     "Options:\n"
     "  -o, --output FILE      output file (written atomically)\n"
+    "  -f, --force            replace OUT if it exists\n"
     "  --codec C              raw | zstd | shuffle+zstd for tensors (default\n"
     "                         shuffle+zstd); files and the header use zstd unless raw\n"
     "  --level N              zstd level 1..22 (default 9)\n"
@@ -496,7 +499,7 @@ static int cmd_inspect(const cli_cmd *cmd, int argc, char **argv)
         sb_puts(&sb, ",\"name\":");
         sb_json_cstr(&sb, expert_name(r));
         sb_puts(&sb, ",\"version\":");
-        sb_json_cstr(&sb, expert_version(r));
+        sb_json_cstr(&sb, expert_package_version(r));
         sb_printf(&sb, ",\"module_count\":%" PRIu32 ",\"metadata\":", expert_module_count(r));
         if (meta != NULL)
             sb_append(&sb, meta, mlen);
@@ -544,7 +547,7 @@ static int cmd_inspect(const cli_cmd *cmd, int argc, char **argv)
         printf("file sha256:      %s\n", fmt_hex(h.file_sha256, 32, hex));
         printf("structure sha256: %s\n", fmt_hex(h.structure_sha256, 32, hex));
         printf("name:             %s\n", expert_name(r) ? expert_name(r) : "?");
-        printf("version:          %s\n", expert_version(r) ? expert_version(r) : "?");
+        printf("version:          %s\n", expert_package_version(r) ? expert_package_version(r) : "?");
         printf("modules:          %" PRIu32 "\n", expert_module_count(r));
         printf("metadata:         %s stored, %s JSON\n", fmt_size(h.metadata_length, b1),
                fmt_size(h.metadata_decoded_length, b2));
@@ -1374,8 +1377,8 @@ int main(int argc, char **argv)
         return 0;
     }
     if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
-        printf("%s %s (library API %d.%d, format .expert v2)\n", CLI_NAME, CLI_VERSION,
-               EXPERT_VERSION_MAJOR, EXPERT_VERSION_MINOR);
+        printf("%s %s (libexpert %s, format .expert %d.%d)\n", CLI_NAME, CLI_VERSION,
+               expert_version_string(), EXPERT_FORMAT_MAJOR, EXPERT_FORMAT_MINOR);
         return 0;
     }
     cmd = find_command(argv[1]);

@@ -1,7 +1,6 @@
 /* util.h — shared helpers of expert-cli: argument parsing, error reporting,
  * a growable string buffer with JSON escaping, size/hex formatting, atomic
- * file writing, directory walking, and a small bounded JSON reader
- * (json_lite.c) for manifest.json / adapter_config.json.
+ * file writing and directory walking.
  *
  * Everything here reports failures as an expert_status plus an expert_error,
  * the same convention as the library, so the CLI has one error path. */
@@ -195,40 +194,5 @@ typedef struct file_list {
 
 expert_status walk_dir(const char *root, file_list *out, expert_error *err);
 void file_list_free(file_list *list);
-
-/* ------------------------------------------------------ json_lite.c */
-
-/* A small strict JSON (RFC 8259) reader for configuration files: input at
- * most 16 MiB, nesting at most 64, strings must be valid UTF-8. Objects keep
- * member order; a duplicate key is looked up as its last occurrence. */
-typedef enum jl_type {
-    JL_NULL,
-    JL_FALSE,
-    JL_TRUE,
-    JL_NUMBER,
-    JL_STRING,
-    JL_ARRAY,
-    JL_OBJECT
-} jl_type;
-
-typedef struct jl_value jl_value;
-struct jl_value {
-    jl_type type;
-    double number;        /* JL_NUMBER */
-    char *string;         /* JL_STRING: decoded, NUL-terminated */
-    size_t string_length;
-    char *key;            /* member name when inside an object */
-    size_t key_length;
-    jl_value *items;      /* JL_ARRAY / JL_OBJECT children */
-    size_t count;
-};
-
-/* Returns NULL on failure with a message "line L col C: ..." in errbuf. */
-jl_value *jl_parse(const char *text, size_t length, char *errbuf, size_t errbuf_size);
-void jl_free(jl_value *v);
-const jl_value *jl_get(const jl_value *object, const char *key); /* NULL if absent */
-const char *jl_get_string(const jl_value *object, const char *key); /* NULL unless string */
-int jl_get_number(const jl_value *object, const char *key, double *out); /* 1 if number */
-int jl_get_bool(const jl_value *object, const char *key, int *out);      /* 1 if bool */
 
 #endif /* EXPERT_CLI_UTIL_H */

@@ -24,8 +24,22 @@
 extern "C" {
 #endif
 
+/* The format version this library reads and writes (header offsets 0x08 and
+ * 0x0A, spec §3). */
+#define EXPERT_FORMAT_MAJOR 2
+#define EXPERT_FORMAT_MINOR 0
+
+/* The library's version (not a package's: see expert_package_version).
+ * The functions give the version of the library linked at run time. */
 #define EXPERT_VERSION_MAJOR 2
 #define EXPERT_VERSION_MINOR 0
+#define EXPERT_VERSION_PATCH 0
+#define EXPERT_VERSION_STRING "2.0.0"
+#define EXPERT_VERSION_NUMBER \
+    (EXPERT_VERSION_MAJOR * 10000 + EXPERT_VERSION_MINOR * 100 + EXPERT_VERSION_PATCH)
+
+unsigned expert_version_number(void);     /* EXPERT_VERSION_NUMBER of the library */
+const char *expert_version_string(void);  /* e.g. "2.0.0" */
 
 /* ---------------------------------------------------------------- errors */
 
@@ -234,7 +248,7 @@ expert_status expert_verify_signature(const expert_reader *r, const expert_publi
 /* Decoded metadata JSON (NUL-terminated, owned by the reader). */
 const char *expert_metadata_json(const expert_reader *r, size_t *length);
 const char *expert_name(const expert_reader *r);
-const char *expert_version(const expert_reader *r);
+const char *expert_package_version(const expert_reader *r); /* metadata "version" */
 
 typedef struct expert_module_info {
     const char *path;      /* NUL-terminated, owned by the reader */
@@ -289,6 +303,62 @@ expert_status expert_writer_finish(expert_writer *w, const expert_private_key *k
                                    expert_error *err);
 /* Discards everything written (removes the temporary file). */
 void expert_writer_abort(expert_writer *w);
+
+/* -------------------------------------------------------------- packing */
+
+/* A PEFT package (spec §9.5: manifest.json, adapter_config.json,
+ * adapter_model.safetensors and any other files) turned into sections and
+ * metadata. The one implementation behind `expert-cli pack DIR` and the v1
+ * tar.gz import: PEFT semantics (alpha, rank and feed-forward patterns,
+ * DoRA/IA3 checks) are decided here only.
+ *
+ * Sections, in this order: the SAFETENSORS_HEADER of
+ * adapter_model.safetensors, its tensors in streaming order (layer, module
+ * path, role A < B < magnitude < other), then every other file sorted by
+ * name. Files that are not there are simply absent. */
+typedef struct expert_pack_file {
+    const char *name;      /* package path, '/'-separated (spec §6.4), NUL-terminated */
+    const void *data;      /* must stay readable until its on_section file_done */
+    uint64_t size;
+} expert_pack_file;
+
+/* Progress, and a release point: after this call the packer never reads
+ * files[file] bytes [offset, offset + length) again, nor any of the file
+ * once file_done is set. A caller may drop those pages or free the buffer. */
+typedef struct expert_pack_progress {
+    size_t file;
+    uint64_t offset, length;
+    int file_done;
+    size_t sections_done, sections_total;
+} expert_pack_progress;
+
+typedef struct expert_pack_options {
+    size_t struct_size;      /* sizeof(expert_pack_options): fields may be added at the end */
+    uint8_t tensor_codec;    /* EXPERT_CODEC_* of tensor sections (0 = raw) */
+    uint8_t file_codec;      /* FILE and SAFETENSORS_HEADER sections */
+    const char *fallback_name; /* metadata name when the manifest has none; NULL = "package" */
+    const char *base_model;  /* which manifest base_models[] entry, when it lists several */
+    const char *created_by;  /* metadata created_by; NULL = "libexpert <version>" */
+    const char *extra_json;  /* a JSON object stored as metadata "extra", or NULL */
+    void (*on_section)(void *user, const expert_pack_progress *p); /* may be NULL */
+    void *user;
+} expert_pack_options;
+
+typedef struct expert_pack_result {
+    uint32_t sections;
+    size_t tensors, files, modules;  /* files: FILE sections */
+    size_t alpha_defaulted;          /* LoRA/DoRA modules whose alpha no config stated */
+    uint64_t decoded_bytes;
+} expert_pack_result;
+
+/* Adds the package's sections to `w` and sets its metadata; the caller
+ * finishes (or aborts) the writer. A package that contradicts itself
+ * (invalid JSON, tensors that disagree with adapter_config.json, several base
+ * models and no choice) is EXPERT_E_INVALID_ARGUMENT; a malformed
+ * safetensors file is EXPERT_E_BAD_SAFETENSORS. `result` may be NULL. */
+expert_status expert_pack(expert_writer *w, const expert_pack_file *files, size_t count,
+                          const expert_pack_options *opt, expert_pack_result *result,
+                          expert_error *err);
 
 /* ------------------------------------------------------- keys, signing */
 

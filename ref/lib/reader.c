@@ -131,9 +131,9 @@ static expert_status parse_header(expert_reader *r, expert_error *err)
     expert_header_info *h = &r->hdr;
     h->major = xp_le16(d + XP_OFF_MAJOR);
     h->minor = xp_le16(d + XP_OFF_MINOR);
-    if (h->major != EXPERT_VERSION_MAJOR)
+    if (h->major != EXPERT_FORMAT_MAJOR)
         return FAIL(EXPERT_E_UNSUPPORTED_VERSION, XP_OFF_MAJOR, NOSEC,
-                    "major version %u (this reader supports %d)", h->major, EXPERT_VERSION_MAJOR);
+                    "major version %u (this reader supports %d)", h->major, EXPERT_FORMAT_MAJOR);
     h->header_size = xp_le32(d + XP_OFF_HEADER_SIZE);
     if (h->header_size < XP_HEADER_SIZE || h->header_size > XP_HEADER_SIZE_MAX ||
         h->header_size % 8 != 0)
@@ -1002,7 +1002,7 @@ const char *expert_metadata_json(const expert_reader *r, size_t *length)
 }
 
 const char *expert_name(const expert_reader *r) { return r ? xp_metadata_name(r->meta) : NULL; }
-const char *expert_version(const expert_reader *r) { return r ? xp_metadata_version(r->meta) : NULL; }
+const char *expert_package_version(const expert_reader *r) { return r ? xp_metadata_version(r->meta) : NULL; }
 uint32_t expert_module_count(const expert_reader *r) { return r ? xp_metadata_module_count(r->meta) : 0; }
 
 expert_status expert_module(const expert_reader *r, uint32_t index, expert_module_info *out)

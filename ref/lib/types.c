@@ -1,4 +1,5 @@
-/* types.c — names and sizes of the format's enumerations (spec §6, §7). */
+/* types.c — names and sizes of the format's enumerations (spec §6, §7), and
+ * the library version. */
 #include <string.h>
 
 #include "expert.h"
@@ -85,4 +86,14 @@ expert_status expert_codec_from_name(const char *name, expert_codec *out)
         }
     }
     return EXPERT_E_INVALID_ARGUMENT;
+}
+
+unsigned expert_version_number(void)
+{
+    return EXPERT_VERSION_NUMBER;
+}
+
+const char *expert_version_string(void)
+{
+    return EXPERT_VERSION_STRING;
 }

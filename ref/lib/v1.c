@@ -20,7 +20,6 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <libgen.h>
-#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +32,7 @@
 #include "alloc.h"
 #include "errors_internal.h"
 #include "format.h"
+#include "pack.h"
 #include "v1.h"
 
 #define FAIL(code, ...) xp_set_error(err, (code), EXPERT_NO_OFFSET, EXPERT_NO_SECTION, __VA_ARGS__)
@@ -45,7 +45,6 @@
 #define IN_CHUNK (1u << 20)
 #define TAR_CHUNK (256u << 10)
 #define SIDECAR_MAX 4096u
-#define JSON_FILE_MAX (16u << 20)
 
 static const char k_notice[] =
     "v1 .expert package (tar.gz): this format is deprecated and read through a compatibility "
@@ -575,414 +574,12 @@ static ventry *find_entry(v1_load *l, const char *name)
     return NULL;
 }
 
-/* ============================================== pack-equivalent image */
-
-typedef struct tensor_entry {
-    expert_tensor_info info;
-    char *module_path;
-    expert_peft_role role;
-    unsigned role_rank;
-    uint32_t module;
-} tensor_entry;
-
-#define NONE_INDEX SIZE_MAX
-
-typedef struct module_entry {
-    const char *path;
-    uint32_t layer;
-    size_t a, b, mag, ia3;
-    int feedforward; /* ia3 */
-} module_entry;
-
-typedef struct build {
-    json_t *manifest, *adapter_cfg; /* NULL when absent */
-    const json_t *base_model;       /* inside manifest, or NULL */
-    const json_t *manifest_adapter; /* inside manifest, or NULL */
-    expert_safetensors *st;
-    ventry *st_entry;
-    tensor_entry *tensors;
-    size_t tensor_count;
-    module_entry *modules;
-    size_t module_count;
-} build;
-
-static void build_free(build *b)
-{
-    for (size_t i = 0; i < b->tensor_count; i++)
-        xp_free(b->tensors[i].module_path);
-    xp_free(b->tensors);
-    xp_free(b->modules);
-    expert_safetensors_free(b->st);
-    json_decref(b->manifest);
-    json_decref(b->adapter_cfg);
-}
-
-static unsigned role_rank(uint16_t type)
-{
-    switch (type) {
-    case EXPERT_SECTION_LORA_A: return 0;
-    case EXPERT_SECTION_LORA_B: return 1;
-    case EXPERT_SECTION_DORA_MAGNITUDE: return 2;
-    default: return 3;
-    }
-}
-
-static int has_role(uint16_t type)
-{
-    return type == EXPERT_SECTION_LORA_A || type == EXPERT_SECTION_LORA_B ||
-           type == EXPERT_SECTION_DORA_MAGNITUDE || type == EXPERT_SECTION_IA3_VECTOR;
-}
-
-static int tensor_cmp(const void *pa, const void *pb)
-{
-    const tensor_entry *a = pa, *b = pb;
-    if (a->role.layer != b->role.layer)
-        return a->role.layer < b->role.layer ? -1 : 1;
-    int c = strcmp(a->module_path, b->module_path);
-    if (c != 0)
-        return c;
-    if (a->role_rank != b->role_rank)
-        return a->role_rank < b->role_rank ? -1 : 1;
-    return strcmp(a->info.name, b->info.name);
-}
-
-static expert_status parse_json_entry(const ventry *v, json_t **out, expert_error *err)
-{
-    json_error_t je;
-    *out = NULL;
-    if (v->size > JSON_FILE_MAX)
-        return FAIL(EXPERT_E_BAD_ARCHIVE, "'%s' is larger than 16 MiB", v->name);
-    json_t *root = json_loadb((const char *)v->data, v->size, 0, &je);
-    if (root == NULL)
-        return FAIL(EXPERT_E_BAD_ARCHIVE, "'%s' is not valid JSON: line %d: %s", v->name, je.line,
-                    je.text);
-    if (!json_is_object(root)) {
-        json_decref(root);
-        return FAIL(EXPERT_E_BAD_ARCHIVE, "'%s' is not a JSON object", v->name);
-    }
-    *out = root;
-    return EXPERT_OK;
-}
+/* ====================================================== the v2 image */
 
 static const char *jstr(const json_t *o, const char *key)
 {
     const json_t *v = json_object_get(o, key);
     return json_is_string(v) ? json_string_value(v) : NULL;
-}
-
-/* The base model object (spec §9.5): schema 1.0 `base_model`, schema 2.0
- * `base_models[i]`. With several base models the caller must name one
- * (expert_v1_options.base_model); *bad is set when that choice is missing or
- * names none of them. */
-static const json_t *manifest_base_model(const json_t *m, const char *want, int *bad)
-{
-    *bad = 0;
-    const json_t *bm = json_object_get(m, "base_model");
-    if (json_is_object(bm))
-        return bm;
-    bm = json_object_get(m, "base_models");
-    if (!json_is_array(bm) || json_array_size(bm) == 0)
-        return NULL;
-    if (json_array_size(bm) == 1 && want == NULL)
-        return json_is_object(json_array_get(bm, 0)) ? json_array_get(bm, 0) : NULL;
-    for (size_t i = 0; want != NULL && i < json_array_size(bm); i++) {
-        const json_t *e = json_array_get(bm, i);
-        const json_t *nm = json_object_get(e, "name");
-        if (json_is_string(nm) && strcmp(json_string_value(nm), want) == 0)
-            return e;
-    }
-    *bad = 1;
-    return NULL;
-}
-
-static const json_t *manifest_adapter(const json_t *m, const json_t *bm)
-{
-    const json_t *list = json_object_get(m, "adapters");
-    if (!json_is_array(list))
-        list = json_object_get(bm, "adapters");
-    if (json_is_array(list) && json_array_size(list) > 0 && json_is_object(json_array_get(list, 0)))
-        return json_array_get(list, 0);
-    return NULL;
-}
-
-/* Python-regex subset -> POSIX ERE: "\d" becomes [0-9]; the rest is shared
- * by the patterns PEFT configs use (literals, '.', '|', groups, classes). */
-static char *posix_pattern(const char *prefix, const char *pat, const char *suffix)
-{
-    size_t n = strlen(prefix) + 5 * strlen(pat) + strlen(suffix) + 1, k = 0;
-    char *out = xp_malloc(n);
-    if (out == NULL)
-        return NULL;
-    k += (size_t)snprintf(out, n, "%s", prefix);
-    for (const char *p = pat; *p; p++) {
-        if (p[0] == '\\' && p[1] == 'd') {
-            memcpy(out + k, "[0-9]", 5);
-            k += 5;
-            p++;
-        } else {
-            out[k++] = *p;
-        }
-    }
-    snprintf(out + k, n - k, "%s", suffix);
-    return out;
-}
-
-/* 1 if the whole of s matches prefix + pat + suffix as an ERE, 0 if not,
- * -1 if the pattern does not compile. */
-static int regex_full(const char *prefix, const char *pat, const char *suffix, const char *s)
-{
-    char *re_text = posix_pattern(prefix, pat, suffix);
-    regex_t re;
-    if (re_text == NULL)
-        return -1;
-    int rc = regcomp(&re, re_text, REG_EXTENDED | REG_NOSUB);
-    xp_free(re_text);
-    if (rc != 0)
-        return -1;
-    rc = regexec(&re, s, 0, NULL, 0) == 0;
-    regfree(&re);
-    return rc;
-}
-
-/* PEFT's module name: the path without the "base_model.model." wrapper. */
-static const char *peft_name(const char *path)
-{
-    return strncmp(path, "base_model.model.", 17) == 0 ? path + 17 : path;
-}
-
-/* PEFT's get_pattern_key: the first key k (dict order) of a rank/alpha
- * pattern whose regex ".*\.k$" matches the module name; NULL if none. */
-static const json_t *pattern_value(const json_t *patterns, const char *path)
-{
-    const char *key;
-    json_t *val;
-    if (!json_is_object(patterns))
-        return NULL;
-    json_object_foreach((json_t *)patterns, key, val) {
-        if (regex_full("^.*\\.(", key, ")$", peft_name(path)) == 1)
-            return val;
-    }
-    return NULL;
-}
-
-/* alpha (spec §9.5): alpha_pattern, else lora_alpha, else PEFT's default 8;
- * without an adapter_config.json: the manifest adapter's alpha, else r. */
-static double module_alpha(const build *b, const char *path, uint64_t r)
-{
-    const json_t *v = pattern_value(json_object_get(b->adapter_cfg, "alpha_pattern"), path);
-    if (json_is_number(v))
-        return json_number_value(v);
-    v = json_object_get(b->adapter_cfg, "lora_alpha");
-    if (json_is_number(v))
-        return json_number_value(v);
-    if (b->adapter_cfg != NULL)
-        return 8.0;
-    v = json_object_get(b->manifest_adapter, "alpha");
-    if (json_is_number(v))
-        return json_number_value(v);
-    return (double)r;
-}
-
-/* feedforward (spec §9.5): PEFT's feedforward_modules; a list matches when
- * the module name equals an entry or ends with "." + entry, a string is a
- * regex that must match the whole name. -1 when the config does not say. */
-static int module_listed_feedforward(const build *b, const char *path)
-{
-    const json_t *ff = json_object_get(b->adapter_cfg, "feedforward_modules");
-    const char *name = peft_name(path);
-    if (json_is_string(ff))
-        return regex_full("^(", json_string_value(ff), ")$", name) == 1;
-    if (json_is_array(ff)) {
-        size_t nl = strlen(name);
-        for (size_t i = 0; i < json_array_size(ff); i++) {
-            const json_t *it = json_array_get(ff, i);
-            if (!json_is_string(it))
-                continue;
-            const char *e = json_string_value(it);
-            size_t el = strlen(e);
-            if (strcmp(name, e) == 0 ||
-                (nl > el && name[nl - el - 1] == '.' && strcmp(name + nl - el, e) == 0))
-                return 1;
-        }
-        return 0;
-    }
-    return -1;
-}
-
-static int is_float_dtype(expert_dtype d)
-{
-    return d == EXPERT_DTYPE_F32 || d == EXPERT_DTYPE_F16 || d == EXPERT_DTYPE_BF16 ||
-           d == EXPERT_DTYPE_F64;
-}
-
-static expert_status load_tensors(build *b, expert_error *err)
-{
-    expert_status s = expert_safetensors_parse(b->st_entry->data, b->st_entry->size, &b->st, err);
-    if (s != EXPERT_OK)
-        return s; /* BAD_SAFETENSORS with the parser's message and offset */
-    uint32_t n = expert_safetensors_count(b->st);
-    b->tensors = xp_calloc(n ? n : 1, sizeof *b->tensors);
-    if (b->tensors == NULL)
-        return FAIL(EXPERT_E_NOMEM, "out of memory");
-    for (uint32_t i = 0; i < n; i++) {
-        tensor_entry *t = &b->tensors[i];
-        if (expert_safetensors_tensor(b->st, i, &t->info) != EXPERT_OK)
-            return FAIL(EXPERT_E_BAD_SAFETENSORS, "cannot read tensor %u", i);
-        b->tensor_count++;
-        size_t cap = strlen(t->info.name) + 1;
-        t->module_path = xp_malloc(cap);
-        if (t->module_path == NULL)
-            return FAIL(EXPERT_E_NOMEM, "out of memory");
-        if (expert_peft_classify(t->info.name, t->module_path, cap, &t->role) != EXPERT_OK)
-            return FAIL(EXPERT_E_BAD_SAFETENSORS, "cannot classify tensor '%s'", t->info.name);
-        t->role_rank = role_rank(t->role.type);
-        t->module = EXPERT_MODULE_NONE;
-    }
-    if (b->tensor_count > 1)
-        qsort(b->tensors, b->tensor_count, sizeof *b->tensors, tensor_cmp);
-    return EXPERT_OK;
-}
-
-static expert_status build_modules(build *b, expert_error *err)
-{
-    b->modules = xp_calloc(b->tensor_count ? b->tensor_count : 1, sizeof *b->modules);
-    if (b->modules == NULL)
-        return FAIL(EXPERT_E_NOMEM, "out of memory");
-    for (size_t i = 0; i < b->tensor_count; i++) {
-        tensor_entry *t = &b->tensors[i];
-        module_entry *m = NULL;
-        size_t *slot;
-        if (!has_role(t->role.type))
-            continue;
-        if (b->module_count > 0 && strcmp(b->modules[b->module_count - 1].path, t->module_path) == 0)
-            m = &b->modules[b->module_count - 1];
-        if (m == NULL) {
-            m = &b->modules[b->module_count++];
-            m->path = t->module_path;
-            m->layer = t->role.layer;
-            m->a = m->b = m->mag = m->ia3 = NONE_INDEX;
-        }
-        t->module = (uint32_t)(m - b->modules);
-        switch (t->role.type) {
-        case EXPERT_SECTION_LORA_A: slot = &m->a; break;
-        case EXPERT_SECTION_LORA_B: slot = &m->b; break;
-        case EXPERT_SECTION_DORA_MAGNITUDE: slot = &m->mag; break;
-        default: slot = &m->ia3; break;
-        }
-        if (*slot != NONE_INDEX)
-            return FAIL(EXPERT_E_BAD_SAFETENSORS, "module '%s' has two %s tensors ('%s' and '%s')",
-                        m->path, expert_section_type_name(t->role.type),
-                        b->tensors[*slot].info.name, t->info.name);
-        *slot = i;
-    }
-    /* What adapter_config.json says must agree with the tensors (spec §9.5)
-     * and the shapes must satisfy §6.4-§6.5: such an input is rejected,
-     * never re-typed. */
-    const char *peft_type = jstr(b->adapter_cfg, "peft_type");
-    const json_t *use_dora = json_object_get(b->adapter_cfg, "use_dora");
-    for (size_t k = 0; k < b->module_count; k++) {
-        module_entry *m = &b->modules[k];
-        if (m->ia3 != NONE_INDEX) {
-            const expert_tensor_info *v = &b->tensors[m->ia3].info;
-            if (m->a != NONE_INDEX || m->b != NONE_INDEX || m->mag != NONE_INDEX)
-                return FAIL(EXPERT_E_BAD_SAFETENSORS, "module '%s' mixes IA3 and LoRA tensors",
-                            m->path);
-            if (peft_type != NULL && strcmp(peft_type, "IA3") != 0)
-                return FAIL(EXPERT_E_BAD_SAFETENSORS,
-                            "'%s' is an IA3 tensor but adapter_config.json says peft_type %s",
-                            v->name, peft_type);
-            if (!is_float_dtype(v->dtype) || v->rank != 2 || (v->dims[0] != 1 && v->dims[1] != 1))
-                return FAIL(EXPERT_E_BAD_SAFETENSORS,
-                            "'%s': an IA3 vector must be a float [out,1] or [1,in] tensor", v->name);
-            int ff = module_listed_feedforward(b, m->path);
-            if (ff < 0) /* no config: the shape says it */
-                ff = v->dims[0] == 1 && v->dims[1] != 1;
-            if (ff ? v->dims[0] != 1 : v->dims[1] != 1)
-                return FAIL(EXPERT_E_BAD_SAFETENSORS,
-                            "'%s' is [%llu,%llu] but the module is%s a feed-forward module (IA3 "
-                            "vectors are [1,in] for feed-forward modules, [out,1] otherwise)",
-                            v->name, (unsigned long long)v->dims[0], (unsigned long long)v->dims[1],
-                            ff ? "" : " not");
-            m->feedforward = ff;
-            continue;
-        }
-        if (m->a == NONE_INDEX || m->b == NONE_INDEX)
-            return FAIL(EXPERT_E_BAD_SAFETENSORS, "module '%s' lacks its %s tensor", m->path,
-                        m->a == NONE_INDEX ? "lora_A" : "lora_B");
-        const expert_tensor_info *a = &b->tensors[m->a].info;
-        const expert_tensor_info *bt = &b->tensors[m->b].info;
-        if (!is_float_dtype(a->dtype) || !is_float_dtype(bt->dtype) || a->rank != 2 ||
-            bt->rank != 2 || a->dims[0] == 0 || a->dims[0] != bt->dims[1] || a->dims[1] == 0 ||
-            bt->dims[0] == 0)
-            return FAIL(EXPERT_E_BAD_SAFETENSORS,
-                        "module '%s': lora_A must be [r,in] and lora_B [out,r] float tensors with "
-                        "the same r > 0",
-                        m->path);
-        if (peft_type != NULL && strcmp(peft_type, "IA3") == 0)
-            return FAIL(EXPERT_E_BAD_SAFETENSORS,
-                        "module '%s' has LoRA tensors but adapter_config.json says peft_type IA3",
-                        m->path);
-        if (json_is_boolean(use_dora) && json_is_true(use_dora) != (m->mag != NONE_INDEX))
-            return FAIL(EXPERT_E_BAD_SAFETENSORS,
-                        "module '%s' %s a DoRA magnitude but adapter_config.json has use_dora %s",
-                        m->path, m->mag != NONE_INDEX ? "has" : "lacks",
-                        json_is_true(use_dora) ? "true" : "false");
-        const json_t *rv = pattern_value(json_object_get(b->adapter_cfg, "rank_pattern"), m->path);
-        if (!json_is_integer(rv))
-            rv = json_object_get(b->adapter_cfg, "r");
-        if (json_is_integer(rv) && (json_int_t)a->dims[0] != json_integer_value(rv))
-            return FAIL(EXPERT_E_BAD_SAFETENSORS,
-                        "module '%s': lora_A has r = %llu but adapter_config.json gives r = %lld",
-                        m->path, (unsigned long long)a->dims[0], (long long)json_integer_value(rv));
-        if (m->mag != NONE_INDEX) {
-            const expert_tensor_info *g = &b->tensors[m->mag].info;
-            int ok = is_float_dtype(g->dtype) &&
-                     ((g->rank == 1 && g->dims[0] == bt->dims[0]) ||
-                      (g->rank == 2 && g->dims[0] == 1 && g->dims[1] == bt->dims[0]));
-            if (!ok)
-                return FAIL(EXPERT_E_BAD_SAFETENSORS,
-                            "'%s': a DoRA magnitude must be a float [out] or [1,out] tensor with "
-                            "out = %llu",
-                            g->name, (unsigned long long)bt->dims[0]);
-        }
-    }
-    return EXPERT_OK;
-}
-
-static json_t *module_json(const build *b, const module_entry *m)
-{
-    json_t *o = json_object();
-    if (o == NULL)
-        return NULL;
-    int bad = json_object_set_new(o, "path", json_string(m->path)) != 0;
-    json_t *layer = m->layer == EXPERT_LAYER_NONE ? json_null() : json_integer((json_int_t)m->layer);
-    if (m->ia3 != NONE_INDEX) {
-        const expert_tensor_info *v = &b->tensors[m->ia3].info;
-        int ff = m->feedforward;
-        bad |= json_object_set_new(o, "type", json_string("ia3")) != 0;
-        bad |= json_object_set_new(o, "layer", layer) != 0;
-        if (ff)
-            bad |= json_object_set_new(o, "in_features", json_integer((json_int_t)v->dims[1])) != 0;
-        else
-            bad |= json_object_set_new(o, "out_features", json_integer((json_int_t)v->dims[0])) != 0;
-        bad |= json_object_set_new(o, "feedforward", json_boolean(ff)) != 0;
-    } else {
-        const expert_tensor_info *a = &b->tensors[m->a].info;
-        const expert_tensor_info *bt = &b->tensors[m->b].info;
-        const json_t *rs = json_object_get(b->adapter_cfg, "use_rslora");
-        bad |= json_object_set_new(o, "type", json_string(m->mag != NONE_INDEX ? "dora" : "lora")) != 0;
-        bad |= json_object_set_new(o, "layer", layer) != 0;
-        bad |= json_object_set_new(o, "in_features", json_integer((json_int_t)a->dims[1])) != 0;
-        bad |= json_object_set_new(o, "out_features", json_integer((json_int_t)bt->dims[0])) != 0;
-        bad |= json_object_set_new(o, "r", json_integer((json_int_t)a->dims[0])) != 0;
-        bad |= json_object_set_new(o, "alpha", json_real(module_alpha(b, m->path, a->dims[0]))) != 0;
-        bad |= json_object_set_new(o, "rslora", json_boolean(json_is_true(rs))) != 0;
-    }
-    if (bad) {
-        json_decref(o);
-        return NULL;
-    }
-    return o;
 }
 
 /* Package name when the manifest has none: the file's base name without
@@ -1001,169 +598,84 @@ static char *fallback_name(const char *path)
     return xp_strndup(base, n);
 }
 
-static expert_status build_metadata(const build *b, const v1_load *l, const xp_v1_info *info,
-                                    const char *path, char **out, size_t *out_len,
+/* Metadata "extra" of an import: the archive's digest, size and entry list
+ * (names, sizes, modes, mtimes), so that export can rebuild an equivalent
+ * tar.gz. */
+static expert_status v1_source_json(const v1_load *l, const xp_v1_info *info, char **out,
                                     expert_error *err)
 {
-    json_t *root = json_object(), *mods = json_array(), *src = json_object(), *ents = json_array();
-    json_t *extra = json_object();
-    char *fallback = NULL;
-    expert_status s = EXPERT_OK;
-    int bad = root == NULL || mods == NULL || src == NULL || ents == NULL || extra == NULL;
-    const char *name = jstr(b->manifest, "name");
-    const char *version = jstr(b->manifest, "version");
-    const char *description = jstr(b->manifest, "description");
-    const json_t *bm = b->base_model;
-    if (!bad && (name == NULL || name[0] == '\0')) {
-        fallback = fallback_name(path);
-        bad = fallback == NULL;
-        name = fallback;
+    char hex[65];
+    hex_encode(info->pub.archive_sha256, 32, hex);
+    json_t *ents = json_array();
+    int bad = ents == NULL;
+    for (uint32_t i = 0; i < l->count && !bad; i++) {
+        json_t *e = json_pack("{s:s, s:I, s:i, s:I}", "name", l->e[i].name, "size",
+                              (json_int_t)l->e[i].size, "mode", (int)l->e[i].mode, "mtime",
+                              (json_int_t)l->e[i].mtime);
+        bad |= e == NULL || json_array_append_new(ents, e) != 0;
     }
-    if (version == NULL || version[0] == '\0')
-        version = "0.0.0";
-    if (!bad) {
-        bad |= json_object_set_new(root, "format", json_string("expert-v2")) != 0;
-        bad |= json_object_set_new(root, "name", json_string(name)) != 0;
-        bad |= json_object_set_new(root, "version", json_string(version)) != 0;
-        if (description != NULL)
-            bad |= json_object_set_new(root, "description", json_string(description)) != 0;
-        if (bm != NULL && jstr(bm, "name") != NULL) { /* verbatim, sha256 "" included */
-            json_t *o = json_object();
-            const char *sha = jstr(bm, "sha256");
-            bad |= o == NULL || json_object_set_new(o, "name", json_string(jstr(bm, "name"))) != 0;
-            if (o != NULL && sha != NULL)
-                bad |= json_object_set_new(o, "sha256", json_string(sha)) != 0;
-            bad |= json_object_set_new(root, "base_model", o) != 0;
-        }
-        if (b->manifest != NULL)
-            bad |= json_object_set_new(root, "source_manifest", json_string(MANIFEST_NAME)) != 0;
-        if (b->adapter_cfg != NULL)
-            bad |= json_object_set_new(root, "adapter_config", json_string(ADAPTER_CONFIG_NAME)) != 0;
-        bad |= json_object_set_new(root, "created_by", json_string(CREATED_BY)) != 0;
-        for (size_t k = 0; k < b->module_count && !bad; k++) {
-            json_t *mj = module_json(b, &b->modules[k]);
-            bad |= mj == NULL || json_array_append_new(mods, mj) != 0;
-        }
-        bad |= json_object_set(root, "modules", mods) != 0;
-        char hex[65];
-        hex_encode(info->pub.archive_sha256, 32, hex);
-        bad |= json_object_set_new(src, "sha256", json_string(hex)) != 0;
-        bad |= json_object_set_new(src, "bytes", json_integer((json_int_t)info->pub.archive_bytes)) != 0;
-        for (uint32_t i = 0; i < l->count && !bad; i++) {
-            json_t *e = json_pack("{s:s, s:I, s:i, s:I}", "name", l->e[i].name, "size",
-                                  (json_int_t)l->e[i].size, "mode", (int)l->e[i].mode, "mtime",
-                                  (json_int_t)l->e[i].mtime);
-            bad |= e == NULL || json_array_append_new(ents, e) != 0;
-        }
-        bad |= json_object_set(src, "entries", ents) != 0;
-        bad |= json_object_set(extra, "v1_source", src) != 0;
-        bad |= json_object_set(root, "extra", extra) != 0;
-    }
-    if (!bad) {
-        size_t n = json_dumpb(root, NULL, 0, JSON_COMPACT);
-        char *buf = n ? xp_malloc(n + 1) : NULL;
-        if (buf == NULL || json_dumpb(root, buf, n, JSON_COMPACT) != n) {
-            xp_free(buf);
-            bad = 1;
-        } else {
-            buf[n] = '\0';
-            *out = buf;
-            *out_len = n;
-        }
-    }
-    if (bad)
-        s = FAIL(EXPERT_E_NOMEM, "out of memory building metadata");
+    json_t *root = bad ? NULL
+                       : json_pack("{s:{s:s, s:I, s:O}}", "v1_source", "sha256", hex, "bytes",
+                                   (json_int_t)info->pub.archive_bytes, "entries", ents);
+    *out = root != NULL ? json_dumps(root, JSON_COMPACT) : NULL;
     json_decref(root);
-    json_decref(mods);
-    json_decref(src);
     json_decref(ents);
-    json_decref(extra);
-    xp_free(fallback);
-    return s;
+    return *out != NULL ? EXPERT_OK : FAIL(EXPERT_E_NOMEM, "out of memory building metadata");
 }
 
-static void desc_init(expert_section_desc *d, const char *name, uint16_t type)
+/* The packer is done with a tar entry: free it at once, so the entries and
+ * the image are not held in full at the same time. */
+static void release_entry(void *user, const expert_pack_progress *p)
 {
-    memset(d, 0, sizeof *d);
-    d->name = name;
-    d->type = type;
-    d->codec = EXPERT_CODEC_RAW;
-    d->layer = EXPERT_LAYER_NONE;
-    d->module = EXPERT_MODULE_NONE;
+    v1_load *l = user;
+    if (p->file_done) {
+        xp_free(l->e[p->file].data);
+        l->e[p->file].data = NULL;
+    }
 }
 
-static int ventry_ptr_cmp(const void *a, const void *b)
+/* Builds the raw-codec v2 image through the packer, the same sections and
+ * metadata as `expert-cli pack` of the extracted directory (spec §9.5). */
+static expert_status build_image(v1_load *l, const xp_v1_info *info, const char *path,
+                                 const char *base_model, uint8_t **alloc, const uint8_t **image,
+                                 size_t *image_size, expert_error *err)
 {
-    return ventry_name_cmp(a, b);
-}
-
-/* Builds the raw-codec v2 image: SAFETENSORS_HEADER, tensors in streaming
- * order, then every other entry as FILE sorted by path. Entry buffers are
- * released as they are copied in. */
-static expert_status build_image(v1_load *l, build *b, const char *meta, size_t meta_len,
-                                  uint8_t **alloc, const uint8_t **image, size_t *image_size,
-                                  expert_error *err)
-{
-    uint64_t hint = l->total + meta_len + 65536;
-    hint += (uint64_t)(l->count + b->tensor_count + 1) * (64 + XP_TOC_ENTRY_SIZE + 8);
-    for (size_t i = 0; i < b->tensor_count; i++)
-        hint += strlen(b->tensors[i].info.name);
+    uint64_t hint = l->total + 65536;
+    hint += (uint64_t)(l->count + 1) * (64 + XP_TOC_ENTRY_SIZE + 8) * 2;
     for (uint32_t i = 0; i < l->count; i++)
-        hint += strlen(l->e[i].name);
+        hint += 2 * strlen(l->e[i].name);
     if (hint > SIZE_MAX)
         return FAIL(EXPERT_E_LIMIT_EXCEEDED, "package too large for this machine");
+    expert_pack_file *files = xp_calloc(l->count ? l->count : 1, sizeof *files);
+    char *name = fallback_name(path), *extra = NULL;
     expert_writer *w = NULL;
     expert_writer_options wo = {64, 0, 0, 1};
-    XP_TRY(xp_writer_open_memory(&wo, (size_t)hint, &w, err));
-    expert_status s = expert_writer_set_metadata(w, meta, meta_len, err);
-    expert_section_desc d;
+    expert_status s = files != NULL && name != NULL ? EXPERT_OK : FAIL(EXPERT_E_NOMEM, "out of memory");
+    if (s == EXPERT_OK)
+        s = v1_source_json(l, info, &extra, err);
+    for (uint32_t i = 0; s == EXPERT_OK && i < l->count; i++)
+        files[i] = (expert_pack_file){l->e[i].name, l->e[i].data, l->e[i].size};
+    if (s == EXPERT_OK)
+        s = xp_writer_open_memory(&wo, (size_t)hint, &w, err);
     if (s == EXPERT_OK) {
-        desc_init(&d, ST_NAME, EXPERT_SECTION_SAFETENSORS_HEADER);
-        d.dtype = EXPERT_DTYPE_BYTES;
-        d.rank = 1;
-        d.dims[0] = expert_safetensors_header_length(b->st);
-        s = expert_writer_add(w, &d, b->st_entry->data, (size_t)d.dims[0], err);
+        expert_pack_options po = {sizeof po, EXPERT_CODEC_RAW, EXPERT_CODEC_RAW, name, base_model,
+                                  CREATED_BY, extra, release_entry, l};
+        s = expert_pack(w, files, l->count, &po, NULL, err);
+        /* the package contradicts itself: for an archive that is BAD_ARCHIVE */
+        if (s == EXPERT_E_INVALID_ARGUMENT) {
+            s = EXPERT_E_BAD_ARCHIVE;
+            if (err != NULL)
+                err->code = s;
+        }
+        if (s == EXPERT_OK)
+            s = xp_writer_finish_memory(w, NULL, alloc, image, image_size, err);
+        else
+            expert_writer_abort(w);
     }
-    for (size_t i = 0; s == EXPERT_OK && i < b->tensor_count; i++) {
-        const tensor_entry *t = &b->tensors[i];
-        desc_init(&d, t->info.name, t->role.type);
-        d.dtype = (uint8_t)t->info.dtype;
-        d.rank = (uint8_t)t->info.rank;
-        d.layer = t->role.layer;
-        d.module = t->module;
-        memcpy(d.dims, t->info.dims, sizeof d.dims);
-        s = expert_writer_add(w, &d, b->st_entry->data + t->info.data_offset,
-                              (size_t)t->info.data_length, err);
-    }
-    ventry **sorted = NULL;
-    if (s == EXPERT_OK) {
-        sorted = xp_calloc(l->count ? l->count : 1, sizeof *sorted);
-        if (sorted == NULL)
-            s = FAIL(EXPERT_E_NOMEM, "out of memory");
-    }
-    if (s == EXPERT_OK) {
-        for (uint32_t i = 0; i < l->count; i++)
-            sorted[i] = &l->e[i];
-        qsort(sorted, l->count, sizeof *sorted, ventry_ptr_cmp);
-    }
-    for (uint32_t i = 0; s == EXPERT_OK && i < l->count; i++) {
-        ventry *v = sorted[i];
-        if (v == b->st_entry)
-            continue;
-        desc_init(&d, v->name, EXPERT_SECTION_FILE);
-        d.dtype = EXPERT_DTYPE_BYTES;
-        d.rank = 1;
-        d.dims[0] = v->size;
-        s = expert_writer_add(w, &d, v->data, v->size, err);
-        xp_free(v->data);
-        v->data = NULL;
-    }
-    xp_free(sorted);
-    if (s != EXPERT_OK) {
-        expert_writer_abort(w);
-        return s;
-    }
-    return xp_writer_finish_memory(w, NULL, alloc, image, image_size, err);
+    xp_free(files);
+    xp_free(name);
+    free(extra); /* json_dumps allocates with jansson's allocator */
+    return s;
 }
 
 /* ============================================================= sidecar */
@@ -1234,12 +746,8 @@ static expert_status open_common_v1(int fd, const char *path, const void *mem, s
     expert_v1_options o = resolve_options(v1opt);
     gz_src g;
     v1_load l;
-    build b;
     xp_v1_info *info = NULL;
-    char *meta = NULL;
-    size_t meta_len = 0;
     memset(&l, 0, sizeof l);
-    memset(&b, 0, sizeof b);
     *out = NULL;
 
     expert_status s = gz_init(&g, fd, mem, mem_size, o.max_total_bytes, err);
@@ -1278,28 +786,19 @@ static expert_status open_common_v1(int fd, const char *path, const void *mem, s
         }
     }
     if (s == EXPERT_OK) {
-        ventry *m = find_entry(&l, MANIFEST_NAME), *c = find_entry(&l, ADAPTER_CONFIG_NAME);
-        b.st_entry = find_entry(&l, ST_NAME);
-        if (b.st_entry == NULL)
+        ventry *m = find_entry(&l, MANIFEST_NAME);
+        json_t *manifest = NULL;
+        if (find_entry(&l, ST_NAME) == NULL)
             s = FAIL(EXPERT_E_BAD_ARCHIVE, "the v1 package has no %s", ST_NAME);
-        if (s == EXPERT_OK && m != NULL)
-            s = parse_json_entry(m, &b.manifest, err);
-        if (s == EXPERT_OK && c != NULL)
-            s = parse_json_entry(c, &b.adapter_cfg, err);
+        if (s == EXPERT_OK && m != NULL &&
+            (s = xp_json_object_load(m->name, m->data, m->size, &manifest, err)) != EXPERT_OK) {
+            s = EXPERT_E_BAD_ARCHIVE;
+            if (err != NULL)
+                err->code = s;
+        }
         info->pub.is_signed = find_entry(&l, SIGNATURE_NAME) != NULL ||
-                              json_object_get(b.manifest, "integrity") != NULL;
-    }
-    if (s == EXPERT_OK) {
-        int bad_bm = 0;
-        b.base_model = manifest_base_model(b.manifest, o.base_model, &bad_bm);
-        b.manifest_adapter = manifest_adapter(b.manifest, b.base_model);
-        if (bad_bm && o.base_model == NULL)
-            s = FAIL(EXPERT_E_BAD_ARCHIVE,
-                     "manifest.json lists %zu base models: choose one (expert_v1_options.base_model)",
-                     json_array_size(json_object_get(b.manifest, "base_models")));
-        else if (bad_bm)
-            s = FAIL(EXPERT_E_BAD_ARCHIVE, "manifest.json lists no base model named '%s'",
-                     o.base_model);
+                              json_object_get(manifest, "integrity") != NULL;
+        json_decref(manifest);
     }
     if (s == EXPERT_OK) {
         info->pub.sidecar = EXPERT_V1_SIDECAR_NOT_CHECKED;
@@ -1318,19 +817,11 @@ static expert_status open_common_v1(int fd, const char *path, const void *mem, s
             }
         }
     }
-    if (s == EXPERT_OK)
-        s = load_tensors(&b, err);
-    if (s == EXPERT_OK)
-        s = build_modules(&b, err);
-    if (s == EXPERT_OK)
-        s = build_metadata(&b, &l, info, path, &meta, &meta_len, err);
     uint8_t *alloc = NULL;
     const uint8_t *image = NULL;
     size_t image_size = 0;
     if (s == EXPERT_OK)
-        s = build_image(&l, &b, meta, meta_len, &alloc, &image, &image_size, err);
-    xp_free(meta);
-    build_free(&b);
+        s = build_image(&l, info, path, o.base_model, &alloc, &image, &image_size, err);
     load_free(&l);
     gz_free(&g);
     if (s != EXPERT_OK) {

@@ -481,8 +481,8 @@ static expert_status write_structure(expert_writer *w, uint8_t *header, const ex
         goto done;
 
     memcpy(header + XP_OFF_MAGIC, XP_MAGIC, 8);
-    xp_put16(header + XP_OFF_MAJOR, EXPERT_VERSION_MAJOR);
-    xp_put16(header + XP_OFF_MINOR, EXPERT_VERSION_MINOR);
+    xp_put16(header + XP_OFF_MAJOR, EXPERT_FORMAT_MAJOR);
+    xp_put16(header + XP_OFF_MINOR, EXPERT_FORMAT_MINOR);
     xp_put32(header + XP_OFF_HEADER_SIZE, XP_HEADER_SIZE);
     xp_put32(header + XP_OFF_TOC_COUNT, n);
     xp_put32(header + XP_OFF_ALIGNMENT, w->opt.alignment);

@@ -220,7 +220,7 @@ static void check_reader(expert_reader *r, const fixture *f, uint32_t align, uin
         CHECK(hi.used_mmap == expect_mmap);
     CHECK(expert_section_count(r) == NSEC);
     CHECK(strcmp(expert_name(r), "roundtrip") == 0);
-    CHECK(strcmp(expert_version(r), "1.2.3") == 0);
+    CHECK(strcmp(expert_package_version(r), "1.2.3") == 0);
     size_t jl = 0;
     const char *json = expert_metadata_json(r, &jl);
     CHECK(json && jl == strlen(META_RT) && memcmp(json, META_RT, jl) == 0 && json[jl] == 0);
@@ -579,7 +579,7 @@ static void test_spec_example(void **state)
             CHECK_OK(expert_open(path, &o, &r, &err));
         CHECK(expert_section_count(r) == 3);
         CHECK(strcmp(expert_name(r), "example") == 0);
-        CHECK(strcmp(expert_version(r), "1.0.0") == 0);
+        CHECK(strcmp(expert_package_version(r), "1.0.0") == 0);
         expert_module_info mi;
         CHECK(expert_module_count(r) == 1);
         CHECK_OK(expert_module(r, 0, &mi));

@@ -108,7 +108,7 @@ static void test_open_memory_same_api(void **state)
     assert_non_null(expert_reader_notice(r));
     assert_non_null(strstr(expert_reader_notice(r), "deprecated"));
     assert_string_equal(expert_name(r), "expert-test-dora");
-    assert_string_equal(expert_version(r), "0.3.11");
+    assert_string_equal(expert_package_version(r), "0.3.11");
     assert_int_equal(expert_module_count(r), (uint32_t)p.modules);
     /* 1 header + tensors + every other file */
     assert_int_equal(expert_section_count(r), (uint32_t)(1 + p.tensors + p.n - 1));
