@@ -19,6 +19,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "test_v1_common.h"
 
 static const char *g_cli;
@@ -388,6 +390,184 @@ static void test_convert_signed(void **state)
     pkg_free(&p);
 }
 
+/* ------------------------------------------- pack DIR == convert DIR.tar.gz */
+
+static void pkg_remove(pkg *p, const char *name)
+{
+    for (int i = 0; i < p->n; i++)
+        if (strcmp(p->f[i].name, name) == 0) {
+            free(p->f[i].data);
+            memmove(&p->f[i], &p->f[i + 1], (size_t)(p->n - i - 1) * sizeof p->f[0]);
+            p->n--;
+            return;
+        }
+}
+
+static void write_pkg_dir(const pkg *p, const char *dir)
+{
+    assert_int_equal(run_cmd(NULL, "rm -rf '%s' && mkdir -p '%s/tests'", dir, dir), 0);
+    for (int i = 0; i < p->n; i++) {
+        char *f = pjoin(dir, p->f[i].name);
+        assert_int_equal(write_file(f, p->f[i].data, p->f[i].size), 0);
+        free(f);
+    }
+}
+
+/* Metadata without what may differ between the two writers. */
+static json_t *meta_core(expert_reader *r)
+{
+    size_t n = 0;
+    const char *m = expert_metadata_json(r, &n);
+    json_t *j = json_loadb(m, n, 0, NULL);
+    assert_non_null(j);
+    json_object_del(j, "created_by");
+    json_object_del(j, "extra");
+    return j;
+}
+
+static void same_package(const char *a_path, const char *b_path)
+{
+    expert_reader *a = NULL, *b = NULL;
+    expert_error e;
+    expert_open_options v2 = {EXPERT_OPEN_V2_ONLY, 0};
+    assert_int_equal(expert_open(a_path, &v2, &a, &e), EXPERT_OK);
+    assert_int_equal(expert_open(b_path, &v2, &b, &e), EXPERT_OK);
+    assert_int_equal(expert_section_count(a), expert_section_count(b));
+    for (uint32_t i = 0; i < expert_section_count(a); i++) {
+        expert_section_info x, y;
+        assert_int_equal(expert_section(a, i, &x), EXPERT_OK);
+        assert_int_equal(expert_section(b, i, &y), EXPERT_OK);
+        if (x.name_length != y.name_length || memcmp(x.name, y.name, x.name_length) != 0 ||
+            x.type != y.type || x.dtype != y.dtype || x.rank != y.rank || x.layer != y.layer ||
+            x.module != y.module || memcmp(x.dims, y.dims, sizeof x.dims) != 0 ||
+            memcmp(x.sha256, y.sha256, 32) != 0)
+            fail_msg("section %u differs: '%.*s' vs '%.*s'", i, (int)x.name_length, x.name,
+                     (int)y.name_length, y.name);
+    }
+    json_t *ma = meta_core(a), *mb = meta_core(b);
+    if (!json_equal(ma, mb)) {
+        char *ta = json_dumps(ma, JSON_COMPACT), *tb = json_dumps(mb, JSON_COMPACT);
+        fail_msg("metadata differs:\n  pack:    %s\n  convert: %s", ta, tb);
+    }
+    json_decref(ma);
+    json_decref(mb);
+    expert_close(a);
+    expert_close(b);
+}
+
+/* The PEFT semantics both paths must give (spec §9.5). */
+typedef struct pack_variant {
+    const char *what;
+    pkg_kind kind;
+    const char *config; /* adapter_config.json; NULL: the package has none */
+    int fails;          /* the config contradicts the tensors: both must refuse */
+    double (*alpha)(const char *path);
+    int rslora;
+    int (*feedforward)(const char *path);
+} pack_variant;
+
+static double alpha_peft_default(const char *path) { (void)path; return 8.0; }
+static double alpha_manifest(const char *path) { (void)path; return 12.0; } /* pkg_make: 2r */
+static double alpha_16(const char *path) { (void)path; return 16.0; }
+static double alpha_by_pattern(const char *path)
+{
+    if (strstr(path, ".layers.1.self_attn.v_proj") != NULL)
+        return 5.0;
+    if (strstr(path, ".q_proj") != NULL)
+        return 3.0;
+    return 16.0;
+}
+static int ff_down(const char *path) { return strstr(path, "down_proj") != NULL; }
+
+#define LORA_CFG(extra) "{\"peft_type\":\"LORA\"," extra "\"target_modules\":[\"q_proj\"," \
+    "\"k_proj\",\"v_proj\",\"o_proj\",\"up_proj\",\"down_proj\"]}"
+
+static const pack_variant k_variants[] = {
+    {"no lora_alpha: PEFT's default 8, not the manifest's 12", PK_LORA,
+     LORA_CFG("\"r\":6,\"use_dora\":false,"), 0, alpha_peft_default, 0, NULL},
+    {"no adapter_config.json: the manifest adapter's alpha", PK_LORA, NULL, 0, alpha_manifest, 0,
+     NULL},
+    {"alpha_pattern keys are regexes, first match wins", PK_LORA,
+     LORA_CFG("\"r\":6,\"lora_alpha\":16,\"alpha_pattern\":{\"layers\\\\.1\\\\.self_attn\\\\.v_proj\":5,"
+              "\"q_proj\":3},"),
+     0, alpha_by_pattern, 0, NULL},
+    {"rank_pattern that disagrees with lora_A", PK_LORA,
+     LORA_CFG("\"r\":6,\"lora_alpha\":16,\"rank_pattern\":{\"o_proj\":5},"), 1, NULL, 0, NULL},
+    {"rank_pattern (a regex) overrides r", PK_LORA,
+     LORA_CFG("\"r\":99,\"lora_alpha\":16,\"rank_pattern\":{\"(q|k|v|o|up|down)_proj\":6},"),
+     0, alpha_16, 0, NULL},
+    {"use_rslora", PK_LORA, LORA_CFG("\"r\":6,\"lora_alpha\":16,\"use_rslora\":true,"), 0, alpha_16, 1,
+     NULL},
+    {"use_dora true with magnitudes", PK_DORA, LORA_CFG("\"r\":6,\"lora_alpha\":16,\"use_dora\":true,"), 0,
+     alpha_16, 0, NULL},
+    {"use_dora true without magnitudes", PK_LORA, LORA_CFG("\"r\":6,\"lora_alpha\":16,\"use_dora\":true,"),
+     1, NULL, 0, NULL},
+    {"feedforward_modules as a list", PK_IA3,
+     "{\"peft_type\":\"IA3\",\"feedforward_modules\":[\"down_proj\"]}", 0, NULL, 0, ff_down},
+    {"feedforward_modules as a regex string", PK_IA3,
+     "{\"peft_type\":\"IA3\",\"feedforward_modules\":\"model\\\\.layers\\\\.\\\\d+\\\\.mlp\\\\.down_proj\"}",
+     0, NULL, 0, ff_down},
+    {"feedforward_modules regex naming a [out,1] vector", PK_IA3,
+     "{\"peft_type\":\"IA3\",\"feedforward_modules\":\".*_proj\"}", 1, NULL, 0, NULL},
+};
+
+static void check_semantics(const pack_variant *v, const char *file)
+{
+    expert_reader *r = NULL;
+    expert_error e;
+    assert_int_equal(expert_open(file, NULL, &r, &e), EXPERT_OK);
+    assert_true(expert_module_count(r) > 0);
+    for (uint32_t i = 0; i < expert_module_count(r); i++) {
+        expert_module_info m;
+        assert_int_equal(expert_module(r, i, &m), EXPERT_OK);
+        if (v->alpha != NULL && fabs(m.alpha - v->alpha(m.path)) > 0)
+            fail_msg("%s: module %s alpha %g, want %g", v->what, m.path, m.alpha, v->alpha(m.path));
+        if (v->alpha != NULL && m.rslora != v->rslora)
+            fail_msg("%s: module %s rslora %d", v->what, m.path, m.rslora);
+        if (v->feedforward != NULL && m.feedforward != v->feedforward(m.path))
+            fail_msg("%s: module %s feedforward %d", v->what, m.path, m.feedforward);
+    }
+    expert_close(r);
+}
+
+static void test_pack_matches_convert(void **state)
+{
+    (void)state;
+    NEED_CLI();
+    char *dir = path("pv-dir"), *tgz = path("pv.tar.gz"), *a = path("pv-pack.expert"),
+         *b = path("pv-convert.expert");
+    for (size_t k = 0; k < sizeof k_variants / sizeof k_variants[0]; k++) {
+        const pack_variant *v = &k_variants[k];
+        pkg p;
+        pkg_make(&p, v->kind, 2, 6, 700 + k);
+        if (v->config != NULL)
+            pkg_set(&p, "adapter_config.json", v->config, strlen(v->config));
+        else
+            pkg_remove(&p, "adapter_config.json");
+        write_pkg_dir(&p, dir);
+        write_pkg(&p, "pv.tar.gz");
+        unlink(a);
+        unlink(b);
+        int ra = run_cmd(NULL, "'%s' pack -q --codec raw '%s' -o '%s' 2>/dev/null", g_cli, dir, a);
+        int rb = run_cmd(NULL, "'%s' convert -q --codec raw '%s' '%s' 2>/dev/null", g_cli, tgz, b);
+        if (v->fails) {
+            if (ra == 0 || rb == 0)
+                fail_msg("%s: pack exit %d, convert exit %d; both must refuse", v->what, ra, rb);
+            assert_int_equal(ra, rb);
+        } else {
+            if (ra != 0 || rb != 0)
+                fail_msg("%s: pack exit %d, convert exit %d", v->what, ra, rb);
+            same_package(a, b);
+            check_semantics(v, a);
+        }
+        pkg_free(&p);
+    }
+    free(dir);
+    free(tgz);
+    free(a);
+    free(b);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -412,6 +592,7 @@ int main(void)
         cmocka_unit_test(test_convert_lossy),
         cmocka_unit_test(test_convert_batch),
         cmocka_unit_test(test_convert_signed),
+        cmocka_unit_test(test_pack_matches_convert),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
