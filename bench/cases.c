@@ -35,7 +35,7 @@
  *                  then read() adapter_model.safetensors, parse it, and copy
  *                  every tensor into the arena; removing the directory is
  *                  untimed
- *   v1 libexpert   expert_open on the tar.gz (in-memory v1 compat) + read of
+ *   v1 libexpert   expert_open(EXPERT_OPEN_V1) on the tar.gz (in-memory v1 compat) + read of
  *                  every tensor section (verified) + close
  *   st mmap        mmap adapter_model.safetensors + parse + copy of every
  *                  tensor into the arena + munmap
@@ -69,18 +69,9 @@
 
 #include "sys.h"
 
-/* The library's unshuffle (codec.c) is internal; a weak reference measures
- * it when the shared library exports it, else a copy of the same loop. */
-extern void xp_unshuffle(const uint8_t *src, uint8_t *dst, size_t length, size_t elem_size)
-    __attribute__((weak));
-
-static void unshuffle_libcopy(const uint8_t *src, uint8_t *dst, size_t length, size_t elem_size)
-{
-    size_t n = length / elem_size;
-    for (size_t j = 0; j < elem_size; j++)
-        for (size_t i = 0; i < n; i++)
-            dst[i * elem_size + j] = src[j * n + i];
-}
+/* The library's unshuffle (codec.c) is internal: the benchmark links the
+ * library's objects statically (expert_internal in ref/meson.build). */
+#include "format.h"
 
 /* Reference unshuffle: output-order loop, one read stream per byte plane. */
 static void unshuffle_fast(const uint8_t *restrict src, uint8_t *restrict dst, size_t length,
@@ -236,7 +227,8 @@ static int build_plan(const char *path, plan *p, char *err, size_t errlen)
     expert_reader *r = NULL;
     expert_error e;
     memset(p, 0, sizeof *p);
-    if (expert_open(path, NULL, &r, &e) != EXPERT_OK) {
+    expert_open_options any = {EXPERT_OPEN_V1, 0}; /* plans are made for v1 inputs too */
+    if (expert_open(path, &any, &r, &e) != EXPERT_OK) {
         set_err(err, errlen, "%s: %s: %s", path, expert_status_name(e.code), e.message);
         return -1;
     }
@@ -812,7 +804,7 @@ static int run_base(xb_case *c, double *sec, char *err, size_t errlen)
     case K_V1_LIB: {
         expert_reader *r = NULL;
         expert_error e;
-        expert_open_options o = {0, 1};
+        expert_open_options o = {EXPERT_OPEN_V1, 1};
         if (expert_open(c->path, &o, &r, &e) != EXPERT_OK) {
             set_err(err, errlen, "expert_open (v1) %s: %s", expert_status_name(e.code), e.message);
             rc = -1;
@@ -923,7 +915,7 @@ static int run_micro(xb_case *c, double *sec, char *err, size_t errlen)
         break;
     case M_UNSHUF_LIB:
         t0 = xs_now();
-        (xp_unshuffle ? xp_unshuffle : unshuffle_libcopy)(g_stage, g_arena, c->micro_len, c->e->elem);
+        xp_unshuffle(g_stage, g_arena, c->micro_len, c->e->elem);
         t1 = xs_now();
         break;
     case M_UNSHUF_FAST:
@@ -1202,9 +1194,7 @@ int xb_init(int *argc, char **argv, char *err, size_t errlen)
     xs_context_add("threads_N", "%u", g_threads);
     xs_context_add("arena_bytes", "%zu", g_arena_size);
     xs_context_add("tmp_dir_v1_extraction", "%s", g_tmp_dir);
-    xs_context_add("unshuffle_lib_symbol", "%s",
-                   xp_unshuffle ? "xp_unshuffle from libexpert"
-                                : "not exported: bench copy of codec.c's loop");
+    xs_context_add("unshuffle_lib_symbol", "%s", "xp_unshuffle, linked from libexpert's objects");
     xs_context_add("cold_method", "posix_fadvise(POSIX_FADV_DONTNEED) on the file before every "
                                   "iteration; guest cache checked with mincore; a VM host may "
                                   "still cache the image: cold (fadvise; host cache may remain)");

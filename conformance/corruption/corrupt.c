@@ -1,5 +1,5 @@
 /*
- * corrupt.c — the systematic corruption suite (issue 5).
+ * corrupt.c — the systematic corruption suite.
  *
  * For every valid base file (bases.c) it enumerates mutations:
  *   - truncation at every byte of header, metadata, TOC, index and strings

@@ -2,7 +2,7 @@
  * expert_quality.h — the compressor library (LAPACKE + OpenBLAS), kept out of
  * the core reader: truncated/randomized SVD with a deterministic sign
  * convention, the exact SVD of a LoRA product by thin QR, the two compression
- * arms of issue 7 (dense truncated SVD and OSD: sparsified factors of a larger
+ * arms of the A/B (dense truncated SVD and OSD: sparsified factors of a larger
  * rank) at a byte budget charged with the sizes the v2 writer produces, and
  * per-module error metrics between two experts.
  *

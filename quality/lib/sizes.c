@@ -12,7 +12,7 @@
 
 #include <zstd.h>
 
-#include "format.h" /* XP_HEADER_SIZE, XP_TOC_ENTRY_SIZE, xp_index_slot_count */
+#include "format.h" /* XP_HEADER_SIZE, XP_TOC_ENTRY_SIZE */
 #include "qinternal.h"
 
 expert_status xq_fail(expert_error *err, expert_status code, const char *fmt, ...)
@@ -199,6 +199,6 @@ uint64_t xq_file_size(const xq_layout *lay, const uint64_t *stored, size_t nsec,
         pos += xq_section_span(lay, pos, stored[i]);
     pos = up(pos, 8) + metadata_size;
     pos = up(pos, 8) + (uint64_t)nsec * XP_TOC_ENTRY_SIZE;
-    pos = up(pos, 8) + 8 + 4 * (uint64_t)xp_index_slot_count((uint32_t)nsec);
+    pos = up(pos, 8) + 8 + 4 * (uint64_t)expert_index_slot_count((uint32_t)nsec);
     return pos + names_total;
 }

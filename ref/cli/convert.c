@@ -1,7 +1,7 @@
 /* convert.c — `expert-cli convert`: v1 tar.gz <-> .expert v2, one file or a
  * directory tree (--batch, parallel, resumable).
  *
- * The library does the format work: expert_open() reads a v1 package into
+ * The library does the format work: expert_open_v1() reads a v1 package into
  * an in-memory v2 image with the sections and metadata `pack` gives the
  * extracted directory, so v1 -> v2 is a transcode of that image's sections
  * (TOC order, same names, types, shapes, layers, modules and metadata) with
@@ -576,7 +576,8 @@ static void convert_one(const conv_opts *o, const char *in, const char *out, int
     if (resume && path_exists(out)) {
         expert_reader *done_r = NULL;
         expert_error e2;
-        if (expert_open(out, &oo, &done_r, &e2) == EXPERT_OK &&
+        expert_open_options any = {EXPERT_OPEN_V1, o->threads}; /* OUT may be a v1 rollback */
+        if (expert_open(out, &any, &done_r, &e2) == EXPERT_OK &&
             expert_reader_source_format(done_r) == o->to &&
             expert_verify_full(done_r, NULL, &e2) == EXPERT_OK && same_sections(r, done_r)) {
             res->state = R_SKIPPED;

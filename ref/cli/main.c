@@ -99,8 +99,9 @@ static const char k_help_validate[] =
     "  --threads N        decode/verify threads (default: caller's thread only)\n"
     "  --no-mmap          read the file with read() instead of mapping it\n"
     "  --repeat N         timing mode: open (+ level work) + close N times and\n"
-    "                     print the first run, then median/min/max/p10/p90 of runs\n"
-    "                     2..N (of the single run when N is 1), in microseconds\n"
+    "                     print the first run, then median/min/max of runs 2..N\n"
+    "                     (of the single run when N is 1), in microseconds; p10\n"
+    "                     and p90 too from 10 such runs on\n"
     "  --json             print the result as one JSON object\n"
     "  -h, --help         this help\n";
 
@@ -123,15 +124,17 @@ static const char k_help_extract[] =
     "  -h, --help         this help\n";
 
 static const char k_help_get[] =
-    "Usage: expert-cli get FILE SECTION [-o OUT] [--index]\n"
+    "Usage: expert-cli get FILE SECTION [-o OUT] [--index] [--json]\n"
     "\n"
     "Writes the decoded bytes of one section (by name, or by TOC index with\n"
-    "--index) to OUT (atomically, replacing it) or to standard output. The\n"
-    "section's SHA-256 is checked.\n"
+    "--index) to OUT (atomically, replacing it) or to standard output, which\n"
+    "must not be a terminal. The section's SHA-256 is checked.\n"
     "\n"
     "Options:\n"
     "  -o, --output OUT   output file (default: standard output)\n"
     "  --index            SECTION is a TOC index\n"
+    "  --json             print the section's TOC entry as JSON (the bytes go\n"
+    "                     to OUT only, when -o is given)\n"
     "  --threads N        decode threads\n"
     "  -h, --help         this help\n";
 
@@ -251,14 +254,20 @@ static int cmd_help(const cli_cmd *cmd, int argc, char **argv)
 
 /* ============================================================ shared bits */
 
-static expert_status open_reader(const char *path, int no_mmap, unsigned threads,
-                                 expert_reader **r, expert_error *err)
+/* Opens a v2 file. With allow_v1 (a command that reads what the user named,
+ * whatever its format) a v1 tar.gz is read through the compatibility layer,
+ * and a notice goes to stderr unless quiet. */
+static expert_status open_reader(const char *path, int no_mmap, unsigned threads, int allow_v1,
+                                 int quiet, expert_reader **r, expert_error *err)
 {
     expert_open_options opt;
-    opt.flags = no_mmap ? EXPERT_OPEN_NO_MMAP : 0;
+    opt.flags = (no_mmap ? EXPERT_OPEN_NO_MMAP : 0) | (allow_v1 ? EXPERT_OPEN_V1 : 0);
     opt.threads = threads;
     *r = NULL;
-    return expert_open(path, &opt, r, err);
+    expert_status s = expert_open(path, &opt, r, err);
+    if (s == EXPERT_OK && !quiet && expert_reader_notice(*r) != NULL)
+        fprintf(stderr, "%s: note: %s\n", CLI_NAME, expert_reader_notice(*r));
+    return s;
 }
 
 static int parse_threads(const cli_cmd *cmd, const cli_opt_val *v, unsigned *out)
@@ -481,7 +490,7 @@ static int cmd_inspect(const cli_cmd *cmd, int argc, char **argv)
     json = v[I_JSON].seen;
     show_sections = !v[I_NO_SECTIONS].seen;
     err_clear(&err);
-    s = open_reader(pos[0], v[I_NO_MMAP].seen, 0, &r, &err);
+    s = open_reader(pos[0], v[I_NO_MMAP].seen, 0, 1, json, &r, &err);
     if (s != EXPERT_OK)
         return cli_report(json, NULL, s, &err);
 
@@ -624,11 +633,13 @@ static expert_status read_all_sections(validate_job *job, expert_reader *r, expe
     return EXPERT_OK;
 }
 
+#define DECILE_MIN_RUNS 10 /* fewer runs: no p10/p90 */
+
 /* One open + level work (+ close unless keep). */
 static expert_status validate_once(validate_job *job, expert_reader **keep, expert_error *err)
 {
     expert_reader *r = NULL;
-    expert_status s = open_reader(job->path, job->no_mmap, job->threads, &r, err);
+    expert_status s = open_reader(job->path, job->no_mmap, job->threads, 0, 1, &r, err);
     if (s == EXPERT_OK && job->lvl == LEVEL_ACCESS)
         s = read_all_sections(job, r, err);
     else if (s == EXPERT_OK && job->lvl == LEVEL_FULL)
@@ -706,8 +717,12 @@ static int run_timing(validate_job *job)
                   job->no_mmap ? "false" : "true", job->threads, job->key ? "valid" : "not_checked",
                   job->repeat);
         sb_printf(&sb, ",\"first_us\":%.1f,\"stats_runs\":%zu,\"median_us\":%.1f,\"min_us\":%.1f"
-                       ",\"max_us\":%.1f,\"p10_us\":%.1f,\"p90_us\":%.1f}}",
-                  us[0], n_stats, med, mn, mx, p10, p90);
+                       ",\"max_us\":%.1f",
+                  us[0], n_stats, med, mn, mx);
+        if (n_stats >= DECILE_MIN_RUNS)
+            sb_printf(&sb, ",\"p10_us\":%.1f,\"p90_us\":%.1f}}", p10, p90);
+        else /* a decile of fewer runs is the minimum or maximum again */
+            sb_puts(&sb, ",\"p10_us\":null,\"p90_us\":null}}");
         s = sb_print_line(&sb, &err);
         sb_free(&sb);
     } else {
@@ -715,8 +730,11 @@ static int run_timing(validate_job *job)
         printf("runs:    %" PRIu64 " x open+%s+close (%s, threads %u)\n", job->repeat,
                k_level_names[job->lvl], job->no_mmap ? "read()" : "mmap", job->threads);
         printf("first:   %.1f us\n", us[0]);
-        printf("%s median %.1f us, min %.1f, max %.1f, p10 %.1f, p90 %.1f\n",
-               job->repeat > 1 ? "runs 2..N:" : "run 1:", med, mn, mx, p10, p90);
+        printf("%s median %.1f us, min %.1f, max %.1f", job->repeat > 1 ? "runs 2..N:" : "run 1:",
+               med, mn, mx);
+        if (n_stats >= DECILE_MIN_RUNS)
+            printf(", p10 %.1f, p90 %.1f", p10, p90);
+        printf("\n");
     }
     free(us);
     return s == EXPERT_OK ? 0 : cli_report(job->json, NULL, s, &err);
@@ -828,9 +846,7 @@ typedef struct extract_job {
     expert_reader *r;
     const char *dir;
     int rootfd, force, json, quiet;
-    unsigned char *buf;  /* decode buffer, reused */
-    size_t cap;
-    unsigned char *used; /* per section: consumed by the safetensors rebuild */
+    unsigned char *used; /* per section: consumed by a package file */
     strbuf files_json;   /* [{"name":..,"bytes":..},...] */
     uint64_t files, bytes;
 } extract_job;
@@ -884,113 +900,33 @@ static expert_status extract_finish(extract_job *job, const char *name, uint64_t
     return s;
 }
 
-static expert_status extract_file(extract_job *job, uint32_t index, const char *name,
-                                  expert_error *err)
-{
+typedef struct extract_sink {
+    extract_job *job;
     atomic_file af;
-    int dirfd = -1;
-    uint64_t len = 0;
-    expert_status s = decode_section(job->r, index, &job->buf, &job->cap, &len, err);
-    if (s != EXPERT_OK)
-        return s;
-    s = extract_begin(job, name, &dirfd, &af, err);
-    if (s != EXPERT_OK)
-        return s;
-    s = atomic_write(&af, job->buf, (size_t)len, err);
-    return extract_finish(job, name, len, dirfd, &af, s, err);
+    uint64_t written;
+} extract_sink;
+
+static expert_status extract_write(void *user, uint32_t section, const void *data, size_t length,
+                                   expert_error *err)
+{
+    extract_sink *k = user;
+    k->job->used[section] = 1;
+    k->written += length;
+    return atomic_write(&k->af, data, length, err);
 }
 
-/* Checks that tensor section `index` holds exactly the tensor `t` of the
- * stored safetensors header. */
-static expert_status check_tensor_section(const expert_reader *r, uint32_t index,
-                                          const expert_tensor_info *t, expert_error *err)
+/* One package file (a FILE section, or the safetensors file rebuilt from its
+ * header and tensors by the library), streamed into an atomic file. */
+static expert_status extract_one(extract_job *job, uint32_t index, const char *name,
+                                 expert_error *err)
 {
-    expert_section_info si;
-    expert_status s = expert_section(r, index, &si);
-    if (s != EXPERT_OK)
-        return err_set(err, s, "no section %" PRIu32, index);
-    if (si.type == EXPERT_SECTION_FILE || si.type == EXPERT_SECTION_SAFETENSORS_HEADER ||
-        si.dtype != (uint8_t)t->dtype || si.rank != t->rank ||
-        memcmp(si.dims, t->dims, sizeof si.dims) != 0 || si.decoded_length != t->data_length) {
-        s = err_set(err, EXPERT_E_BAD_SAFETENSORS,
-                    "tensor '%s' does not match its section (type, dtype, shape or length)",
-                    t->name);
-        err->section = index;
-        return s;
-    }
-    return EXPERT_OK;
-}
-
-/* Rebuilds the safetensors file: stored header bytes, then every tensor's
- * decoded bytes in data-offset order. */
-static expert_status extract_safetensors(extract_job *job, uint32_t index, const char *name,
-                                         expert_error *err)
-{
-    unsigned char *header = NULL;
-    size_t header_cap = 0;
-    uint64_t header_len = 0, expect, written;
-    expert_safetensors *st = NULL;
-    atomic_file af;
+    extract_sink k = {job, {0}, 0};
     int dirfd = -1;
-    expert_status s;
-
-    s = decode_section(job->r, index, &header, &header_cap, &header_len, err);
-    if (s == EXPERT_OK)
-        s = expert_safetensors_parse_header(header, (size_t)header_len, &st, err);
-    if (s == EXPERT_OK && expert_safetensors_header_length(st) != header_len) {
-        s = err_set(err, EXPERT_E_BAD_SAFETENSORS,
-                    "header section holds %" PRIu64 " bytes but the header is %" PRIu64,
-                    header_len, expert_safetensors_header_length(st));
-        err->section = index;
-    }
-    if (s != EXPERT_OK) {
-        expert_safetensors_free(st);
-        free(header);
+    expert_status s = extract_begin(job, name, &dirfd, &k.af, err);
+    if (s != EXPERT_OK)
         return s;
-    }
-    s = extract_begin(job, name, &dirfd, &af, err);
-    if (s != EXPERT_OK) {
-        expert_safetensors_free(st);
-        free(header);
-        return s;
-    }
-    s = atomic_write(&af, header, (size_t)header_len, err);
-    written = header_len;
-    for (uint32_t i = 0; s == EXPERT_OK && i < expert_safetensors_count(st); i++) {
-        expert_tensor_info t;
-        uint32_t sec;
-        uint64_t len;
-        s = expert_safetensors_tensor(st, i, &t);
-        if (s != EXPERT_OK) {
-            err_set(err, s, "cannot read tensor %" PRIu32 " of the stored header", i);
-            break;
-        }
-        if (t.data_offset != written) {
-            s = err_set(err, EXPERT_E_BAD_SAFETENSORS,
-                        "tensor '%s' starts at %" PRIu64 ", expected %" PRIu64, t.name,
-                        t.data_offset, written);
-            break;
-        }
-        s = expert_find(job->r, t.name, strlen(t.name), &sec);
-        if (s != EXPERT_OK) {
-            err_set(err, s, "tensor '%s' of %s has no section", t.name, name);
-            break;
-        }
-        s = check_tensor_section(job->r, sec, &t, err);
-        if (s == EXPERT_OK)
-            s = decode_section(job->r, sec, &job->buf, &job->cap, &len, err);
-        if (s == EXPERT_OK)
-            s = atomic_write(&af, job->buf, (size_t)len, err);
-        written += t.data_length;
-        job->used[sec] = 1;
-    }
-    expect = header_len + expert_safetensors_data_length(st);
-    if (s == EXPERT_OK && written != expect)
-        s = err_set(err, EXPERT_E_BAD_SAFETENSORS, "rebuilt %" PRIu64 " bytes, expected %" PRIu64,
-                    written, expect);
-    expert_safetensors_free(st);
-    free(header);
-    return extract_finish(job, name, written, dirfd, &af, s, err);
+    s = expert_file_write(job->r, index, extract_write, &k, err);
+    return extract_finish(job, name, k.written, dirfd, &k.af, s, err);
 }
 
 /* Every output name must be safe and, without --force, not exist yet:
@@ -1062,10 +998,7 @@ static expert_status extract_all(extract_job *job, expert_error *err)
         if (name == NULL)
             return err_set(err, EXPERT_E_NOMEM, "out of memory");
         job->used[i] = 1;
-        if (si.type == EXPERT_SECTION_FILE)
-            s = extract_file(job, i, name, err);
-        else
-            s = extract_safetensors(job, i, name, err);
+        s = extract_one(job, i, name, err);
         free(name);
     }
     for (uint32_t i = 0; s == EXPERT_OK && i < n; i++)
@@ -1110,7 +1043,7 @@ static int cmd_extract(const cli_cmd *cmd, int argc, char **argv)
     job.quiet = v[X_QUIET].seen;
     err_clear(&err);
 
-    s = open_reader(pos[0], 0, threads, &job.r, &err);
+    s = open_reader(pos[0], 0, threads, 0, 1, &job.r, &err);
     if (s == EXPERT_OK) {
         job.used = calloc((size_t)expert_section_count(job.r) + 1, 1);
         if (job.used == NULL)
@@ -1146,7 +1079,6 @@ static int cmd_extract(const cli_cmd *cmd, int argc, char **argv)
     rc = s == EXPERT_OK ? 0 : cli_report(job.json, job.r, s, &err);
     if (job.rootfd >= 0)
         close(job.rootfd);
-    free(job.buf);
     free(job.used);
     sb_free(&job.files_json);
     expert_close(job.r);
@@ -1155,11 +1087,12 @@ static int cmd_extract(const cli_cmd *cmd, int argc, char **argv)
 
 /* ==================================================================== get */
 
-enum { G_OUT, G_INDEX, G_THREADS, G_COUNT };
+enum { G_OUT, G_INDEX, G_THREADS, G_JSON, G_COUNT };
 static const cli_opt_spec k_get_opts[G_COUNT] = {
     [G_OUT] = {"output", 'o', 1},
     [G_INDEX] = {"index", 0, 0},
     [G_THREADS] = {"threads", 0, 1},
+    [G_JSON] = {"json", 0, 0},
 };
 
 static int cmd_get(const cli_cmd *cmd, int argc, char **argv)
@@ -1185,8 +1118,12 @@ static int cmd_get(const cli_cmd *cmd, int argc, char **argv)
     if (v[G_INDEX].seen &&
         (rc = cli_parse_u64(cmd, "index", pos[1], 0, UINT32_MAX - 1, 0, &index64)) != 0)
         return rc;
+    int json = v[G_JSON].seen;
+    if (!v[G_OUT].seen && !json && isatty(STDOUT_FILENO))
+        return cli_usage_error(cmd, "refusing to write section bytes to a terminal: use -o OUT, "
+                                    "redirect standard output, or --json for the TOC entry");
     err_clear(&err);
-    s = open_reader(pos[0], 0, threads, &r, &err);
+    s = open_reader(pos[0], 0, threads, 0, 1, &r, &err);
     if (s == EXPERT_OK) {
         if (v[G_INDEX].seen) {
             index = (uint32_t)index64;
@@ -1205,10 +1142,25 @@ static int cmd_get(const cli_cmd *cmd, int argc, char **argv)
     if (s == EXPERT_OK) {
         if (v[G_OUT].seen)
             s = atomic_write_path(v[G_OUT].value, buf, (size_t)len, 1, &err);
-        else
+        else if (!json)
             s = write_full(STDOUT_FILENO, buf, (size_t)len, "standard output", &err);
     }
-    rc = s == EXPERT_OK ? 0 : cli_report(0, r, s, &err);
+    if (s == EXPERT_OK && json) {
+        expert_section_info si;
+        strbuf sb;
+        sb_init(&sb);
+        expert_section(r, index, &si);
+        inspect_section_json(&sb, &si);
+        if (v[G_OUT].seen && sb.len > 0 && !sb.failed) { /* the entry, and where the bytes went */
+            sb.len--; /* reopen the object */
+            sb_puts(&sb, ",\"output\":");
+            sb_json_cstr(&sb, v[G_OUT].value);
+            sb_puts(&sb, "}");
+        }
+        s = sb_print_line(&sb, &err);
+        sb_free(&sb);
+    }
+    rc = s == EXPERT_OK ? 0 : cli_report(json, r, s, &err);
     free(buf);
     expert_close(r);
     return rc;

@@ -20,6 +20,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Public functions carry EXPERT_API; the library is built with hidden
+ * visibility, so nothing else is exported (checked by ref/tests/check_exports.sh). */
+#ifndef EXPERT_API
+#if defined(__GNUC__) || defined(__clang__)
+#define EXPERT_API __attribute__((visibility("default")))
+#else
+#define EXPERT_API
+#endif
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -38,8 +48,8 @@ extern "C" {
 #define EXPERT_VERSION_NUMBER \
     (EXPERT_VERSION_MAJOR * 10000 + EXPERT_VERSION_MINOR * 100 + EXPERT_VERSION_PATCH)
 
-unsigned expert_version_number(void);     /* EXPERT_VERSION_NUMBER of the library */
-const char *expert_version_string(void);  /* e.g. "2.0.0" */
+EXPERT_API unsigned expert_version_number(void);     /* EXPERT_VERSION_NUMBER of the library */
+EXPERT_API const char *expert_version_string(void);  /* e.g. "2.0.0" */
 
 /* ---------------------------------------------------------------- errors */
 
@@ -91,9 +101,9 @@ typedef struct expert_error {
 } expert_error;
 
 /* Stable upper-case class name, e.g. "SECTION_HASH_MISMATCH". Never NULL. */
-const char *expert_status_name(expert_status s);
+EXPERT_API const char *expert_status_name(expert_status s);
 /* Parses a class name back (for conformance tools); EXPERT_E_INVALID_ARGUMENT if unknown. */
-expert_status expert_status_from_name(const char *name, expert_status *out);
+EXPERT_API expert_status expert_status_from_name(const char *name, expert_status *out);
 
 /* Replace malloc/realloc/free for the whole library (not thread-safe; call
  * before any other function). Pass NULLs to restore the defaults. */
@@ -103,7 +113,7 @@ typedef struct expert_allocator {
     void (*free_fn)(void *ptr, void *user);
     void *user;
 } expert_allocator;
-void expert_set_allocator(const expert_allocator *alloc);
+EXPERT_API void expert_set_allocator(const expert_allocator *alloc);
 
 /* ---------------------------------------------------------- format enums */
 
@@ -153,12 +163,15 @@ typedef enum expert_section_type {
 #define EXPERT_MAX_RANK 4
 
 /* Names for tools: "F32", "zstd", "LORA_A"... NULL for unknown values. */
-const char *expert_dtype_name(uint32_t dtype);
-size_t expert_dtype_size(uint32_t dtype); /* 0 if unknown */
-const char *expert_codec_name(uint32_t codec);
-const char *expert_section_type_name(uint32_t type);
-expert_status expert_dtype_from_name(const char *name, expert_dtype *out);
-expert_status expert_codec_from_name(const char *name, expert_codec *out);
+EXPERT_API const char *expert_dtype_name(uint32_t dtype);
+EXPERT_API size_t expert_dtype_size(uint32_t dtype); /* 0 if unknown */
+EXPERT_API const char *expert_codec_name(uint32_t codec);
+EXPERT_API const char *expert_section_type_name(uint32_t type);
+EXPERT_API expert_status expert_dtype_from_name(const char *name, expert_dtype *out);
+EXPERT_API expert_status expert_codec_from_name(const char *name, expert_codec *out);
+/* Slots of the name index for a file with this many sections (spec §8), for
+ * tools that predict a file's layout. */
+EXPERT_API uint32_t expert_index_slot_count(uint32_t section_count);
 
 /* -------------------------------------------------------------- reading */
 
@@ -166,7 +179,12 @@ typedef struct expert_reader expert_reader;
 
 enum {
     EXPERT_OPEN_NO_MMAP = 1u << 0, /* read the file into memory with read() */
-    EXPERT_OPEN_V2_ONLY = 1u << 1  /* a pure v2 reader: no v1 tar.gz detection (BAD_MAGIC) */
+    EXPERT_OPEN_V2_ONLY = 1u << 1, /* the default; kept so older callers still build */
+    /* Also accept a v1 tar.gz package (gzip magic), read through the
+     * compatibility layer with the default limits of expert_v1.h: the whole
+     * archive is inflated and held in memory. Without it a gzip input is
+     * BAD_MAGIC after reading 2 bytes. expert_open_v1 takes explicit limits. */
+    EXPERT_OPEN_V1 = 1u << 2
 };
 
 typedef struct expert_open_options {
@@ -174,14 +192,15 @@ typedef struct expert_open_options {
     unsigned threads;      /* decode/verify threads; 0 or 1 = caller's thread only */
 } expert_open_options;
 
-/* Opens and runs structural validation (level 1): header, structure hash,
- * metadata, TOC, index, layout. Touches no section body. */
-expert_status expert_open(const char *path, const expert_open_options *opt,
+/* Opens a v2 file and runs structural validation (level 1): header,
+ * structure hash, metadata, TOC, index, layout. Touches no section body.
+ * v1 packages only with EXPERT_OPEN_V1 (or expert_open_v1). */
+EXPERT_API expert_status expert_open(const char *path, const expert_open_options *opt,
                           expert_reader **out, expert_error *err);
 /* Same over caller memory, which must outlive the reader (not copied). */
-expert_status expert_open_memory(const void *data, size_t size, const expert_open_options *opt,
+EXPERT_API expert_status expert_open_memory(const void *data, size_t size, const expert_open_options *opt,
                                  expert_reader **out, expert_error *err);
-void expert_close(expert_reader *r);
+EXPERT_API void expert_close(expert_reader *r);
 
 typedef struct expert_header_info {
     uint16_t major, minor;
@@ -194,7 +213,7 @@ typedef struct expert_header_info {
     int is_signed;
     int used_mmap;
 } expert_header_info;
-void expert_header(const expert_reader *r, expert_header_info *out);
+EXPERT_API void expert_header(const expert_reader *r, expert_header_info *out);
 
 typedef struct expert_section_info {
     uint32_t index;        /* TOC index */
@@ -209,14 +228,14 @@ typedef struct expert_section_info {
     int known_type;        /* 0 for must-ignore types this reader does not know */
 } expert_section_info;
 
-uint32_t expert_section_count(const expert_reader *r);
-expert_status expert_section(const expert_reader *r, uint32_t index, expert_section_info *out);
+EXPERT_API uint32_t expert_section_count(const expert_reader *r);
+EXPERT_API expert_status expert_section(const expert_reader *r, uint32_t index, expert_section_info *out);
 /* O(1) lookup through the file's hash index. EXPERT_E_NOT_FOUND if absent. */
-expert_status expert_find(const expert_reader *r, const char *name, size_t name_length,
+EXPERT_API expert_status expert_find(const expert_reader *r, const char *name, size_t name_length,
                           uint32_t *index);
 /* i-th section in streaming order: ascending layer (non-layer sections last),
  * ties in TOC order. */
-uint32_t expert_section_in_layer_order(const expert_reader *r, uint32_t i);
+EXPERT_API uint32_t expert_section_in_layer_order(const expert_reader *r, uint32_t i);
 
 enum {
     EXPERT_READ_NO_VERIFY = 1u << 0 /* skip the access-level hash check */
@@ -226,12 +245,12 @@ enum {
  * EXPERT_READ_NO_VERIFY, the decoded bytes' SHA-256 is checked the first time
  * the section is decoded (validation level 2); later reads of a verified
  * section skip the hash. Uses the reader's thread count for multi-frame sections. */
-expert_status expert_read(expert_reader *r, uint32_t index, void *dst, size_t dst_capacity,
+EXPERT_API expert_status expert_read(expert_reader *r, uint32_t index, void *dst, size_t dst_capacity,
                           uint32_t flags, expert_error *err);
 /* Zero-copy: pointer into the mapping for raw-codec sections (aligned as the
  * file says). Verifies the hash on first access unless EXPERT_READ_NO_VERIFY.
  * EXPERT_E_INVALID_ARGUMENT for compressed sections. */
-expert_status expert_view(expert_reader *r, uint32_t index, const void **data, size_t *length,
+EXPERT_API expert_status expert_view(expert_reader *r, uint32_t index, const void **data, size_t *length,
                           uint32_t flags, expert_error *err);
 
 typedef struct expert_public_key expert_public_key;
@@ -239,16 +258,16 @@ typedef struct expert_private_key expert_private_key;
 
 /* Validation level 3: every section decoded and hashed, padding, file hash,
  * and the signature when `key` is not NULL. */
-expert_status expert_verify_full(expert_reader *r, const expert_public_key *key, expert_error *err);
+EXPERT_API expert_status expert_verify_full(expert_reader *r, const expert_public_key *key, expert_error *err);
 /* Signature only (structure hash already checked at open): UNSIGNED when the
  * signature field is all zero, BAD_SIGNATURE when it does not verify. */
-expert_status expert_verify_signature(const expert_reader *r, const expert_public_key *key,
+EXPERT_API expert_status expert_verify_signature(const expert_reader *r, const expert_public_key *key,
                                       expert_error *err);
 
 /* Decoded metadata JSON (NUL-terminated, owned by the reader). */
-const char *expert_metadata_json(const expert_reader *r, size_t *length);
-const char *expert_name(const expert_reader *r);
-const char *expert_package_version(const expert_reader *r); /* metadata "version" */
+EXPERT_API const char *expert_metadata_json(const expert_reader *r, size_t *length);
+EXPERT_API const char *expert_name(const expert_reader *r);
+EXPERT_API const char *expert_package_version(const expert_reader *r); /* metadata "version" */
 
 typedef struct expert_module_info {
     const char *path;      /* NUL-terminated, owned by the reader */
@@ -260,8 +279,27 @@ typedef struct expert_module_info {
     int rslora, feedforward;
     double scale;          /* alpha/r, alpha/sqrt(r), or 1 */
 } expert_module_info;
-uint32_t expert_module_count(const expert_reader *r);
-expert_status expert_module(const expert_reader *r, uint32_t index, expert_module_info *out);
+EXPERT_API uint32_t expert_module_count(const expert_reader *r);
+EXPERT_API expert_status expert_module(const expert_reader *r, uint32_t index, expert_module_info *out);
+
+/* ------------------------------------------------------- package files */
+
+/* Receives a package file's bytes in order, one section's worth per call
+ * (`section` says which section they were decoded from). A status other
+ * than EXPERT_OK stops the stream and is returned. */
+typedef expert_status (*expert_write_fn)(void *user, uint32_t section, const void *data,
+                                         size_t length, expert_error *err);
+/* Streams one package file as it was packed (spec §10.7): a FILE section's
+ * bytes, or for a SAFETENSORS_HEADER section the safetensors file rebuilt
+ * byte-exact from it and the tensor sections it lists (a listed tensor
+ * without its matching section is BAD_SAFETENSORS). Every section read is
+ * hash-checked; memory is about one section. */
+EXPERT_API expert_status expert_file_write(expert_reader *r, uint32_t section, expert_write_fn write,
+                                void *user, expert_error *err);
+/* The same file in one buffer, allocated with the library allocator:
+ * release it with expert_v1_free(). */
+EXPERT_API expert_status expert_file_rebuild(expert_reader *r, uint32_t section, void **data, size_t *size,
+                                  expert_error *err);
 
 /* -------------------------------------------------------------- writing */
 
@@ -276,7 +314,7 @@ typedef struct expert_writer_options {
 
 /* Starts a new file: data goes to a temporary file next to `path`; nothing
  * appears at `path` until expert_writer_finish succeeds. */
-expert_status expert_writer_open(const char *path, const expert_writer_options *opt,
+EXPERT_API expert_status expert_writer_open(const char *path, const expert_writer_options *opt,
                                  expert_writer **out, expert_error *err);
 
 typedef struct expert_section_desc {
@@ -292,17 +330,17 @@ typedef struct expert_section_desc {
 
 /* Encodes and appends one section; the data is written to disk before this
  * returns, so peak memory stays near one section plus a few frames. */
-expert_status expert_writer_add(expert_writer *w, const expert_section_desc *desc,
+EXPERT_API expert_status expert_writer_add(expert_writer *w, const expert_section_desc *desc,
                                 const void *data, size_t length, expert_error *err);
 /* Metadata JSON (validated against spec §9). Required before finish. */
-expert_status expert_writer_set_metadata(expert_writer *w, const char *json, size_t length,
+EXPERT_API expert_status expert_writer_set_metadata(expert_writer *w, const char *json, size_t length,
                                          expert_error *err);
 /* Writes metadata, TOC, index and strings, the hashes, the signature when
  * key != NULL, fsyncs and renames into place. The writer is freed either way. */
-expert_status expert_writer_finish(expert_writer *w, const expert_private_key *key,
+EXPERT_API expert_status expert_writer_finish(expert_writer *w, const expert_private_key *key,
                                    expert_error *err);
 /* Discards everything written (removes the temporary file). */
-void expert_writer_abort(expert_writer *w);
+EXPERT_API void expert_writer_abort(expert_writer *w);
 
 /* -------------------------------------------------------------- packing */
 
@@ -356,24 +394,24 @@ typedef struct expert_pack_result {
  * (invalid JSON, tensors that disagree with adapter_config.json, several base
  * models and no choice) is EXPERT_E_INVALID_ARGUMENT; a malformed
  * safetensors file is EXPERT_E_BAD_SAFETENSORS. `result` may be NULL. */
-expert_status expert_pack(expert_writer *w, const expert_pack_file *files, size_t count,
+EXPERT_API expert_status expert_pack(expert_writer *w, const expert_pack_file *files, size_t count,
                           const expert_pack_options *opt, expert_pack_result *result,
                           expert_error *err);
 
 /* ------------------------------------------------------- keys, signing */
 
 /* Ed25519 keys as PEM: PKCS#8 private, SubjectPublicKeyInfo public (RFC 8410). */
-expert_status expert_keygen(const char *private_pem_path, const char *public_pem_path,
+EXPERT_API expert_status expert_keygen(const char *private_pem_path, const char *public_pem_path,
                             expert_error *err);
-expert_status expert_private_key_load(const char *pem_path, expert_private_key **out,
+EXPERT_API expert_status expert_private_key_load(const char *pem_path, expert_private_key **out,
                                       expert_error *err);
-expert_status expert_public_key_load(const char *pem_path, expert_public_key **out,
+EXPERT_API expert_status expert_public_key_load(const char *pem_path, expert_public_key **out,
                                      expert_error *err);
-void expert_private_key_free(expert_private_key *k);
-void expert_public_key_free(expert_public_key *k);
+EXPERT_API void expert_private_key_free(expert_private_key *k);
+EXPERT_API void expert_public_key_free(expert_public_key *k);
 /* Signs an existing file in place (atomic rewrite of the 64 signature bytes).
  * Runs structural validation first. */
-expert_status expert_sign_file(const char *path, const expert_private_key *key, expert_error *err);
+EXPERT_API expert_status expert_sign_file(const char *path, const expert_private_key *key, expert_error *err);
 
 /* ---------------------------------------------------------- safetensors */
 
@@ -397,22 +435,22 @@ typedef struct expert_tensor_info {
 } expert_tensor_info;
 
 /* `data` must outlive the handle (tensor data is not copied). */
-expert_status expert_safetensors_parse(const void *data, size_t size, expert_safetensors **out,
+EXPERT_API expert_status expert_safetensors_parse(const void *data, size_t size, expert_safetensors **out,
                                        expert_error *err);
 /* Header-only parse: `length` >= 8+N bytes of the file's start are given; all
  * rules are checked except the final "8+N+last_end == file size", which the
  * caller checks with expert_safetensors_data_length(). Used to rebuild a
  * safetensors file from a stored SAFETENSORS_HEADER section. */
-expert_status expert_safetensors_parse_header(const void *data, size_t length,
+EXPERT_API expert_status expert_safetensors_parse_header(const void *data, size_t length,
                                               expert_safetensors **out, expert_error *err);
 /* Size of the data buffer (the last tensor's end offset, relative to 8+N). */
-uint64_t expert_safetensors_data_length(const expert_safetensors *st);
-void expert_safetensors_free(expert_safetensors *st);
+EXPERT_API uint64_t expert_safetensors_data_length(const expert_safetensors *st);
+EXPERT_API void expert_safetensors_free(expert_safetensors *st);
 /* Length of the header part, i.e. 8 + N. */
-uint64_t expert_safetensors_header_length(const expert_safetensors *st);
+EXPERT_API uint64_t expert_safetensors_header_length(const expert_safetensors *st);
 /* Tensors in file (data offset) order. */
-uint32_t expert_safetensors_count(const expert_safetensors *st);
-expert_status expert_safetensors_tensor(const expert_safetensors *st, uint32_t i,
+EXPERT_API uint32_t expert_safetensors_count(const expert_safetensors *st);
+EXPERT_API expert_status expert_safetensors_tensor(const expert_safetensors *st, uint32_t i,
                                         expert_tensor_info *out);
 
 /* PEFT key -> role. For "base_model.model.model.layers.7.self_attn.q_proj.lora_A.weight"
@@ -427,17 +465,17 @@ typedef struct expert_peft_role {
     uint32_t layer;
     size_t module_path_length;
 } expert_peft_role;
-expert_status expert_peft_classify(const char *key, char *module_path_buf, size_t buf_size,
+EXPERT_API expert_status expert_peft_classify(const char *key, char *module_path_buf, size_t buf_size,
                                    expert_peft_role *out);
 
 /* SHA-256 helper (OpenSSL EVP underneath). */
-expert_status expert_sha256(const void *data, size_t length, uint8_t out[32]);
+EXPERT_API expert_status expert_sha256(const void *data, size_t length, uint8_t out[32]);
 
 #ifdef __cplusplus
 }
 #endif
 
-#include "expert_v1.h" /* v1 tar.gz compatibility: auto-detection, conversion, legacy signatures */
+#include "expert_v1.h" /* v1 tar.gz compatibility (opt-in): reading, conversion, legacy signatures */
 #include "expert_adapter.h" /* adapter semantics: fusion of LoRA/DoRA/IA3/OSD */
 
 #endif /* EXPERT_H */

@@ -94,12 +94,12 @@ typedef struct expert_adapter {
 
 /* The scale of spec §6.5: alpha/r, or alpha/sqrt(r) when rslora. r = 0 is
  * INVALID_ARGUMENT. */
-expert_status expert_lora_scale(double alpha, uint64_t r, int rslora, double *out,
+EXPERT_API expert_status expert_lora_scale(double alpha, uint64_t r, int rslora, double *out,
                                 expert_error *err);
 
 /* Checks the shapes and pointers of `a` for its kind, and the CSR rules of
  * spec §10.6 (DECODE_FAILED). Every function below calls it first. */
-expert_status expert_adapter_check(const expert_adapter *a, expert_error *err);
+EXPERT_API expert_status expert_adapter_check(const expert_adapter *a, expert_error *err);
 
 /* Decodes module `module` of an open reader: reads its sections (verifying
  * their SHA-256 on first access), converts every float dtype to binary32
@@ -109,39 +109,39 @@ expert_status expert_adapter_check(const expert_adapter *a, expert_error *err);
  * give (in for feedforward false, out for true) comes from the metadata's
  * in_features / out_features; when the metadata lacks it, it is left 0 and
  * the caller sets it (from the base weight's shape) before using *out. */
-expert_status expert_adapter_load(expert_reader *r, uint32_t module, expert_adapter **out,
+EXPERT_API expert_status expert_adapter_load(expert_reader *r, uint32_t module, expert_adapter **out,
                                   expert_error *err);
-void expert_adapter_free(expert_adapter *a);
+EXPERT_API void expert_adapter_free(expert_adapter *a);
 
 /* ------------------------------------------------- (a) dense fusion */
 
 /* W [out, in] is replaced by W' in place. bias [out] (may be NULL) is
  * replaced by b', which differs from b only for IA³ with feedforward 0.
  * W is required for every kind. */
-expert_status expert_adapter_merge(const expert_adapter *a, float *W, float *bias,
+EXPERT_API expert_status expert_adapter_merge(const expert_adapter *a, float *W, float *bias,
                                    expert_error *err);
 
 /* delta [out, in] = W' − W, computed in binary64 and rounded once. W is
  * needed for DoRA and IA³ (the change depends on it) and ignored (may be
  * NULL) for LoRA and OSD. */
-expert_status expert_adapter_delta(const expert_adapter *a, const float *W, float *delta,
+EXPERT_API expert_status expert_adapter_delta(const expert_adapter *a, const float *W, float *delta,
                                    expert_error *err);
 
 /* DoRA row factor f[o] = m[o] / ‖W[o,:] + ΔW[o,:]‖ (0 for an all-zero row),
  * in binary64, computed row by row without materialising ΔW (memory O(in)). */
-expert_status expert_dora_row_scale(const expert_adapter *a, const float *W, double *f,
+EXPERT_API expert_status expert_dora_row_scale(const expert_adapter *a, const float *W, double *f,
                                     expert_error *err);
 
 /* ----------------------------------- (b) activations, ΔW never formed */
 
 /* y [n, out] += s · (x·Aᵀ)·Bᵀ, for LoRA or the low-rank part of DoRA. */
-expert_status expert_lora_apply(const expert_adapter *a, uint64_t n, const float *x, float *y,
+EXPERT_API expert_status expert_lora_apply(const expert_adapter *a, uint64_t n, const float *x, float *y,
                                 expert_error *err);
 /* y [n, out] += ((x·Vtᵀ) ⊙ S)·Uᵀ + x·Spᵀ. */
-expert_status expert_osd_apply(const expert_adapter *a, uint64_t n, const float *x, float *y,
+EXPERT_API expert_status expert_osd_apply(const expert_adapter *a, uint64_t n, const float *x, float *y,
                                expert_error *err);
 /* y [n, rows] += x [n, cols] · Spᵀ: the CSR mat-vec (validated first). */
-expert_status expert_csr_apply(const expert_csr *sp, uint64_t n, const float *x, float *y,
+EXPERT_API expert_status expert_csr_apply(const expert_csr *sp, uint64_t n, const float *x, float *y,
                                expert_error *err);
 
 /* The whole unmerged forward pass of a linear layer with the adapter:
@@ -153,7 +153,7 @@ expert_status expert_csr_apply(const expert_csr *sp, uint64_t n, const float *x,
  *   osd   y = x·Wᵀ + b + ((x·Vtᵀ) ⊙ S)·Uᵀ + x·Spᵀ
  * bias may be NULL (b = 0). dora_f may be NULL, else the row factor from
  * expert_dora_row_scale (saves recomputing it per call). */
-expert_status expert_adapter_forward(const expert_adapter *a, const float *W, const float *bias,
+EXPERT_API expert_status expert_adapter_forward(const expert_adapter *a, const float *W, const float *bias,
                                      const double *dora_f, uint64_t n, const float *x, float *y,
                                      expert_error *err);
 
@@ -161,11 +161,11 @@ expert_status expert_adapter_forward(const expert_adapter *a, const float *W, co
 
 /* dtype F32, F16, BF16 or F64 -> binary32. F16/BF16 are exact; F64 is
  * rounded to nearest even. Little-endian source bytes, any alignment. */
-expert_status expert_floats_decode(uint32_t dtype, const void *src, size_t count, float *dst,
+EXPERT_API expert_status expert_floats_decode(uint32_t dtype, const void *src, size_t count, float *dst,
                                    expert_error *err);
 /* binary32 -> dtype F32, F16, BF16 or F64, round-to-nearest-even; NaN stays
  * NaN (quiet), values beyond the target range become ±inf. */
-expert_status expert_floats_encode(uint32_t dtype, const float *src, size_t count, void *dst,
+EXPERT_API expert_status expert_floats_encode(uint32_t dtype, const float *src, size_t count, void *dst,
                                    expert_error *err);
 
 #ifdef __cplusplus

@@ -69,18 +69,18 @@ typedef struct expert_v1_options {
 /* expert_open / expert_open_memory for a v1 package with explicit limits.
  * The memory variant copies what it needs: `data` may be freed after it
  * returns. A v2 file given here is refused (BAD_ARCHIVE: not gzip). */
-expert_status expert_open_v1(const char *path, const expert_open_options *opt,
+EXPERT_API expert_status expert_open_v1(const char *path, const expert_open_options *opt,
                              const expert_v1_options *v1opt, expert_reader **out,
                              expert_error *err);
-expert_status expert_open_v1_memory(const void *data, size_t size, const expert_open_options *opt,
+EXPERT_API expert_status expert_open_v1_memory(const void *data, size_t size, const expert_open_options *opt,
                                     const expert_v1_options *v1opt, expert_reader **out,
                                     expert_error *err);
 
 /* 1 when the reader was built from a v1 tar.gz, 2 for a v2 file (0 for NULL). */
-int expert_reader_source_format(const expert_reader *r);
+EXPERT_API int expert_reader_source_format(const expert_reader *r);
 /* Deprecation notice for v1 readers (a static string the caller may show);
  * NULL for v2 readers. The library itself never prints. */
-const char *expert_reader_notice(const expert_reader *r);
+EXPERT_API const char *expert_reader_notice(const expert_reader *r);
 
 /* Sidecar state ("<path>.sha256" in sha256sum format, hashing the
  * compressed archive). */
@@ -105,20 +105,12 @@ typedef struct expert_v1_info {
 } expert_v1_info;
 
 /* EXPERT_E_INVALID_ARGUMENT for a reader that is not v1. */
-expert_status expert_v1_info_get(const expert_reader *r, expert_v1_info *out);
+EXPERT_API expert_status expert_v1_info_get(const expert_reader *r, expert_v1_info *out);
 /* Name of the i-th regular entry in archive order (NULL past the end or for v2). */
-const char *expert_v1_entry_name(const expert_reader *r, uint32_t i);
+EXPERT_API const char *expert_v1_entry_name(const expert_reader *r, uint32_t i);
 
-/* --------------------------------------------------- package files */
-
-/* The bytes of one package file as it was packed, for any reader: a FILE
- * section's content, or for a SAFETENSORS_HEADER section the safetensors
- * file rebuilt byte-exact from it and its tensor sections. Every section
- * read is hash-checked. *data is allocated with the library allocator:
- * release it with expert_v1_free(). */
-expert_status expert_file_rebuild(expert_reader *r, uint32_t section, void **data, size_t *size,
-                                  expert_error *err);
-void expert_v1_free(void *p);
+/* Frees what the v1 functions and expert_file_rebuild allocate. */
+EXPERT_API void expert_v1_free(void *p);
 
 /* ------------------------------------------------------ v1 signatures */
 
@@ -156,12 +148,12 @@ typedef struct expert_v1_signature_info {
  * the package (it proves integrity, not origin). Returns OK for VALID and
  * VALID_LEGACY, UNSIGNED, BAD_SIGNATURE (LEGACY_DEFECT, INVALID) or BAD_KEY;
  * `out` (optional) is filled in every case. */
-expert_status expert_v1_verify(expert_reader *r, const char *trusted_pubkey,
+EXPERT_API expert_status expert_v1_verify(expert_reader *r, const char *trusted_pubkey,
                                expert_v1_signature_info *out, expert_error *err);
 
 /* Old-tool signing primitive for fixtures and tools: Ed25519 over msg with
  * the raw seed; also gives the public key. */
-expert_status expert_v1_sign_raw(const uint8_t seed[32], const void *msg, size_t length,
+EXPERT_API expert_status expert_v1_sign_raw(const uint8_t seed[32], const void *msg, size_t length,
                                  uint8_t signature[64], uint8_t public_key[32], expert_error *err);
 
 /* --------------------------------------------------- writing v1 tar.gz */
@@ -183,10 +175,10 @@ typedef struct expert_v1_write_options {
  * in the given order at the root, regular files only, uid/gid 0, two zero
  * end blocks, gzip. Names must be safe relative paths. Atomic: temp file in
  * the target directory, fsync, rename. */
-expert_status expert_v1_write(const char *path, const expert_v1_entry *entries, size_t count,
+EXPERT_API expert_status expert_v1_write(const char *path, const expert_v1_entry *entries, size_t count,
                               const expert_v1_write_options *opt, expert_error *err);
 /* Same into memory (release with expert_v1_free). */
-expert_status expert_v1_write_memory(const expert_v1_entry *entries, size_t count,
+EXPERT_API expert_status expert_v1_write_memory(const expert_v1_entry *entries, size_t count,
                                      const expert_v1_write_options *opt, void **data,
                                      size_t *size, expert_error *err);
 
@@ -195,9 +187,9 @@ expert_status expert_v1_write_memory(const expert_v1_entry *entries, size_t coun
  * archive order and modes when the metadata records them (extra.v1_source),
  * else in the old packer's order. Sections that belong to no file (e.g. OSD)
  * cannot be represented: INVALID_ARGUMENT. */
-expert_status expert_export_v1(expert_reader *r, const char *path,
+EXPERT_API expert_status expert_export_v1(expert_reader *r, const char *path,
                                const expert_v1_write_options *opt, expert_error *err);
-expert_status expert_export_v1_memory(expert_reader *r, const expert_v1_write_options *opt,
+EXPERT_API expert_status expert_export_v1_memory(expert_reader *r, const expert_v1_write_options *opt,
                                       void **data, size_t *size, expert_error *err);
 
 #ifdef __cplusplus

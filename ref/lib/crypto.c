@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/bio.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
@@ -174,6 +176,27 @@ expert_status expert_keygen(const char *private_pem_path, const char *public_pem
     return s;
 }
 
+/* The only DER forms spec §11.5 defines: PKCS#8 v1 and SubjectPublicKeyInfo
+ * for id-Ed25519, each a fixed prefix followed by the 32 key bytes. */
+static const uint8_t k_priv_prefix[16] = {0x30, 0x2E, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06,
+                                          0x03, 0x2B, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20};
+static const uint8_t k_pub_prefix[12] = {0x30, 0x2A, 0x30, 0x05, 0x06, 0x03,
+                                         0x2B, 0x65, 0x70, 0x03, 0x21, 0x00};
+
+#define KEY_FILE_MAX 65536
+
+static expert_status bad_key(expert_error *err, const char *path, int is_private, const char *why)
+{
+    return xp_set_error(err, EXPERT_E_BAD_KEY, EXPERT_NO_OFFSET, EXPERT_NO_SECTION,
+                        "%s is not an Ed25519 %s key in PEM (-----BEGIN %s-----): %s", path,
+                        is_private ? "PKCS#8 private" : "SubjectPublicKeyInfo public",
+                        is_private ? "PRIVATE KEY" : "PUBLIC KEY", why);
+}
+
+/* Spec §11.5, strictly: exactly one PEM block, with the expected label and
+ * no headers, whose base64 decodes to exactly the DER above. OpenSSL's PEM
+ * reader does the base64; the rest is checked here, because its key parsers
+ * accept more (trailing bytes, other encodings, several blocks). */
 static expert_status load_pem(const char *path, int is_private, EVP_PKEY **out, expert_error *err)
 {
     if (path == NULL)
@@ -183,16 +206,63 @@ static expert_status load_pem(const char *path, int is_private, EVP_PKEY **out, 
     if (f == NULL)
         return xp_set_error(err, EXPERT_E_IO, EXPERT_NO_OFFSET, EXPERT_NO_SECTION,
                             "cannot open key %s: %s", path, strerror(errno));
-    EVP_PKEY *pkey = is_private ? PEM_read_PrivateKey(f, NULL, NULL, NULL)
-                                : PEM_read_PUBKEY(f, NULL, NULL, NULL);
+    char *text = xp_malloc(KEY_FILE_MAX + 1);
+    size_t n = text != NULL ? fread(text, 1, KEY_FILE_MAX + 1, f) : 0;
+    int read_error = ferror(f);
     fclose(f);
-    if (pkey == NULL || EVP_PKEY_get_base_id(pkey) != EVP_PKEY_ED25519) {
-        EVP_PKEY_free(pkey);
-        return xp_set_error(err, EXPERT_E_BAD_KEY, EXPERT_NO_OFFSET, EXPERT_NO_SECTION,
-                            "%s is not an Ed25519 %s key in PEM (%s)", path,
-                            is_private ? "PKCS#8 private" : "SubjectPublicKeyInfo public",
-                            is_private ? "BEGIN PRIVATE KEY" : "BEGIN PUBLIC KEY");
+    if (text == NULL)
+        return xp_set_error(err, EXPERT_E_NOMEM, EXPERT_NO_OFFSET, EXPERT_NO_SECTION, "out of memory");
+    if (read_error) {
+        xp_free(text);
+        return xp_set_error(err, EXPERT_E_IO, EXPERT_NO_OFFSET, EXPERT_NO_SECTION,
+                            "cannot read key %s", path);
     }
+    if (n > KEY_FILE_MAX) {
+        xp_free(text);
+        return bad_key(err, path, is_private, "the file is larger than 64 KiB");
+    }
+    const char *label = is_private ? "PRIVATE KEY" : "PUBLIC KEY";
+    const char *why = NULL;
+    char *name = NULL, *header = NULL, *name2 = NULL, *header2 = NULL;
+    unsigned char *der = NULL, *der2 = NULL;
+    long der_len = 0, der2_len = 0;
+    BIO *bio = BIO_new_mem_buf(text, (int)n);
+    if (bio == NULL)
+        why = "out of memory";
+    else if (PEM_read_bio(bio, &name, &header, &der, &der_len) != 1)
+        why = "no well-formed BEGIN/END block";
+    else if (strcmp(name, label) != 0)
+        why = "the block has another label";
+    else if (header[0] != '\0')
+        why = "the block has PEM headers";
+    else if (PEM_read_bio(bio, &name2, &header2, &der2, &der2_len) == 1)
+        why = "the file holds more than one PEM block";
+    ERR_clear_error(); /* the second read's "no start line" */
+    EVP_PKEY *pkey = NULL;
+    if (why == NULL) {
+        const uint8_t *prefix = is_private ? k_priv_prefix : k_pub_prefix;
+        size_t plen = is_private ? sizeof k_priv_prefix : sizeof k_pub_prefix;
+        if ((size_t)der_len != plen + 32 || memcmp(der, prefix, plen) != 0)
+            why = (size_t)der_len >= plen && memcmp(der, prefix, plen) == 0
+                      ? "the DER has the wrong length"
+                      : "not the DER of an Ed25519 key (other algorithm, encrypted, or PKCS#8 v2)";
+        else
+            pkey = is_private
+                       ? EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, der + plen, 32)
+                       : EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, der + plen, 32);
+        if (why == NULL && pkey == NULL)
+            why = "OpenSSL refused the key bytes";
+    }
+    OPENSSL_free(name);
+    OPENSSL_free(header);
+    OPENSSL_free(der);
+    OPENSSL_free(name2);
+    OPENSSL_free(header2);
+    OPENSSL_free(der2);
+    BIO_free(bio);
+    xp_free(text);
+    if (why != NULL)
+        return bad_key(err, path, is_private, why);
     *out = pkey;
     return EXPERT_OK;
 }

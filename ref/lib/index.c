@@ -23,6 +23,11 @@ uint32_t xp_index_slot_count(uint32_t toc_count)
     return slots;
 }
 
+uint32_t expert_index_slot_count(uint32_t section_count)
+{
+    return xp_index_slot_count(section_count);
+}
+
 void xp_index_build(uint32_t *slots, uint32_t slot_count, uint32_t toc_count,
                     const uint8_t *const *names, const uint16_t *name_lengths)
 {

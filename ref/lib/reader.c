@@ -818,15 +818,21 @@ static expert_status open_common(expert_reader *r, const expert_open_options *op
     return EXPERT_OK;
 }
 
+static const char k_gzip_refused[] =
+    "a gzip stream, not a .expert v2 file (a v1 tar.gz package? open it with EXPERT_OPEN_V1 or "
+    "expert_open_v1, or convert it with `expert-cli convert`)";
+
 expert_status expert_open_memory(const void *data, size_t size, const expert_open_options *opt,
                                  expert_reader **out, expert_error *err)
 {
     if (out == NULL || (data == NULL && size != 0))
         return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, NOSEC, "invalid argument");
     *out = NULL;
-    int v2_only = opt != NULL && (opt->flags & EXPERT_OPEN_V2_ONLY);
-    if (!v2_only && xp_is_gzip(data, size)) /* v1 compat: a v1 tar.gz package */
-        return xp_v1_open_memory(data, size, opt, NULL, out, err);
+    if (xp_is_gzip(data, size)) { /* a v1 tar.gz package: opt-in, as legacy formats are */
+        if (opt != NULL && (opt->flags & EXPERT_OPEN_V1))
+            return xp_v1_open_memory(data, size, opt, NULL, out, err);
+        return FAIL(EXPERT_E_BAD_MAGIC, 0, NOSEC, "%s", k_gzip_refused);
+    }
     expert_reader *r = xp_calloc(1, sizeof *r);
     if (r == NULL)
         return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
@@ -854,11 +860,13 @@ expert_status expert_open(const char *path, const expert_open_options *opt, expe
         close(fd);
         return FAIL(EXPERT_E_LIMIT_EXCEEDED, NOOFF, NOSEC, "file too large for this machine");
     }
-    { /* v1 compat: a gzip magic means a v1 tar.gz package, read as a stream */
+    { /* a gzip magic means a v1 tar.gz package: read as a stream, if asked for */
         uint8_t magic[2];
-        int v2_only = opt != NULL && (opt->flags & EXPERT_OPEN_V2_ONLY);
-        if (!v2_only && st.st_size >= 2 && pread(fd, magic, 2, 0) == 2 && xp_is_gzip(magic, 2)) {
-            expert_status vs = xp_v1_open_fd(fd, path, opt, NULL, out, err);
+        if (st.st_size >= 2 && pread(fd, magic, 2, 0) == 2 && xp_is_gzip(magic, 2)) {
+            expert_status vs = opt != NULL && (opt->flags & EXPERT_OPEN_V1)
+                                   ? xp_v1_open_fd(fd, path, opt, NULL, out, err)
+                                   : FAIL(EXPERT_E_BAD_MAGIC, 0, NOSEC, "%s: %s", path,
+                                          k_gzip_refused);
             close(fd);
             return vs;
         }

@@ -33,6 +33,7 @@
 #include "errors_internal.h"
 #include "format.h"
 #include "pack.h"
+#include "rebuild.h"
 #include "v1.h"
 
 #define FAIL(code, ...) xp_set_error(err, (code), EXPERT_NO_OFFSET, EXPERT_NO_SECTION, __VA_ARGS__)
@@ -913,114 +914,6 @@ const char *expert_v1_entry_name(const expert_reader *r, uint32_t i)
 
 /* ===================================================== file rebuild */
 
-static expert_status read_section_alloc(expert_reader *r, uint32_t index, uint8_t **data,
-                                        size_t *size, expert_error *err)
-{
-    expert_section_info si;
-    *data = NULL;
-    *size = 0;
-    if (expert_section(r, index, &si) != EXPERT_OK)
-        return FAIL(EXPERT_E_INVALID_ARGUMENT, "no section %u", index);
-    if (si.decoded_length > SIZE_MAX - 1)
-        return FAIL(EXPERT_E_LIMIT_EXCEEDED, "section too large for this machine");
-    uint8_t *buf = xp_malloc((size_t)si.decoded_length + 1);
-    if (buf == NULL)
-        return FAIL(EXPERT_E_NOMEM, "out of memory (%llu bytes)", (unsigned long long)si.decoded_length);
-    expert_status s = expert_read(r, index, buf, (size_t)si.decoded_length, 0, err);
-    if (s != EXPERT_OK) {
-        xp_free(buf);
-        return s;
-    }
-    *data = buf;
-    *size = (size_t)si.decoded_length;
-    return EXPERT_OK;
-}
-
-/* Rebuilds a safetensors file; *used (optional, per section) marks the
- * tensor sections consumed. */
-static expert_status rebuild_safetensors(expert_reader *r, uint32_t index, uint8_t **data,
-                                         size_t *size, uint8_t *used, expert_error *err)
-{
-    uint8_t *hdr = NULL, *buf = NULL;
-    size_t hdr_len = 0;
-    expert_safetensors *st = NULL;
-    XP_TRY(read_section_alloc(r, index, &hdr, &hdr_len, err));
-    expert_status s = expert_safetensors_parse_header(hdr, hdr_len, &st, err);
-    if (s == EXPERT_OK && expert_safetensors_header_length(st) != hdr_len)
-        s = xp_set_error(err, EXPERT_E_BAD_SAFETENSORS, EXPERT_NO_OFFSET, index,
-                         "header section holds %zu bytes, the header is %llu", hdr_len,
-                         (unsigned long long)expert_safetensors_header_length(st));
-    uint64_t total = 0;
-    if (s == EXPERT_OK && (xp_add_overflows(hdr_len, expert_safetensors_data_length(st), &total) ||
-                           total > SIZE_MAX))
-        s = FAIL(EXPERT_E_LIMIT_EXCEEDED, "safetensors file too large for this machine");
-    if (s == EXPERT_OK && (buf = xp_malloc(total ? (size_t)total : 1)) == NULL)
-        s = FAIL(EXPERT_E_NOMEM, "out of memory (%llu bytes)", (unsigned long long)total);
-    if (s == EXPERT_OK)
-        memcpy(buf, hdr, hdr_len);
-    uint64_t pos = hdr_len;
-    for (uint32_t i = 0; s == EXPERT_OK && i < expert_safetensors_count(st); i++) {
-        expert_tensor_info t;
-        expert_section_info si;
-        uint32_t sec = 0;
-        expert_safetensors_tensor(st, i, &t);
-        if (t.data_offset != pos) {
-            s = FAIL(EXPERT_E_BAD_SAFETENSORS, "tensor '%s' starts at %llu, expected %llu", t.name,
-                     (unsigned long long)t.data_offset, (unsigned long long)pos);
-            break;
-        }
-        if (expert_find(r, t.name, strlen(t.name), &sec) != EXPERT_OK) {
-            s = FAIL(EXPERT_E_NOT_FOUND, "tensor '%s' of the safetensors header has no section",
-                     t.name);
-            break;
-        }
-        expert_section(r, sec, &si);
-        if (si.type == EXPERT_SECTION_FILE || si.type == EXPERT_SECTION_SAFETENSORS_HEADER ||
-            si.dtype != (uint8_t)t.dtype || si.rank != t.rank ||
-            memcmp(si.dims, t.dims, sizeof si.dims) != 0 || si.decoded_length != t.data_length) {
-            s = xp_set_error(err, EXPERT_E_BAD_SAFETENSORS, EXPERT_NO_OFFSET, sec,
-                             "tensor '%s' does not match its section (type, dtype, shape or length)",
-                             t.name);
-            break;
-        }
-        s = expert_read(r, sec, buf + pos, (size_t)t.data_length, 0, err);
-        pos += t.data_length;
-        if (used != NULL)
-            used[sec] = 1;
-    }
-    expert_safetensors_free(st);
-    xp_free(hdr);
-    if (s != EXPERT_OK) {
-        xp_free(buf);
-        return s;
-    }
-    *data = buf;
-    *size = (size_t)total;
-    return EXPERT_OK;
-}
-
-expert_status expert_file_rebuild(expert_reader *r, uint32_t section, void **data, size_t *size,
-                                  expert_error *err)
-{
-    expert_section_info si;
-    if (r == NULL || data == NULL || size == NULL || expert_section(r, section, &si) != EXPERT_OK)
-        return FAIL(EXPERT_E_INVALID_ARGUMENT, "invalid argument");
-    *data = NULL;
-    *size = 0;
-    uint8_t *p = NULL;
-    expert_status s;
-    if (si.type == EXPERT_SECTION_FILE)
-        s = read_section_alloc(r, section, &p, size, err);
-    else if (si.type == EXPERT_SECTION_SAFETENSORS_HEADER)
-        s = rebuild_safetensors(r, section, &p, size, NULL, err);
-    else
-        return FAIL(EXPERT_E_INVALID_ARGUMENT, "section %u is neither FILE nor SAFETENSORS_HEADER",
-                    section);
-    if (s == EXPERT_OK)
-        *data = p;
-    return s;
-}
-
 /* Every package file of a reader (FILE sections and rebuilt safetensors),
  * in TOC order. */
 typedef struct pfile {
@@ -1073,10 +966,7 @@ static expert_status collect_files(expert_reader *r, int require_all, pfiles *ou
             break;
         }
         out->count++;
-        if (si.type == EXPERT_SECTION_FILE)
-            s = read_section_alloc(r, i, &f->data, &f->size, err);
-        else
-            s = rebuild_safetensors(r, i, &f->data, &f->size, used, err);
+        s = xp_file_rebuild(r, i, &f->data, &f->size, used, err);
     }
     for (uint32_t i = 0; s == EXPERT_OK && require_all && i < n; i++) {
         expert_section_info si;

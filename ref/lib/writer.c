@@ -669,12 +669,7 @@ expert_status expert_sign_file(const char *path, const expert_private_key *key, 
         return FAIL(EXPERT_E_INVALID_ARGUMENT, "path and key are required");
     expert_reader *r = NULL;
     expert_open_options o = {EXPERT_OPEN_NO_MMAP, 1};
-    XP_TRY(expert_open(path, &o, &r, err));
-    if (xp_reader_v1(r) != NULL) { /* v1 compat: never rewrite a v1 tar.gz as its v2 image */
-        expert_close(r);
-        return FAIL(EXPERT_E_INVALID_ARGUMENT,
-                    "%s is a v1 tar.gz package: convert it to v2 before signing", path);
-    }
+    XP_TRY(expert_open(path, &o, &r, err)); /* v2 only: a v1 tar.gz is BAD_MAGIC */
     expert_header_info h;
     expert_header(r, &h);
     uint8_t msg[XP_SIGN_DOMAIN_LEN + 32], sig[64];

@@ -1,6 +1,6 @@
 /*
  * test_concurrency.c — many threads reading and verifying one open expert at
- * once (issue 5). expert.h promises: "A reader is safe to use from several
+ * once. expert.h promises: "A reader is safe to use from several
  * threads at once after open." Each worker thread mixes lookups, section
  * info, decoded reads with first-access verification (the `verified` flag is
  * shared), zero-copy views, module and metadata accessors, full validation

@@ -1,5 +1,5 @@
 /*
- * test_faults.c — fault injection, as SQLite does it (issue 5).
+ * test_faults.c — fault injection, as SQLite does it.
  *
  * Allocation faults: expert_set_allocator() installs a counting allocator;
  * every scenario (open + read + verify, from memory, from a file with mmap
@@ -522,7 +522,8 @@ static expert_status sc_v1_file(void)
 {
     expert_reader *r = NULL;
     expert_error e;
-    expert_status s = expert_open(g_targz_path, NULL, &r, &e);
+    expert_open_options o = {EXPERT_OPEN_V1, 0};
+    expert_status s = expert_open(g_targz_path, &o, &r, &e);
     if (s == EXPERT_OK)
         s = read_everything(r, NULL);
     expert_close(r);

@@ -1,5 +1,5 @@
 /*
- * test_memory.c — memory bounds (issue 5): reading any file must use memory
+ * test_memory.c — memory bounds: reading any file must use memory
  * bounded by the spec limits and the caller's buffers, whatever sizes the
  * file claims. Each scenario runs in a forked child; the child's peak RSS
  * growth (getrusage ru_maxrss minus its RSS at start) is compared with a

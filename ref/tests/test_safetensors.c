@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "craft.h"
 
@@ -379,12 +380,90 @@ static void test_peft_classify(void **state)
     assert_int_equal(g_classify_failures, 0);
 }
 
+/* Spec §10.7 rebuild: a v2 file whose SAFETENSORS_HEADER lists tensor "b"
+ * as well as "a", but only "a" has a section. Rebuilding is BAD_SAFETENSORS
+ * (the header and its sections disagree), not NOT_FOUND; with both
+ * sections it rebuilds byte-exact. */
+static expert_status write_st_file(const char *path, const cbuf *st, size_t header_len, int with_b)
+{
+    static const char meta[] = "{\"format\":\"expert-v2\",\"name\":\"st\",\"version\":\"1\",\"modules\":[]}";
+    expert_writer *w = NULL;
+    expert_error e;
+    expert_status s = expert_writer_open(path, NULL, &w, &e);
+    expert_section_desc d;
+    memset(&d, 0, sizeof d);
+    d.layer = EXPERT_LAYER_NONE;
+    d.module = EXPERT_MODULE_NONE;
+    d.name = "adapter_model.safetensors";
+    d.type = EXPERT_SECTION_SAFETENSORS_HEADER;
+    d.dtype = EXPERT_DTYPE_BYTES;
+    d.rank = 1;
+    d.dims[0] = header_len;
+    if (s == EXPERT_OK)
+        s = expert_writer_add(w, &d, st->p, header_len, &e);
+    d.name = "a";
+    d.type = EXPERT_SECTION_TENSOR;
+    d.dtype = EXPERT_DTYPE_F32;
+    d.dims[0] = 2;
+    if (s == EXPERT_OK)
+        s = expert_writer_add(w, &d, st->p + header_len, 8, &e);
+    d.name = "b";
+    if (s == EXPERT_OK && with_b)
+        s = expert_writer_add(w, &d, st->p + header_len + 8, 8, &e);
+    if (s == EXPERT_OK)
+        s = expert_writer_set_metadata(w, meta, strlen(meta), &e);
+    if (s == EXPERT_OK)
+        return expert_writer_finish(w, NULL, &e);
+    expert_writer_abort(w);
+    return s;
+}
+
+static void test_rebuild_missing_tensor(void **state)
+{
+    (void)state;
+    const char *h = "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                    "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}";
+    cbuf st = BUILD(h, 16);
+    char tmpl[] = "/tmp/st-rebuild-XXXXXX";
+    char *dir = mkdtemp(tmpl);
+    if (dir == NULL) { /* /tmp may be unwritable: use the working directory */
+        static char here[] = "st-rebuild-XXXXXX";
+        dir = mkdtemp(here);
+    }
+    assert_non_null(dir);
+    char path[512];
+    snprintf(path, sizeof path, "%s/x.expert", dir);
+    for (int with_b = 0; with_b <= 1; with_b++) {
+        assert_int_equal(write_st_file(path, &st, 8 + strlen(h), with_b), EXPERT_OK);
+        expert_reader *r = NULL;
+        expert_error e;
+        assert_int_equal(expert_open(path, NULL, &r, &e), EXPERT_OK);
+        void *data = NULL;
+        size_t n = 0;
+        expert_status s = expert_file_rebuild(r, 0, &data, &n, &e);
+        if (with_b) {
+            assert_int_equal(s, EXPERT_OK);
+            assert_int_equal(n, st.n);
+            assert_memory_equal(data, st.p, st.n);
+        } else {
+            assert_int_equal(s, EXPERT_E_BAD_SAFETENSORS);
+            assert_non_null(strstr(e.message, "'b'"));
+        }
+        expert_v1_free(data);
+        expert_close(r);
+        remove(path);
+    }
+    rmdir(dir);
+    cbuf_free(&st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_basic),    cmocka_unit_test(test_valid_variants),
         cmocka_unit_test(test_reject_framing), cmocka_unit_test(test_reject_layout),
         cmocka_unit_test(test_reject_content), cmocka_unit_test(test_peft_classify),
+        cmocka_unit_test(test_rebuild_missing_tensor),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -446,6 +446,70 @@ static void test_key_files(void **state)
     expert_public_key_free(NULL);
 }
 
+/* Spec §11.5 "malformed PEM", exactly: the TEST 1 key of §16 in the allowed
+ * variants is accepted; two blocks, PEM headers, and DER with one byte more
+ * or less are BAD_KEY. */
+static void test_key_strict_forms(void **state)
+{
+    (void)state;
+    static const char pub_b64[] = "MCowBQYDK2VwAyEA11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
+    static const char priv_b64[] = "MC4CAQAwBQYDK2VwBCIEIJ1hsZ3v/VpguoRK9JLsLMREScVpezJpGXA7rAMcrn9g";
+    uint8_t der[64];
+    unsigned char b64[128];
+    char text[1024];
+    char *f = path_join(g_dir, "strict.pem");
+    expert_public_key *p = NULL;
+    expert_private_key *k = NULL;
+    expert_error e;
+    struct { const char *what; int ok; } pub_cases[] = {
+        {"-----BEGIN PUBLIC KEY-----\n%s\n-----END PUBLIC KEY-----\n", 1},
+        {"comment before\r\n-----BEGIN PUBLIC KEY-----\r\n%s\r\n-----END PUBLIC KEY-----\r\nafter\n", 1},
+        {"-----BEGIN PUBLIC KEY-----\n%1$s\n-----END PUBLIC KEY-----\n"
+         "-----BEGIN PUBLIC KEY-----\n%1$s\n-----END PUBLIC KEY-----\n", 0},
+        {"-----BEGIN PUBLIC KEY-----\nComment: x\n\n%s\n-----END PUBLIC KEY-----\n", 0},
+        {"-----BEGIN PUBLIC KEY-----\n%s\n-----END PUBLIC KEY-----\n"
+         "-----BEGIN PRIVATE KEY-----\n" "MC4CAQAwBQYDK2VwBCIEIJ1hsZ3v/VpguoRK9JLsLMREScVpezJpGXA7rAMcrn9g\n"
+         "-----END PRIVATE KEY-----\n", 0},
+    };
+    for (size_t i = 0; i < sizeof pub_cases / sizeof pub_cases[0]; i++) {
+        snprintf(text, sizeof text, pub_cases[i].what, pub_b64);
+        assert_int_equal(file_save(f, text, strlen(text)), 0);
+        expert_status st = expert_public_key_load(f, &p, &e);
+        if (st != (pub_cases[i].ok ? EXPERT_OK : EXPERT_E_BAD_KEY))
+            fail_msg("public case %zu: %s (%s)", i, expert_status_name(st), e.message);
+        expert_public_key_free(p);
+        p = NULL;
+    }
+    /* the DER with a trailing byte, and one byte short */
+    for (int extra = -1; extra <= 1; extra += 2) {
+        int n = EVP_DecodeBlock(der, (const unsigned char *)pub_b64, (int)strlen(pub_b64));
+        assert_true(n >= 44);
+        der[44] = 0x00;
+        EVP_EncodeBlock(b64, der, 44 + extra);
+        snprintf(text, sizeof text, "-----BEGIN PUBLIC KEY-----\n%s\n-----END PUBLIC KEY-----\n", b64);
+        assert_int_equal(file_save(f, text, strlen(text)), 0);
+        assert_int_equal(expert_public_key_load(f, &p, &e), EXPERT_E_BAD_KEY);
+        n = EVP_DecodeBlock(der, (const unsigned char *)priv_b64, (int)strlen(priv_b64));
+        assert_true(n >= 48);
+        der[48] = 0x00;
+        EVP_EncodeBlock(b64, der, 48 + extra);
+        snprintf(text, sizeof text, "-----BEGIN PRIVATE KEY-----\n%s\n-----END PRIVATE KEY-----\n", b64);
+        assert_int_equal(file_save(f, text, strlen(text)), 0);
+        assert_int_equal(expert_private_key_load(f, &k, &e), EXPERT_E_BAD_KEY);
+    }
+    snprintf(text, sizeof text,
+             "-----BEGIN PRIVATE KEY-----\n%1$s\n-----END PRIVATE KEY-----\n"
+             "-----BEGIN PRIVATE KEY-----\n%1$s\n-----END PRIVATE KEY-----\n", priv_b64);
+    assert_int_equal(file_save(f, text, strlen(text)), 0);
+    assert_int_equal(expert_private_key_load(f, &k, &e), EXPERT_E_BAD_KEY);
+    snprintf(text, sizeof text, "-----BEGIN PRIVATE KEY-----\n%s\n-----END PRIVATE KEY-----\n", priv_b64);
+    assert_int_equal(file_save(f, text, strlen(text)), 0);
+    assert_int_equal(expert_private_key_load(f, &k, &e), EXPERT_OK);
+    expert_private_key_free(k);
+    remove(f);
+    free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -454,6 +518,7 @@ int main(void)
         cmocka_unit_test(test_rfc8032_evp),
         cmocka_unit_test(test_rfc8032_library),
         cmocka_unit_test(test_key_files),
+        cmocka_unit_test(test_key_strict_forms),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

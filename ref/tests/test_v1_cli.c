@@ -82,7 +82,7 @@ static void test_convert_roundtrip(void **state)
     /* through the library */
     expert_reader *r = NULL;
     expert_error e;
-    assert_int_equal(expert_open(v2, NULL, &r, &e), EXPERT_OK);
+    assert_int_equal(expert_open(v2, &k_open_any, &r, &e), EXPERT_OK);
     assert_int_equal(expert_reader_source_format(r), 2);
     assert_int_equal(expert_verify_full(r, NULL, &e), EXPERT_OK);
     CHECK0(check_pkg_tensors(r, &p, g_msg, sizeof g_msg));
@@ -105,7 +105,7 @@ static void test_convert_roundtrip(void **state)
     }
     if (run_cmd(NULL, "sha256sum --version >/dev/null 2>&1") == 0)
         assert_int_equal(run_cmd(NULL, "cd '%s' && sha256sum -c --quiet rt.back.expert.sha256", g_dir), 0);
-    assert_int_equal(expert_open(back, NULL, &r, &e), EXPERT_OK);
+    assert_int_equal(expert_open(back, &k_open_any, &r, &e), EXPERT_OK);
     expert_v1_info vi;
     expert_v1_info_get(r, &vi);
     assert_int_equal(vi.sidecar, EXPERT_V1_SIDECAR_MATCH);
@@ -165,7 +165,7 @@ static void test_convert_lossy(void **state)
     /* independent check: every F32 value became its round-to-nearest-even bf16 */
     expert_reader *r = NULL;
     expert_error e;
-    assert_int_equal(expert_open(out, NULL, &r, &e), EXPERT_OK);
+    assert_int_equal(expert_open(out, &k_open_any, &r, &e), EXPERT_OK);
     pkg_file *sf = pkg_get(&p, "adapter_model.safetensors");
     expert_safetensors *st = NULL;
     assert_int_equal(expert_safetensors_parse(sf->data, sf->size, &st, &e), EXPERT_OK);
@@ -301,7 +301,7 @@ static void test_convert_batch(void **state)
         char *o = path(outs[i]);
         expert_reader *r = NULL;
         expert_error e;
-        assert_int_equal(expert_open(o, NULL, &r, &e), EXPERT_OK);
+        assert_int_equal(expert_open(o, &k_open_any, &r, &e), EXPERT_OK);
         CHECK0(check_pkg_files(r, &ps[i], g_msg, sizeof g_msg));
         CHECK0(check_pkg_tensors(r, &ps[i], g_msg, sizeof g_msg));
         expert_close(r);
@@ -331,7 +331,7 @@ static void test_convert_batch(void **state)
     char *b2 = path("batch-back/sub/deeper/p2.expert");
     expert_reader *r = NULL;
     expert_error e;
-    assert_int_equal(expert_open(b2, NULL, &r, &e), EXPERT_OK);
+    assert_int_equal(expert_open(b2, &k_open_any, &r, &e), EXPERT_OK);
     assert_int_equal(expert_reader_source_format(r), 1);
     CHECK0(check_pkg_files(r, &ps[2], g_msg, sizeof g_msg));
     expert_close(r);
@@ -379,7 +379,7 @@ static void test_convert_signed(void **state)
     expert_reader *r = NULL;
     expert_error e;
     expert_v1_signature_info si;
-    assert_int_equal(expert_open(out2, NULL, &r, &e), EXPERT_OK);
+    assert_int_equal(expert_open(out2, &k_open_any, &r, &e), EXPERT_OK);
     assert_int_equal(expert_v1_verify(r, pub, &si, &e), EXPERT_OK);
     assert_int_equal(si.status, EXPERT_V1_SIG_VALID_LEGACY);
     expert_close(r);
@@ -515,7 +515,7 @@ static void check_semantics(const pack_variant *v, const char *file)
 {
     expert_reader *r = NULL;
     expert_error e;
-    assert_int_equal(expert_open(file, NULL, &r, &e), EXPERT_OK);
+    assert_int_equal(expert_open(file, &k_open_any, &r, &e), EXPERT_OK);
     assert_true(expert_module_count(r) > 0);
     for (uint32_t i = 0; i < expert_module_count(r); i++) {
         expert_module_info m;
@@ -568,6 +568,70 @@ static void test_pack_matches_convert(void **state)
     free(b);
 }
 
+/* pack refuses to replace OUT without --force; get --json prints the TOC
+ * entry; get refuses binary to a terminal; validate --repeat reports p10/p90
+ * only from 10 runs on. */
+static void test_cli_edges(void **state)
+{
+    (void)state;
+    NEED_CLI();
+    pkg p;
+    pkg_make(&p, PK_LORA, 1, 4, 900);
+    char *dir = path("edge-dir"), *out = path("edge.expert"), *js = path("edge.json"),
+         *bin = path("edge.bin");
+    write_pkg_dir(&p, dir);
+    unlink(out);
+    assert_int_equal(run_cmd(NULL, "'%s' pack -q '%s' -o '%s'", g_cli, dir, out), 0);
+    assert_int_not_equal(run_cmd(NULL, "'%s' pack -q '%s' -o '%s' 2>/dev/null", g_cli, dir, out), 0);
+    assert_int_equal(run_cmd(NULL, "'%s' pack -q --force '%s' -o '%s'", g_cli, dir, out), 0);
+
+    assert_int_equal(run_cmd(js, "'%s' get --json '%s' adapter_config.json", g_cli, out), 0);
+    char *text = slurp_text("edge.json");
+    json_t *j = json_loads(text, 0, NULL);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "name")), "adapter_config.json");
+    assert_int_equal(json_string_length(json_object_get(j, "sha256")), 64);
+    assert_null(json_object_get(j, "output"));
+    json_decref(j);
+    free(text);
+    assert_int_equal(run_cmd(js, "'%s' get --json -o '%s' '%s' adapter_config.json", g_cli, bin, out), 0);
+    text = slurp_text("edge.json");
+    j = json_loads(text, 0, NULL);
+    assert_string_equal(json_string_value(json_object_get(j, "output")), bin);
+    json_decref(j);
+    free(text);
+    pkg_file *cfg = pkg_get(&p, "adapter_config.json");
+    size_t n = 0;
+    uint8_t *got = read_all(bin, &n);
+    assert_int_equal(n, cfg->size);
+    assert_memory_equal(got, cfg->data, n);
+    free(got);
+    if (run_cmd(NULL, "script --version >/dev/null 2>&1") != 0) {
+        print_message("SKIPPED: script(1) not installed, get-to-terminal not checked\n");
+    } else {
+        /* under script(1) standard output is a pseudo-terminal */
+        assert_int_not_equal(run_cmd(NULL, "script -qec \"'%s' get '%s' adapter_config.json\" /dev/null "
+                                           ">/dev/null 2>&1", g_cli, out), 0);
+    }
+
+    for (int runs = 3; runs <= 12; runs += 9) {
+        assert_int_equal(run_cmd(js, "'%s' validate --json --repeat %d '%s'", g_cli, runs, out), 0);
+        text = slurp_text("edge.json");
+        j = json_loads(text, 0, NULL);
+        assert_non_null(j);
+        const json_t *t = json_object_get(j, "timing");
+        assert_true(runs < 11 ? json_is_null(json_object_get(t, "p10_us"))
+                              : json_is_number(json_object_get(t, "p10_us")));
+        json_decref(j);
+        free(text);
+    }
+    free(dir);
+    free(out);
+    free(js);
+    free(bin);
+    pkg_free(&p);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -593,6 +657,7 @@ int main(void)
         cmocka_unit_test(test_convert_batch),
         cmocka_unit_test(test_convert_signed),
         cmocka_unit_test(test_pack_matches_convert),
+        cmocka_unit_test(test_cli_edges),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

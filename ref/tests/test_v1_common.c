@@ -547,6 +547,8 @@ int dir_entries(const char *dir)
     return n;
 }
 
+const expert_open_options k_open_any = {EXPERT_OPEN_V1, 0};
+
 expert_status open_v1_mem(const uint8_t *p, size_t n, const expert_v1_options *o,
                           expert_reader **r, expert_error *e)
 {
@@ -554,7 +556,7 @@ expert_status open_v1_mem(const uint8_t *p, size_t n, const expert_v1_options *o
     *r = NULL;
     if (o != NULL)
         return expert_open_v1_memory(p, n, NULL, o, r, e);
-    return expert_open_memory(p, n, NULL, r, e);
+    return expert_open_memory(p, n, &k_open_any, r, e);
 }
 
 expert_status transcode_v2(expert_reader *r, const char *path, expert_error *e)

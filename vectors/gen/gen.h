@@ -14,6 +14,8 @@
 #define KEY2_PUB "keys/rfc8032-test2.pub.pem"
 #define KEY_X25519 "keys/x25519.pub.pem"
 #define KEY_GARBAGE "keys/garbage.pub.pem"
+#define KEY_TWO_BLOCKS "keys/two-blocks.pub.pem"
+#define KEY_DER_TRAILING "keys/der-trailing-byte.pub.pem"
 
 extern const char *g_out;
 

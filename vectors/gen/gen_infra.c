@@ -401,6 +401,14 @@ void write_keys(void)
                           "this is not base64 !!\n"
                           "-----END PUBLIC KEY-----\n";
     out_write(KEY_GARBAGE, garbage, strlen(garbage));
+    /* Spec §11.5 "malformed PEM": more than one block (the TEST 1 key twice),
+     * and base64 of the 44-byte DER followed by one 0x00 byte. */
+    char *two = AS("%s%s", spec_pub, spec_pub);
+    out_write(KEY_TWO_BLOCKS, two, strlen(two));
+    const char *trailing = "-----BEGIN PUBLIC KEY-----\n"
+                           "MCowBQYDK2VwAyEA11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURoA\n"
+                           "-----END PUBLIC KEY-----\n";
+    out_write(KEY_DER_TRAILING, trailing, strlen(trailing));
 }
 
 static void ed_sign(int which, const uint8_t *msg, size_t n, uint8_t sig[64])
@@ -893,8 +901,9 @@ void write_readme(void)
                "`manifest.json` gives the expectation of every vector in the format of `conformance/PROTOCOL.md`.\n\n"
                "%d vectors: %d accept, %d reject, %d implementation-defined, %d write. Generated with libzstd %s.\n\n"
                "Keys (`keys/`): `rfc8032-test1.pem` / `.pub.pem` is the RFC 8032 §7.1 TEST 1 key of spec §16;\n"
-               "`rfc8032-test2.*` is TEST 2 (a second, wrong key); `x25519.pub.pem` and `garbage.pub.pem` are not\n"
-               "usable Ed25519 keys (BAD_KEY).\n\n"
+               "`rfc8032-test2.*` is TEST 2 (a second, wrong key); `x25519.pub.pem`, `garbage.pub.pem`,\n"
+               "`two-blocks.pub.pem` (the TEST 1 key twice) and `der-trailing-byte.pub.pem` (its DER plus one byte)\n"
+               "are not usable Ed25519 keys (BAD_KEY, spec §11.5).\n\n"
                "Where the exact compressed bytes do not matter, sections are raw and the metadata is a zstd frame of\n"
                "raw/RLE blocks built by the generator, so those files do not depend on the libzstd version; the\n"
                "`codec-zstd-*`, `codec-shuffle-*`, `frames-*` and `writer-*` accept vectors are the reference\n"

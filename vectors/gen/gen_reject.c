@@ -1486,6 +1486,13 @@ static void full_vectors(void)
     c = dupb(&sg);
     RK("key-malformed-pem", "a valid signed file, but the key file's PEM body is not base64", &c, "BAD_KEY", FU,
        KEY_GARBAGE);
+    c = dupb(&sg);
+    RK("key-two-pem-blocks", "a valid signed file, but the key file holds two PUBLIC KEY blocks (spec §11.5)",
+       &c, "BAD_KEY", FU, KEY_TWO_BLOCKS);
+    c = dupb(&sg);
+    RK("key-der-trailing-byte",
+       "a valid signed file, but the key's base64 decodes to the 44-byte DER plus one byte (spec §11.5)", &c,
+       "BAD_KEY", FU, KEY_DER_TRAILING);
     buf_free(&sg);
     buf_free(&b);
 }
