@@ -449,13 +449,27 @@ static void test_key_files(void **state)
 /* Spec §11.5 "malformed PEM", exactly: the TEST 1 key of §16 in the allowed
  * variants is accepted; two blocks, PEM headers, and DER with one byte more
  * or less are BAD_KEY. */
+/* A PEM file whose base64 is the key's DER (der_len bytes) with `extra`
+ * bytes more (a 0x00) or fewer. */
+static void write_der_variant(const char *path, const char *b64, int der_len, int extra,
+                              const char *label)
+{
+    uint8_t der[64];
+    unsigned char out[128];
+    char text[512];
+    int n = EVP_DecodeBlock(der, (const unsigned char *)b64, (int)strlen(b64));
+    assert_true(n >= der_len);
+    der[der_len] = 0x00;
+    EVP_EncodeBlock(out, der, der_len + extra);
+    snprintf(text, sizeof text, "-----BEGIN %s-----\n%s\n-----END %s-----\n", label, out, label);
+    assert_int_equal(file_save(path, text, strlen(text)), 0);
+}
+
 static void test_key_strict_forms(void **state)
 {
     (void)state;
     static const char pub_b64[] = "MCowBQYDK2VwAyEA11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
     static const char priv_b64[] = "MC4CAQAwBQYDK2VwBCIEIJ1hsZ3v/VpguoRK9JLsLMREScVpezJpGXA7rAMcrn9g";
-    uint8_t der[64];
-    unsigned char b64[128];
     char text[1024];
     char *f = path_join(g_dir, "strict.pem");
     expert_public_key *p = NULL;
@@ -482,19 +496,9 @@ static void test_key_strict_forms(void **state)
     }
     /* the DER with a trailing byte, and one byte short */
     for (int extra = -1; extra <= 1; extra += 2) {
-        int n = EVP_DecodeBlock(der, (const unsigned char *)pub_b64, (int)strlen(pub_b64));
-        assert_true(n >= 44);
-        der[44] = 0x00;
-        EVP_EncodeBlock(b64, der, 44 + extra);
-        snprintf(text, sizeof text, "-----BEGIN PUBLIC KEY-----\n%s\n-----END PUBLIC KEY-----\n", b64);
-        assert_int_equal(file_save(f, text, strlen(text)), 0);
+        write_der_variant(f, pub_b64, 44, extra, "PUBLIC KEY");
         assert_int_equal(expert_public_key_load(f, &p, &e), EXPERT_E_BAD_KEY);
-        n = EVP_DecodeBlock(der, (const unsigned char *)priv_b64, (int)strlen(priv_b64));
-        assert_true(n >= 48);
-        der[48] = 0x00;
-        EVP_EncodeBlock(b64, der, 48 + extra);
-        snprintf(text, sizeof text, "-----BEGIN PRIVATE KEY-----\n%s\n-----END PRIVATE KEY-----\n", b64);
-        assert_int_equal(file_save(f, text, strlen(text)), 0);
+        write_der_variant(f, priv_b64, 48, extra, "PRIVATE KEY");
         assert_int_equal(expert_private_key_load(f, &k, &e), EXPERT_E_BAD_KEY);
     }
     snprintf(text, sizeof text,
