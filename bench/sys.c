@@ -540,8 +540,10 @@ static void fs_info(const char *dir)
         sscanf(dash + 3, "%63s %511s", fstype, source);
         best = l;
         snprintf(best_mp, sizeof best_mp, "%s", mp);
-        snprintf(best_desc, sizeof best_desc, "%s on %s (%s), mount options %s", fstype, mp,
-                 source, opts);
+        int n = snprintf(best_desc, sizeof best_desc, "%s on %s (%s), mount options %s", fstype,
+                         mp, source, opts);
+        if (n < 0 || (size_t)n >= sizeof best_desc) /* a long mount point: keep what fits */
+            best_desc[sizeof best_desc - 1] = '\0';
     }
     if (f)
         fclose(f);

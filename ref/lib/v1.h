@@ -10,6 +10,8 @@
 #include "expert.h"
 #include "expert_v1.h"
 
+#include <jansson.h>
+
 typedef struct xp_v1_entry {
     char *name;
     uint64_t size;
@@ -59,5 +61,44 @@ expert_status xp_writer_open_memory(const expert_writer_options *opt, size_t siz
 expert_status xp_writer_finish_memory(expert_writer *w, const expert_private_key *key,
                                       uint8_t **alloc, const uint8_t **image, size_t *size,
                                       expert_error *err);
+
+/* ------------------------------------------- shared by v1_read/sign/write */
+
+#define ST_NAME "adapter_model.safetensors"
+#define MANIFEST_NAME "manifest.json"
+#define ADAPTER_CONFIG_NAME "adapter_config.json"
+#define SIGNATURE_NAME "signature.sig"
+
+/* Lower-case hex of n bytes into out (2n+1 chars); exactly 2n hex digits
+ * back to n bytes (1 on success). */
+void xp_hex_encode(const uint8_t *p, size_t n, char *out);
+int xp_hex_decode(const char *s, size_t len, uint8_t *out, size_t n);
+/* An archive entry name checked and normalised (NULL with *why if unsafe). */
+char *xp_v1_normalize_name(const char *raw, int is_dir, const char **why);
+/* A string member of a JSON object, or NULL. */
+const char *xp_jstr(const json_t *o, const char *key);
+
+/* Every package file of a reader (FILE sections and rebuilt safetensors),
+ * in TOC order. */
+typedef struct xp_v1_pfile {
+    char *name;
+    uint8_t *data;
+    size_t size;
+    uint32_t mode;
+    int64_t mtime;
+    int has_meta;
+    unsigned order;
+} xp_v1_pfile;
+
+typedef struct xp_v1_pfiles {
+    xp_v1_pfile *f;
+    uint32_t count;
+} xp_v1_pfiles;
+
+void xp_v1_pfiles_free(xp_v1_pfiles *p);
+/* Every package file of a reader, rebuilt; require_all: a section that
+ * belongs to no file is an error (a v1 package could not hold it). */
+expert_status xp_v1_collect_files(expert_reader *r, int require_all, xp_v1_pfiles *out,
+                                  expert_error *err);
 
 #endif

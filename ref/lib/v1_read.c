@@ -1,6 +1,6 @@
-/* v1.c — v1 .expert packages (hivellm tar.gz): reading them as a stream
- * into an in-memory v2 image, rebuilding package files, the v1 signature
- * scheme, and writing v1 tar.gz packages (rollback, fixtures).
+/* v1_read.c — v1 .expert packages (hivellm tar.gz): reading them as a
+ * stream into an in-memory v2 image (v1_sign.c: the v1 signature scheme;
+ * v1_write.c: writing v1 tar.gz packages for rollback and fixtures).
  *
  * Reading pipeline (nothing touches the disk except reading the input):
  *
@@ -19,7 +19,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,10 +37,6 @@
 
 #define FAIL(code, ...) xp_set_error(err, (code), EXPERT_NO_OFFSET, EXPERT_NO_SECTION, __VA_ARGS__)
 
-#define ST_NAME "adapter_model.safetensors"
-#define MANIFEST_NAME "manifest.json"
-#define ADAPTER_CONFIG_NAME "adapter_config.json"
-#define SIGNATURE_NAME "signature.sig"
 #define CREATED_BY "libexpert 2.0.0 (v1 import)"
 #define IN_CHUNK (1u << 20)
 #define TAR_CHUNK (256u << 10)
@@ -53,7 +48,7 @@ static const char k_notice[] =
 
 /* ============================================================ utilities */
 
-static void hex_encode(const uint8_t *p, size_t n, char *out)
+void xp_hex_encode(const uint8_t *p, size_t n, char *out)
 {
     static const char digits[] = "0123456789abcdef";
     for (size_t i = 0; i < n; i++) {
@@ -75,7 +70,7 @@ static int hex_val(char c)
 }
 
 /* Exactly 2n hex digits -> n bytes. */
-static int hex_decode(const char *s, size_t len, uint8_t *out, size_t n)
+int xp_hex_decode(const char *s, size_t len, uint8_t *out, size_t n)
 {
     if (len != 2 * n)
         return 0;
@@ -91,7 +86,7 @@ static int hex_decode(const char *s, size_t len, uint8_t *out, size_t n)
 /* Checks and normalises an archive entry name: leading "./" dropped, and
  * for directories trailing '/'. Refuses what could escape or alias a target
  * directory. Returns NULL (with *why) or a fresh string ("" for the root). */
-static char *normalize_name(const char *raw, int is_dir, const char **why)
+char *xp_v1_normalize_name(const char *raw, int is_dir, const char **why)
 {
     if (raw == NULL || raw[0] == '\0') {
         *why = "empty name";
@@ -465,7 +460,7 @@ static expert_status read_archive(gz_src *g, const expert_v1_options *o, v1_load
                      raw ? raw : "", filetype_name(type), target ? " to " : "", target ? target : "");
             goto done;
         }
-        char *name = normalize_name(raw, type == AE_IFDIR, &why);
+        char *name = xp_v1_normalize_name(raw, type == AE_IFDIR, &why);
         if (name == NULL) {
             s = why ? FAIL(EXPERT_E_BAD_ARCHIVE, "unsafe entry name '%s': %s", raw ? raw : "", why)
                     : FAIL(EXPERT_E_NOMEM, "out of memory");
@@ -577,7 +572,7 @@ static ventry *find_entry(v1_load *l, const char *name)
 
 /* ====================================================== the v2 image */
 
-static const char *jstr(const json_t *o, const char *key)
+const char *xp_jstr(const json_t *o, const char *key)
 {
     const json_t *v = json_object_get(o, key);
     return json_is_string(v) ? json_string_value(v) : NULL;
@@ -606,7 +601,7 @@ static expert_status v1_source_json(const v1_load *l, const xp_v1_info *info, ch
                                     expert_error *err)
 {
     char hex[65];
-    hex_encode(info->pub.archive_sha256, 32, hex);
+    xp_hex_encode(info->pub.archive_sha256, 32, hex);
     json_t *ents = json_array();
     int bad = ents == NULL;
     for (uint32_t i = 0; i < l->count && !bad; i++) {
@@ -708,7 +703,7 @@ static expert_v1_sidecar check_sidecar(const char *path, const uint8_t digest[32
     close(fd);
     uint8_t want[32];
     /* sha256sum format: 64 hex digits, then end, whitespace or " *name". */
-    if (have > SIDECAR_MAX || have < 64 || !hex_decode(buf, 64, want, 32) ||
+    if (have > SIDECAR_MAX || have < 64 || !xp_hex_decode(buf, 64, want, 32) ||
         (have > 64 && buf[64] != ' ' && buf[64] != '\t' && buf[64] != '\n' && buf[64] != '\r'))
         return EXPERT_V1_SIDECAR_MALFORMED;
     return memcmp(want, digest, 32) == 0 ? EXPERT_V1_SIDECAR_MATCH : EXPERT_V1_SIDECAR_STALE_SIGNED;
@@ -809,7 +804,7 @@ static expert_status open_common_v1(int fd, const char *path, const void *mem, s
             if (info->pub.sidecar == EXPERT_V1_SIDECAR_STALE_SIGNED &&
                 (strict || !info->pub.is_signed)) {
                 char hex[65];
-                hex_encode(info->pub.archive_sha256, 32, hex);
+                xp_hex_encode(info->pub.archive_sha256, 32, hex);
                 s = xp_set_error(err, EXPERT_E_FILE_HASH_MISMATCH, 0, EXPERT_NO_SECTION,
                                  "%s: SHA-256 %s does not match %s.sha256%s", path, hex, path,
                                  info->pub.is_signed ? "" : " (unsigned package: corrupt or altered)");
@@ -910,793 +905,4 @@ const char *expert_v1_entry_name(const expert_reader *r, uint32_t i)
     if (v == NULL || i >= v->pub.entry_count)
         return NULL;
     return v->entries[i].name;
-}
-
-/* ===================================================== file rebuild */
-
-/* Every package file of a reader (FILE sections and rebuilt safetensors),
- * in TOC order. */
-typedef struct pfile {
-    char *name;
-    uint8_t *data;
-    size_t size;
-    uint32_t mode;
-    int64_t mtime;
-    int has_meta;
-    unsigned order;
-} pfile;
-
-typedef struct pfiles {
-    pfile *f;
-    uint32_t count;
-} pfiles;
-
-static void pfiles_free(pfiles *p)
-{
-    for (uint32_t i = 0; i < p->count; i++) {
-        xp_free(p->f[i].name);
-        xp_free(p->f[i].data);
-    }
-    xp_free(p->f);
-    memset(p, 0, sizeof *p);
-}
-
-static expert_status collect_files(expert_reader *r, int require_all, pfiles *out,
-                                   expert_error *err)
-{
-    uint32_t n = expert_section_count(r);
-    uint8_t *used = xp_calloc(n ? n : 1, 1);
-    out->f = xp_calloc(n ? n : 1, sizeof *out->f);
-    out->count = 0;
-    if (used == NULL || out->f == NULL) {
-        xp_free(used);
-        return FAIL(EXPERT_E_NOMEM, "out of memory");
-    }
-    expert_status s = EXPERT_OK;
-    for (uint32_t i = 0; s == EXPERT_OK && i < n; i++) {
-        expert_section_info si;
-        expert_section(r, i, &si);
-        if (si.type != EXPERT_SECTION_FILE && si.type != EXPERT_SECTION_SAFETENSORS_HEADER)
-            continue;
-        used[i] = 1;
-        pfile *f = &out->f[out->count];
-        f->name = xp_strndup(si.name, si.name_length);
-        if (f->name == NULL) {
-            s = FAIL(EXPERT_E_NOMEM, "out of memory");
-            break;
-        }
-        out->count++;
-        s = xp_file_rebuild(r, i, &f->data, &f->size, used, err);
-    }
-    for (uint32_t i = 0; s == EXPERT_OK && require_all && i < n; i++) {
-        expert_section_info si;
-        expert_section(r, i, &si);
-        if (!used[i] && si.type < 0x8000) /* must-ignore types may be dropped */
-            s = xp_set_error(err, EXPERT_E_INVALID_ARGUMENT, EXPERT_NO_OFFSET, i,
-                             "section '%.*s' (%s) belongs to no package file: a v1 package "
-                             "cannot hold it",
-                             (int)si.name_length, si.name, expert_section_type_name(si.type));
-    }
-    xp_free(used);
-    if (s != EXPERT_OK)
-        pfiles_free(out);
-    return s;
-}
-
-/* ====================================================== v1 signatures */
-
-static expert_status ed25519_verify_raw(const uint8_t pub[32], const uint8_t *msg, size_t len,
-                                        const uint8_t sig[64])
-{
-    EVP_PKEY *k = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, pub, 32);
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    int ok = k != NULL && md != NULL && EVP_DigestVerifyInit(md, NULL, NULL, NULL, k) == 1 &&
-             EVP_DigestVerify(md, sig, 64, msg, len) == 1;
-    EVP_MD_CTX_free(md);
-    EVP_PKEY_free(k);
-    return ok ? EXPERT_OK : EXPERT_E_BAD_SIGNATURE;
-}
-
-expert_status expert_v1_sign_raw(const uint8_t seed[32], const void *msg, size_t length,
-                                 uint8_t signature[64], uint8_t public_key[32], expert_error *err)
-{
-    if (seed == NULL || (msg == NULL && length != 0) || signature == NULL)
-        return FAIL(EXPERT_E_INVALID_ARGUMENT, "invalid argument");
-    EVP_PKEY *k = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, seed, 32);
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    size_t siglen = 64, publen = 32;
-    static const uint8_t empty = 0;
-    int ok = k != NULL && md != NULL && EVP_DigestSignInit(md, NULL, NULL, NULL, k) == 1 &&
-             EVP_DigestSign(md, signature, &siglen, length ? msg : &empty, length) == 1 &&
-             siglen == 64;
-    if (ok && public_key != NULL)
-        ok = EVP_PKEY_get_raw_public_key(k, public_key, &publen) == 1 && publen == 32;
-    EVP_MD_CTX_free(md);
-    EVP_PKEY_free(k);
-    return ok ? EXPERT_OK : FAIL(EXPERT_E_BAD_KEY, "Ed25519 signing with the raw seed failed");
-}
-
-static int parse_pubkey_text(const char *text, uint8_t out[32])
-{
-    if (strncmp(text, "ed25519:", 8) == 0)
-        text += 8;
-    return hex_decode(text, strlen(text), out, 32);
-}
-
-/* JSON text scanner for the top-level members of an object: enough to cut
- * one member out of serde_json's pretty output without re-serialising. */
-static size_t skip_ws(const char *s, size_t n, size_t i)
-{
-    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
-        i++;
-    return i;
-}
-
-static size_t skip_string(const char *s, size_t n, size_t i) /* at '"'; returns past the closing quote, or n+1 */
-{
-    for (i++; i < n; i++) {
-        if (s[i] == '\\')
-            i++;
-        else if (s[i] == '"')
-            return i + 1;
-    }
-    return n + 1;
-}
-
-static size_t skip_value(const char *s, size_t n, size_t i)
-{
-    if (i >= n)
-        return n + 1;
-    if (s[i] == '"')
-        return skip_string(s, n, i);
-    if (s[i] == '{' || s[i] == '[') {
-        int depth = 0;
-        while (i < n) {
-            if (s[i] == '"') {
-                i = skip_string(s, n, i);
-                continue;
-            }
-            if (s[i] == '{' || s[i] == '[')
-                depth++;
-            else if (s[i] == '}' || s[i] == ']') {
-                if (--depth == 0)
-                    return i + 1;
-            }
-            i++;
-        }
-        return n + 1;
-    }
-    while (i < n && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' && s[i] != '\n' &&
-           s[i] != '\r' && s[i] != '\t')
-        i++;
-    return i;
-}
-
-/* Hash of manifest.json with the top-level "integrity" member cut out, in
- * each of the two ways the separator may go; 1 if one equals want. */
-static int manifest_matches_without_integrity(const uint8_t *data, size_t n, const uint8_t want[32])
-{
-    const char *s = (const char *)data;
-    size_t i = skip_ws(s, n, 0), prev_end = 0;
-    if (i >= n || s[i] != '{')
-        return 0;
-    prev_end = i + 1;
-    i = skip_ws(s, n, i + 1);
-    while (i < n && s[i] == '"') {
-        size_t key_start = i, key_end = skip_string(s, n, i);
-        if (key_end > n)
-            return 0;
-        size_t j = skip_ws(s, n, key_end);
-        if (j >= n || s[j] != ':')
-            return 0;
-        size_t vend = skip_value(s, n, skip_ws(s, n, j + 1));
-        if (vend > n)
-            return 0;
-        size_t after = skip_ws(s, n, vend);
-        int last = after < n && s[after] == '}';
-        size_t next_key = after < n && s[after] == ',' ? skip_ws(s, n, after + 1) : after;
-        if (key_end - key_start == 11 && memcmp(s + key_start, "\"integrity\"", 11) == 0) {
-            size_t cuts[2][2] = {{prev_end, vend}, {key_start, last ? vend : next_key}};
-            for (int c = 0; c < 2; c++) {
-                size_t a = cuts[c][0], b = cuts[c][1];
-                uint8_t *tmp = xp_malloc(n - (b - a) + 1);
-                uint8_t d[32];
-                if (tmp == NULL)
-                    return 0;
-                memcpy(tmp, data, a);
-                memcpy(tmp + a, data + b, n - b);
-                int ok = expert_sha256(tmp, n - (b - a), d) == EXPERT_OK && memcmp(d, want, 32) == 0;
-                xp_free(tmp);
-                if (ok)
-                    return 1;
-            }
-            return 0;
-        }
-        if (last)
-            return 0;
-        prev_end = vend;
-        i = next_key;
-    }
-    return 0;
-}
-
-static int cstr_cmp(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-#define SIG_SET(st, ...)                                                                          \
-    do {                                                                                          \
-        info->status = (st);                                                                      \
-        snprintf(info->detail, sizeof info->detail, __VA_ARGS__);                                 \
-    } while (0)
-
-static expert_status sig_result(expert_v1_signature_info *info, expert_error *err)
-{
-    switch (info->status) {
-    case EXPERT_V1_SIG_VALID:
-    case EXPERT_V1_SIG_VALID_LEGACY:
-        return EXPERT_OK;
-    case EXPERT_V1_SIG_UNSIGNED:
-        return FAIL(EXPERT_E_UNSIGNED, "%s", info->detail);
-    default:
-        return FAIL(EXPERT_E_BAD_SIGNATURE, "%s", info->detail);
-    }
-}
-
-expert_status expert_v1_verify(expert_reader *r, const char *trusted_pubkey,
-                               expert_v1_signature_info *out, expert_error *err)
-{
-    expert_v1_signature_info local, *info = out != NULL ? out : &local;
-    memset(info, 0, sizeof *info);
-    if (r == NULL)
-        return FAIL(EXPERT_E_INVALID_ARGUMENT, "invalid argument");
-    uint8_t trusted[32];
-    if (trusted_pubkey != NULL && !parse_pubkey_text(trusted_pubkey, trusted))
-        return FAIL(EXPERT_E_BAD_KEY, "public key must be \"ed25519:<64 hex digits>\"");
-
-    pfiles pf;
-    memset(&pf, 0, sizeof pf);
-    XP_TRY(collect_files(r, 0, &pf, err));
-    expert_status s = EXPERT_OK;
-    json_t *manifest = NULL;
-    char **names = NULL;
-    uint8_t *msg = NULL;
-    const pfile *mf = NULL, *sigf = NULL;
-    for (uint32_t i = 0; i < pf.count; i++) {
-        if (strcmp(pf.f[i].name, MANIFEST_NAME) == 0)
-            mf = &pf.f[i];
-        else if (strcmp(pf.f[i].name, SIGNATURE_NAME) == 0)
-            sigf = &pf.f[i];
-    }
-    if (mf != NULL) {
-        json_error_t je;
-        manifest = json_loadb((const char *)mf->data, mf->size, 0, &je);
-    }
-    const json_t *integ = json_object_get(manifest, "integrity");
-    if (integ == NULL && sigf == NULL) {
-        SIG_SET(EXPERT_V1_SIG_UNSIGNED, "the package carries no v1 signature (no integrity block "
-                                        "in manifest.json, no signature.sig)");
-        goto finish;
-    }
-    if (!json_is_object(integ)) {
-        SIG_SET(EXPERT_V1_SIG_INVALID, "signature.sig is present but manifest.json has no "
-                                       "integrity block: the signed file list is unknown");
-        goto finish;
-    }
-    const char *sig_hex = jstr(integ, "signature");
-    const char *pub_hex = jstr(integ, "pubkey");
-    const char *alg = jstr(integ, "signature_algorithm");
-    const json_t *files = json_object_get(integ, "files");
-    uint8_t sig[64], pub[32];
-    if (alg != NULL && strcmp(alg, "ed25519") != 0) {
-        SIG_SET(EXPERT_V1_SIG_INVALID, "unsupported signature_algorithm '%s'", alg);
-        goto finish;
-    }
-    if (sig_hex == NULL && sigf != NULL) { /* fall back to signature.sig */
-        size_t k = sigf->size;
-        while (k > 0 && (sigf->data[k - 1] == '\n' || sigf->data[k - 1] == '\r' || sigf->data[k - 1] == ' '))
-            k--;
-        if (!hex_decode((const char *)sigf->data, k, sig, 64)) {
-            SIG_SET(EXPERT_V1_SIG_INVALID, "signature.sig is not 128 hex digits");
-            goto finish;
-        }
-    } else if (sig_hex == NULL || !hex_decode(sig_hex, strlen(sig_hex), sig, 64)) {
-        SIG_SET(EXPERT_V1_SIG_INVALID, "integrity.signature is missing or not 128 hex digits");
-        goto finish;
-    }
-    if (sigf != NULL) {
-        uint8_t sig2[64];
-        size_t k = sigf->size;
-        while (k > 0 && (sigf->data[k - 1] == '\n' || sigf->data[k - 1] == '\r' || sigf->data[k - 1] == ' '))
-            k--;
-        if (!hex_decode((const char *)sigf->data, k, sig2, 64) || memcmp(sig, sig2, 64) != 0) {
-            SIG_SET(EXPERT_V1_SIG_INVALID, "signature.sig differs from integrity.signature");
-            goto finish;
-        }
-    }
-    if (trusted_pubkey != NULL) {
-        memcpy(pub, trusted, 32);
-    } else if (pub_hex == NULL || !parse_pubkey_text(pub_hex, pub)) {
-        SIG_SET(EXPERT_V1_SIG_INVALID, "integrity.pubkey is missing or not \"ed25519:<64 hex>\"");
-        goto finish;
-    } else {
-        info->key_from_package = 1;
-    }
-    memcpy(info->pubkey, "ed25519:", 8);
-    hex_encode(pub, 32, info->pubkey + 8);
-    if (!json_is_object(files) || json_object_size(files) == 0) {
-        SIG_SET(EXPERT_V1_SIG_INVALID, "integrity.files is missing or empty");
-        goto finish;
-    }
-    /* Message: "<path>:<hex>" lines sorted by path, joined by "\n". */
-    size_t nf = json_object_size(files), msg_len = 0, k = 0;
-    names = xp_calloc(nf, sizeof *names);
-    if (names == NULL) {
-        s = FAIL(EXPERT_E_NOMEM, "out of memory");
-        goto finish;
-    }
-    const char *key;
-    json_t *val;
-    json_object_foreach((json_t *)files, key, val) {
-        if (!json_is_string(val)) {
-            SIG_SET(EXPERT_V1_SIG_INVALID, "integrity.files['%s'] is not a string", key);
-            goto finish;
-        }
-        names[k++] = (char *)key;
-        msg_len += strlen(key) + 1 + json_string_length(val) + 1;
-    }
-    qsort(names, nf, sizeof *names, cstr_cmp);
-    msg = xp_malloc(msg_len + 1);
-    if (msg == NULL) {
-        s = FAIL(EXPERT_E_NOMEM, "out of memory");
-        goto finish;
-    }
-    size_t mp = 0;
-    for (size_t i = 0; i < nf; i++) {
-        const char *h = json_string_value(json_object_get(files, names[i]));
-        size_t kl = strlen(names[i]), hl = strlen(h);
-        if (i > 0)
-            msg[mp++] = '\n';
-        memcpy(msg + mp, names[i], kl);
-        mp += kl;
-        msg[mp++] = ':';
-        memcpy(msg + mp, h, hl);
-        mp += hl;
-    }
-    info->files_signed = (uint32_t)nf;
-    if (ed25519_verify_raw(pub, msg, mp, sig) != EXPERT_OK) {
-        SIG_SET(EXPERT_V1_SIG_INVALID,
-                "the Ed25519 signature does not verify over the %zu recorded file hashes with "
-                "%s%s (wrong key, or the hash list was edited)",
-                nf, info->pubkey, info->key_from_package ? " (the package's own key)" : "");
-        goto finish;
-    }
-    /* The signed hashes are authentic: compare them with the files. */
-    int manifest_state = 0; /* 0 matches, 1 matches without integrity, 2 changed */
-    for (size_t i = 0; i < nf; i++) {
-        const char *h = json_string_value(json_object_get(files, names[i]));
-        const pfile *f = NULL;
-        uint8_t want[32], got[32];
-        for (uint32_t j = 0; j < pf.count && f == NULL; j++)
-            if (strcmp(pf.f[j].name, names[i]) == 0)
-                f = &pf.f[j];
-        if (f == NULL) {
-            SIG_SET(EXPERT_V1_SIG_INVALID, "signed file '%s' is missing from the package", names[i]);
-            goto finish;
-        }
-        if (!hex_decode(h, strlen(h), want, 32)) {
-            SIG_SET(EXPERT_V1_SIG_INVALID, "integrity.files['%s'] is not a SHA-256 hex digest",
-                    names[i]);
-            goto finish;
-        }
-        if (expert_sha256(f->data, f->size, got) != EXPERT_OK) {
-            s = FAIL(EXPERT_E_NOMEM, "hashing failed");
-            goto finish;
-        }
-        if (memcmp(got, want, 32) == 0) {
-            info->files_matched++;
-            continue;
-        }
-        if (strcmp(names[i], MANIFEST_NAME) == 0) {
-            manifest_state = manifest_matches_without_integrity(f->data, f->size, want) ? 1 : 2;
-            continue;
-        }
-        SIG_SET(EXPERT_V1_SIG_INVALID, "'%s' changed after signing (SHA-256 differs from the signed "
-                                       "hash)", names[i]);
-        goto finish;
-    }
-    for (uint32_t j = 0; j < pf.count; j++) {
-        if (strcmp(pf.f[j].name, SIGNATURE_NAME) == 0 || json_object_get(files, pf.f[j].name) != NULL)
-            continue;
-        SIG_SET(EXPERT_V1_SIG_INVALID, "'%s' is not covered by the signature (added after signing)",
-                pf.f[j].name);
-        goto finish;
-    }
-    if (manifest_state == 0)
-        SIG_SET(EXPERT_V1_SIG_VALID, "v1 signature valid: %zu files match their signed hashes%s", nf,
-                info->key_from_package ? " (key taken from the package: integrity, not origin)" : "");
-    else if (manifest_state == 1) {
-        info->files_matched++;
-        SIG_SET(EXPERT_V1_SIG_VALID_LEGACY,
-                "v1 signature valid: %zu files match their signed hashes; manifest.json matches once "
-                "the integrity block the old `expert-cli sign` inserted after hashing is removed "
-                "(known defect of the old tool)%s",
-                nf, info->key_from_package ? "; key taken from the package: integrity, not origin" : "");
-    } else
-        SIG_SET(EXPERT_V1_SIG_LEGACY_DEFECT,
-                "cannot verify: the signature is valid for the hashes recorded at signing time and "
-                "the other %u files match, but manifest.json changed after signing (the old "
-                "`expert-cli sign` hashes manifest.json before inserting the integrity block, a known "
-                "defect) and its signed content cannot be recovered",
-                info->files_matched);
-finish:
-    xp_free(msg);
-    xp_free(names);
-    json_decref(manifest);
-    pfiles_free(&pf);
-    if (s != EXPERT_OK)
-        return s;
-    return sig_result(info, err);
-}
-
-/* ====================================================== writing v1 */
-
-typedef struct gz_sink {
-    int fd;                /* -1: memory */
-    uint8_t *mem;
-    size_t len, cap;
-    z_stream zs;
-    int z_ready;
-    uint8_t *outbuf;
-    expert_status st;
-    expert_error e;
-} gz_sink;
-
-#define SINK_CHUNK (256u << 10)
-
-static int sink_emit(gz_sink *k, const uint8_t *p, size_t n)
-{
-    if (n == 0)
-        return 0;
-    if (k->fd < 0) {
-        if (n > k->cap - k->len) {
-            size_t cap = k->cap ? k->cap : 65536;
-            while (cap - k->len < n) {
-                if (cap > SIZE_MAX / 2)
-                    return -1;
-                cap *= 2;
-            }
-            uint8_t *g = xp_realloc(k->mem, cap);
-            if (g == NULL) {
-                xp_set_error(&k->e, EXPERT_E_NOMEM, EXPERT_NO_OFFSET, EXPERT_NO_SECTION,
-                             "out of memory");
-                k->st = EXPERT_E_NOMEM;
-                return -1;
-            }
-            k->mem = g;
-            k->cap = cap;
-        }
-        memcpy(k->mem + k->len, p, n);
-        k->len += n;
-        return 0;
-    }
-    while (n > 0) {
-        ssize_t w = write(k->fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            k->st = EXPERT_E_IO;
-            xp_set_error(&k->e, EXPERT_E_IO, EXPERT_NO_OFFSET, EXPERT_NO_SECTION, "write failed: %s",
-                         w < 0 ? strerror(errno) : "no progress");
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-        k->len += (size_t)w;
-    }
-    return 0;
-}
-
-static int sink_deflate(gz_sink *k, const void *data, size_t n, int flush)
-{
-    const uint8_t *p = data;
-    do {
-        size_t step = n > UINT32_MAX ? UINT32_MAX : n;
-        k->zs.next_in = p;
-        k->zs.avail_in = (uInt)step;
-        int last = flush && step == n;
-        do {
-            k->zs.next_out = k->outbuf;
-            k->zs.avail_out = SINK_CHUNK;
-            int zr = deflate(&k->zs, last ? Z_FINISH : Z_NO_FLUSH);
-            if (zr == Z_STREAM_ERROR) {
-                k->st = EXPERT_E_NOMEM;
-                xp_set_error(&k->e, EXPERT_E_NOMEM, EXPERT_NO_OFFSET, EXPERT_NO_SECTION,
-                             "deflate failed");
-                return -1;
-            }
-            if (sink_emit(k, k->outbuf, SINK_CHUNK - k->zs.avail_out) != 0)
-                return -1;
-        } while (k->zs.avail_out == 0);
-        if (step > 0) /* p may be NULL for the final flush */
-            p += step;
-        n -= step;
-    } while (n > 0);
-    return 0;
-}
-
-static la_ssize_t tar_write_cb(struct archive *a, void *ud, const void *buf, size_t n)
-{
-    gz_sink *k = ud;
-    if (sink_deflate(k, buf, n, 0) != 0) {
-        archive_set_error(a, EIO, "%s", k->e.message);
-        return -1;
-    }
-    return (la_ssize_t)n;
-}
-
-static expert_status write_tar_gz(gz_sink *k, const expert_v1_entry *entries, size_t count,
-                                  const expert_v1_write_options *opt, expert_error *err)
-{
-    int level = opt != NULL && opt->gzip_level != 0 ? opt->gzip_level : 6;
-    if (level < 1 || level > 9)
-        return FAIL(EXPERT_E_INVALID_ARGUMENT, "gzip level %d (must be 1..9)", level);
-    for (size_t i = 0; i < count; i++) {
-        const char *why = NULL;
-        if (entries[i].name == NULL || (entries[i].data == NULL && entries[i].size != 0))
-            return FAIL(EXPERT_E_INVALID_ARGUMENT, "entry %zu has no name or data", i);
-        char *norm = normalize_name(entries[i].name, 0, &why);
-        int same = norm != NULL && strcmp(norm, entries[i].name) == 0;
-        xp_free(norm);
-        if (!same)
-            return FAIL(EXPERT_E_INVALID_ARGUMENT, "unsafe entry name '%s'%s%s", entries[i].name,
-                        why ? ": " : "", why ? why : "");
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(entries[j].name, entries[i].name) == 0)
-                return FAIL(EXPERT_E_INVALID_ARGUMENT, "entry name '%s' given twice", entries[i].name);
-    }
-    k->outbuf = xp_malloc(SINK_CHUNK);
-    if (k->outbuf == NULL)
-        return FAIL(EXPERT_E_NOMEM, "out of memory");
-    /* gzip wrapper (windowBits 15+16), memLevel 8, default strategy: zlib's
-     * defaults, as flate2 uses them. */
-    if (deflateInit2(&k->zs, level, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK)
-        return FAIL(EXPERT_E_NOMEM, "deflateInit2 failed");
-    k->z_ready = 1;
-    struct archive *a = archive_write_new();
-    if (a == NULL)
-        return FAIL(EXPERT_E_NOMEM, "archive_write_new failed");
-    expert_status s = EXPERT_OK;
-    /* GNU headers; no 10 KiB record padding (the tar crate writes none):
-     * entries, then two zero blocks. */
-    if (archive_write_set_format_gnutar(a) != ARCHIVE_OK || archive_write_set_bytes_per_block(a, 0) != ARCHIVE_OK ||
-        archive_write_open(a, k, NULL, tar_write_cb, NULL) != ARCHIVE_OK) {
-        s = FAIL(EXPERT_E_IO, "cannot start the tar stream: %s", archive_error_string(a));
-        goto done;
-    }
-    int64_t def_mtime = opt != NULL ? opt->mtime : 0;
-    for (size_t i = 0; i < count && s == EXPERT_OK; i++) {
-        struct archive_entry *e = archive_entry_new();
-        if (e == NULL) {
-            s = FAIL(EXPERT_E_NOMEM, "out of memory");
-            break;
-        }
-        archive_entry_set_pathname(e, entries[i].name);
-        archive_entry_set_filetype(e, AE_IFREG);
-        archive_entry_set_perm(e, (__LA_MODE_T)(entries[i].mode ? entries[i].mode & 07777 : 0644));
-        archive_entry_set_size(e, (la_int64_t)entries[i].size);
-        archive_entry_set_mtime(e, (time_t)(entries[i].mtime ? entries[i].mtime : def_mtime), 0);
-        archive_entry_set_uid(e, 0);
-        archive_entry_set_gid(e, 0);
-        if (archive_write_header(a, e) != ARCHIVE_OK) {
-            s = k->st != EXPERT_OK ? k->st
-                                   : FAIL(EXPERT_E_IO, "tar header for '%s': %s", entries[i].name,
-                                          archive_error_string(a));
-        } else {
-            const uint8_t *p = entries[i].data;
-            size_t left = entries[i].size;
-            while (left > 0 && s == EXPERT_OK) {
-                size_t step = left > (1u << 24) ? (1u << 24) : left;
-                la_ssize_t w = archive_write_data(a, p, step);
-                if (w <= 0)
-                    s = k->st != EXPERT_OK ? k->st
-                                           : FAIL(EXPERT_E_IO, "tar data for '%s': %s",
-                                                  entries[i].name, archive_error_string(a));
-                else {
-                    p += w;
-                    left -= (size_t)w;
-                }
-            }
-        }
-        archive_entry_free(e);
-    }
-    if (s == EXPERT_OK && archive_write_close(a) != ARCHIVE_OK)
-        s = k->st != EXPERT_OK ? k->st : FAIL(EXPERT_E_IO, "closing the tar stream: %s", archive_error_string(a));
-    if (s == EXPERT_OK && sink_deflate(k, NULL, 0, 1) != 0)
-        s = k->st;
-    if (s != EXPERT_OK && k->st == s && err != NULL)
-        *err = k->e;
-done:
-    archive_write_free(a);
-    return s;
-}
-
-static void sink_free(gz_sink *k)
-{
-    if (k->z_ready)
-        deflateEnd(&k->zs);
-    xp_free(k->outbuf);
-}
-
-expert_status expert_v1_write_memory(const expert_v1_entry *entries, size_t count,
-                                     const expert_v1_write_options *opt, void **data,
-                                     size_t *size, expert_error *err)
-{
-    if ((entries == NULL && count != 0) || data == NULL || size == NULL)
-        return FAIL(EXPERT_E_INVALID_ARGUMENT, "invalid argument");
-    gz_sink k;
-    memset(&k, 0, sizeof k);
-    k.fd = -1;
-    expert_status s = write_tar_gz(&k, entries, count, opt, err);
-    sink_free(&k);
-    if (s != EXPERT_OK) {
-        xp_free(k.mem);
-        return s;
-    }
-    *data = k.mem;
-    *size = k.len;
-    return EXPERT_OK;
-}
-
-expert_status expert_v1_write(const char *path, const expert_v1_entry *entries, size_t count,
-                              const expert_v1_write_options *opt, expert_error *err)
-{
-    if (path == NULL || (entries == NULL && count != 0))
-        return FAIL(EXPERT_E_INVALID_ARGUMENT, "invalid argument");
-    size_t n = strlen(path);
-    char *tmp = xp_malloc(n + 16);
-    if (tmp == NULL)
-        return FAIL(EXPERT_E_NOMEM, "out of memory");
-    snprintf(tmp, n + 16, "%s.tmp.XXXXXX", path);
-    int fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0) {
-        expert_status s = FAIL(EXPERT_E_IO, "cannot create %s: %s", tmp, strerror(errno));
-        xp_free(tmp);
-        return s;
-    }
-    (void)fchmod(fd, 0644);
-    gz_sink k;
-    memset(&k, 0, sizeof k);
-    k.fd = fd;
-    expert_status s = write_tar_gz(&k, entries, count, opt, err);
-    sink_free(&k);
-    if (s == EXPERT_OK && fsync(fd) != 0)
-        s = FAIL(EXPERT_E_IO, "fsync %s: %s", tmp, strerror(errno));
-    close(fd);
-    if (s == EXPERT_OK && rename(tmp, path) != 0)
-        s = FAIL(EXPERT_E_IO, "rename to %s failed: %s", path, strerror(errno));
-    if (s != EXPERT_OK) {
-        unlink(tmp);
-    } else {
-        char *dir = xp_strndup(path, n);
-        if (dir != NULL) {
-            int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-            if (dfd >= 0) {
-                (void)fsync(dfd);
-                close(dfd);
-            }
-            xp_free(dir);
-        }
-    }
-    xp_free(tmp);
-    return s;
-}
-
-/* ============================================================ export */
-
-/* The old packer's order: manifest, the fixed file list, soft prompts and
- * others, grammar, tests/, LICENSE, then signature.sig (added by sign). */
-static unsigned packer_rank(const char *name)
-{
-    static const char *const fixed[] = {MANIFEST_NAME,          ST_NAME,
-                                        ADAPTER_CONFIG_NAME,    "special_tokens_map.json",
-                                        "tokenizer_config.json", "tokenizer.json",
-                                        "training_args.bin",     "vocab.json",
-                                        "README.md"};
-    for (unsigned i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
-        if (strcmp(name, fixed[i]) == 0)
-            return i;
-    if (strcmp(name, "grammar.gbnf") == 0)
-        return 20;
-    if (strncmp(name, "tests/", 6) == 0)
-        return 21;
-    if (strcmp(name, "LICENSE") == 0)
-        return 22;
-    if (strcmp(name, SIGNATURE_NAME) == 0)
-        return 23;
-    return 10;
-}
-
-static int pfile_order_cmp(const void *a, const void *b)
-{
-    const pfile *x = a, *y = b;
-    if (x->order != y->order)
-        return x->order < y->order ? -1 : 1;
-    return strcmp(x->name, y->name);
-}
-
-static expert_status export_prepare(expert_reader *r, pfiles *pf, expert_v1_entry **out,
-                                    expert_error *err)
-{
-    XP_TRY(collect_files(r, 1, pf, err));
-    /* Original archive order and modes, when the image came from v1. */
-    size_t mlen = 0;
-    const char *mj = expert_metadata_json(r, &mlen);
-    json_t *meta = mj ? json_loadb(mj, mlen, 0, NULL) : NULL;
-    const json_t *ents = json_object_get(json_object_get(json_object_get(meta, "extra"), "v1_source"),
-                                         "entries");
-    for (uint32_t i = 0; i < pf->count; i++) {
-        pfile *f = &pf->f[i];
-        f->order = 1000u + packer_rank(f->name);
-        for (size_t k = 0; json_is_array(ents) && k < json_array_size(ents); k++) {
-            const json_t *e = json_array_get(ents, k);
-            const char *nm = jstr(e, "name");
-            if (nm == NULL || strcmp(nm, f->name) != 0)
-                continue;
-            const json_t *mode = json_object_get(e, "mode"), *mt = json_object_get(e, "mtime");
-            f->order = (unsigned)k;
-            if (json_is_integer(mode) && json_integer_value(mode) > 0 && json_integer_value(mode) <= 07777)
-                f->mode = (uint32_t)json_integer_value(mode);
-            if (json_is_integer(mt))
-                f->mtime = (int64_t)json_integer_value(mt);
-            break;
-        }
-    }
-    json_decref(meta);
-    qsort(pf->f, pf->count, sizeof *pf->f, pfile_order_cmp);
-    expert_v1_entry *e = xp_calloc(pf->count ? pf->count : 1, sizeof *e);
-    if (e == NULL) {
-        pfiles_free(pf);
-        return FAIL(EXPERT_E_NOMEM, "out of memory");
-    }
-    for (uint32_t i = 0; i < pf->count; i++) {
-        e[i].name = pf->f[i].name;
-        e[i].data = pf->f[i].data;
-        e[i].size = pf->f[i].size;
-        e[i].mode = pf->f[i].mode;
-        e[i].mtime = pf->f[i].mtime;
-    }
-    *out = e;
-    return EXPERT_OK;
-}
-
-expert_status expert_export_v1(expert_reader *r, const char *path,
-                               const expert_v1_write_options *opt, expert_error *err)
-{
-    if (r == NULL || path == NULL)
-        return FAIL(EXPERT_E_INVALID_ARGUMENT, "invalid argument");
-    pfiles pf;
-    expert_v1_entry *e = NULL;
-    memset(&pf, 0, sizeof pf);
-    XP_TRY(export_prepare(r, &pf, &e, err));
-    expert_status s = expert_v1_write(path, e, pf.count, opt, err);
-    xp_free(e);
-    pfiles_free(&pf);
-    return s;
-}
-
-expert_status expert_export_v1_memory(expert_reader *r, const expert_v1_write_options *opt,
-                                      void **data, size_t *size, expert_error *err)
-{
-    if (r == NULL || data == NULL || size == NULL)
-        return FAIL(EXPERT_E_INVALID_ARGUMENT, "invalid argument");
-    pfiles pf;
-    expert_v1_entry *e = NULL;
-    memset(&pf, 0, sizeof pf);
-    XP_TRY(export_prepare(r, &pf, &e, err));
-    expert_status s = expert_v1_write_memory(e, pf.count, opt, data, size, err);
-    xp_free(e);
-    pfiles_free(&pf);
-    return s;
 }
