@@ -32,6 +32,10 @@ typedef struct vec {
     const char *name, *group, *desc;
     const char *file, *expect, *key, *error, *level, *note, *request;
     int shuffle;
+    /* `testee rebuild FILE rebuild`: an accept vector gives the file's
+     * length and SHA-256, a reject vector the class at level "rebuild" */
+    const char *rebuild, *rebuild_sha256;
+    uint64_t rebuild_length;
 } vec;
 #define MAX_VECS 1024
 extern vec g_vecs[MAX_VECS];
@@ -87,6 +91,9 @@ void model_compact_strings(model *m);
 void model_rename(model *m, uint32_t i, const void *name, size_t len);
 
 void accept_vec(const char *name, const char *desc, const buf *b, const char *key);
+/* A file valid at every level whose package file `section` cannot be rebuilt (spec §10.7). */
+void rebuild_reject_vec(const char *name, const char *desc, const buf *b, const char *error,
+                        const char *section);
 void reject_vec(const char *name, const char *desc, const buf *b, const char *error, const char *level,
                 const char *key);
 void impl_vec(const char *name, const char *desc, const buf *b, const char *note, const char *key);

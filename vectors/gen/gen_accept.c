@@ -422,8 +422,45 @@ static void adapters(void)
         F f = {meta, s, 7, 64, 0, 0};
         add_built("peft-package",
                   "a converted v1 package: SAFETENSORS_HEADER, LoRA tensors named by their keys, FILE sections "
-                  "(nested path too), adapter_config and source_manifest cross-references",
+                  "(nested path too), adapter_config and source_manifest cross-references; the safetensors file "
+                  "rebuilds to its header and both tensors' bytes",
                   &f, 1);
+        /* the rebuilt file, computed here from the bytes given to the writer */
+        uint8_t d[32];
+        char *dh = A(65);
+        buf whole = {0};
+        buf_put(&whole, st, stlen);
+        buf_put(&whole, s[1].data, s[1].len);
+        buf_put(&whole, s[2].data, s[2].len);
+        sha256(whole.p, whole.n, d);
+        hex(d, 32, dh);
+        vec *v = &g_vecs[g_nvecs - 1];
+        v->rebuild = "adapter_model.safetensors";
+        v->rebuild_sha256 = dh;
+        v->rebuild_length = whole.n;
+        buf_free(&whole);
+
+        /* the same package whose header also lists a tensor without a section */
+        buf h2 = {0};
+        buf_printf(&h2,
+                   "{\"__metadata__\":{\"format\":\"pt\"},\"%s\":{\"dtype\":\"F32\",\"shape\":[2,8],"
+                   "\"data_offsets\":[0,64]},\"%s\":{\"dtype\":\"F32\",\"shape\":[6,2],\"data_offsets\":[64,112]},"
+                   "\"base_model.model.lm_head.extra\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[112,120]}}",
+                   keyA, keyB);
+        while (h2.n % 8)
+            buf_byte(&h2, ' ');
+        uint8_t *st2 = A(8 + h2.n);
+        wr64(st2, h2.n);
+        memcpy(st2 + 8, h2.p, h2.n);
+        s[0] = bytes_sec("adapter_model.safetensors", EXPERT_SECTION_SAFETENSORS_HEADER, st2, 8 + h2.n);
+        buf_free(&h2);
+        buf b2;
+        build_norm(&f, &b2);
+        rebuild_reject_vec("rebuild-tensor-without-section",
+                           "valid at every level, but the SAFETENSORS_HEADER lists a tensor that has no section: "
+                           "rebuilding adapter_model.safetensors is BAD_SAFETENSORS (spec §10.7)",
+                           &b2, "BAD_SAFETENSORS", "adapter_model.safetensors");
+        buf_free(&b2);
     }
 }
 

@@ -816,6 +816,15 @@ void reject_vec(const char *name, const char *desc, const buf *b, const char *er
     out_write(v->file, b->p, b->n);
 }
 
+void rebuild_reject_vec(const char *name, const char *desc, const buf *b, const char *error,
+                        const char *section)
+{
+    reject_vec(name, desc, b, error, "full", NULL);
+    vec *v = &g_vecs[g_nvecs - 1];
+    v->level = "rebuild";
+    v->rebuild = section;
+}
+
 void impl_vec(const char *name, const char *desc, const buf *b, const char *note, const char *key)
 {
     vec *v = new_vec("impl", name, desc);
@@ -868,6 +877,13 @@ void write_manifest(void)
         }
         if (v->note)
             jfield(&o, "note", v->note);
+        if (v->rebuild) {
+            jfield(&o, "rebuild", v->rebuild);
+            if (v->rebuild_sha256) {
+                jfield(&o, "rebuild_sha256", v->rebuild_sha256);
+                buf_printf(&o, ", \"rebuild_length\": %llu", (unsigned long long)v->rebuild_length);
+            }
+        }
         if (v->key || strcmp(v->group, "accept") == 0)
             jfield(&o, "key", v->key);
         if (v->shuffle)

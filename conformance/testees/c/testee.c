@@ -4,6 +4,7 @@
  *   expert-testee [--fault NAME] capabilities
  *   expert-testee [--fault NAME] read FILE [--key PUBLIC.pem]
  *   expert-testee [--fault NAME] write REQUEST.json OUT
+ *   expert-testee [--fault NAME] rebuild FILE NAME
  *
  * `read` runs full validation with the reference library in the order of
  * spec §12: structural (expert_open), then access validation of every
@@ -156,8 +157,7 @@ static int cmd_read(const char *path, const char *key_path)
             return report_error(ks, "full", &err);
     }
     expert_reader *r = NULL;
-    /* A pure v2 reader: the library's v1 tar.gz detection is not part of the spec. */
-    expert_open_options opt = {EXPERT_OPEN_V2_ONLY, 1};
+    expert_open_options opt = {0, 1}; /* v2 only: v1 is opt-in in the library */
     expert_status st = expert_open(path, &opt, &r, &err);
     if (st != EXPERT_OK) {
         expert_public_key_free(key);
@@ -373,6 +373,51 @@ static int get_u32(const json_t *obj, const char *key, uint32_t dflt, uint32_t n
     return 0;
 }
 
+/* ------------------------------------------------------------ rebuild */
+
+/* The level at which full validation found a defect (spec §12). */
+static const char *verify_level(expert_status st)
+{
+    return st == EXPERT_E_DECODE_FAILED || st == EXPERT_E_SIZE_MISMATCH ||
+                   st == EXPERT_E_SECTION_HASH_MISMATCH
+               ? "access"
+               : "full";
+}
+
+/* Full validation, then the package file of section NAME (spec §10.7),
+ * reported by length and SHA-256. */
+static int cmd_rebuild(const char *path, const char *name)
+{
+    expert_error err;
+    memset(&err, 0, sizeof err);
+    expert_reader *r = NULL;
+    expert_open_options opt = {0, 1};
+    expert_status st = expert_open(path, &opt, &r, &err);
+    if (st != EXPERT_OK)
+        return report_error(st, "structural", &err);
+    st = expert_verify_full(r, NULL, &err);
+    if (st != EXPERT_OK) {
+        expert_close(r);
+        return report_error(st, verify_level(st), &err);
+    }
+    uint32_t index = 0;
+    void *data = NULL;
+    size_t length = 0;
+    st = expert_find(r, name, strlen(name), &index);
+    if (st == EXPERT_OK)
+        st = expert_file_rebuild(r, index, &data, &length, &err);
+    expert_close(r);
+    if (st != EXPERT_OK)
+        return report_error(st, "rebuild", &err);
+    uint8_t digest[32];
+    char hex[65];
+    expert_sha256(data, length, digest);
+    expert_v1_free(data);
+    hexify(digest, 32, hex);
+    printf("{\"length\": %zu, \"sha256\": \"%s\"}\n", length, hex);
+    return 0;
+}
+
 static int cmd_write(const char *request_path, const char *out_path)
 {
     json_error_t jerr;
@@ -540,7 +585,8 @@ done:
 static int usage(void)
 {
     fputs("usage: expert-testee [--fault ignore-section-hash|accept-truncated|misdecode-shuffle]\n"
-          "                     capabilities | read FILE [--key PUBLIC.pem] | write REQUEST.json OUT\n",
+          "                     capabilities | read FILE [--key PUBLIC.pem] | write REQUEST.json OUT\n"
+          "                     | rebuild FILE NAME\n",
           stderr);
     return 2;
 }
@@ -581,10 +627,10 @@ int main(int argc, char **argv)
         return usage();
     const char *cmd = argv[a++];
     if (strcmp(cmd, "capabilities") == 0 && a == argc) {
-        printf("{\"name\": \"expert-c-reference%s%s\", \"version\": \"%d.%d.0\", \"protocol\": 1, "
-               "\"read\": true, \"write\": true, \"verify_signature\": true}\n",
-               g_fault_name ? " fault=" : "", g_fault_name ? g_fault_name : "", EXPERT_VERSION_MAJOR,
-               EXPERT_VERSION_MINOR);
+        printf("{\"name\": \"expert-c-reference%s%s\", \"version\": \"%s\", \"protocol\": 1, "
+               "\"read\": true, \"write\": true, \"verify_signature\": true, \"rebuild\": true}\n",
+               g_fault_name ? " fault=" : "", g_fault_name ? g_fault_name : "",
+               expert_version_string());
         return 0;
     }
     if (strcmp(cmd, "read") == 0 && a < argc) {
@@ -605,5 +651,7 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "write") == 0 && a + 2 == argc)
         return cmd_write(argv[a], argv[a + 1]);
+    if (strcmp(cmd, "rebuild") == 0 && a + 2 == argc)
+        return cmd_rebuild(argv[a], argv[a + 1]);
     return usage();
 }

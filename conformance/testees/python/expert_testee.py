@@ -2,6 +2,7 @@
 """Conformance testee (conformance/PROTOCOL.md, version 1) for the independent
 Python implementation of `.expert` v2 (expert_v2.py next to this file)."""
 
+import hashlib
 import json
 import os
 import sys
@@ -22,7 +23,7 @@ def emit(obj):
 
 def cmd_capabilities(args):
     emit({"name": NAME, "version": VERSION, "protocol": 1, "read": True,
-          "write": True, "verify_signature": True})
+          "write": True, "verify_signature": True, "rebuild": True})
     return 0
 
 
@@ -71,6 +72,24 @@ def cmd_read(args):
         emit({"error": "IO", "level": "structural"})
         return 1
     emit(desc)
+    return 0
+
+
+def cmd_rebuild(args):
+    if len(args) != 2:
+        sys.stderr.write("usage: rebuild FILE NAME\n")
+        return 2
+    try:
+        data = ex.rebuild_path(args[0], args[1])
+    except ex.ExpertError as e:
+        sys.stderr.write("rejected: %s\n" % e)
+        emit({"error": e.cls, "level": e.level})
+        return 1
+    except OSError as e:
+        sys.stderr.write("IO: %s\n" % e)
+        emit({"error": "IO", "level": "structural"})
+        return 1
+    emit({"length": len(data), "sha256": hashlib.sha256(data).hexdigest()})
     return 0
 
 
@@ -137,7 +156,7 @@ def cmd_write(args):
 
 def main(argv):
     if len(argv) < 2:
-        sys.stderr.write("usage: expert_testee.py capabilities|read|write ...\n")
+        sys.stderr.write("usage: expert_testee.py capabilities|read|write|rebuild ...\n")
         return 2
     cmd, args = argv[1], argv[2:]
     if cmd == "capabilities":
@@ -146,6 +165,8 @@ def main(argv):
         return cmd_read(args)
     if cmd == "write":
         return cmd_write(args)
+    if cmd == "rebuild":
+        return cmd_rebuild(args)
     sys.stderr.write("unknown command %r\n" % cmd)
     return 2
 

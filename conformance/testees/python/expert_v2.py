@@ -590,9 +590,10 @@ def _region_bounds(off, length, header_size, file_length):
     return header_size <= off <= file_length
 
 
-def validate(buf, pubkey=None):
+def validate(buf, pubkey=None, entries_out=None):
     """Full validation of the file image `buf` (bytes/mmap).  Returns the
-    canonical description dict or raises ExpertError."""
+    canonical description dict or raises ExpertError; the parsed TOC entries
+    are appended to entries_out when given."""
     S = LEVEL_S
     size = len(buf)
     # S1
@@ -870,6 +871,8 @@ def validate(buf, pubkey=None):
         if not ed25519_verify(pubkey, sig, SIGN_TAG + stored_struct):
             fail("BAD_SIGNATURE", F)
 
+    if entries_out is not None:
+        entries_out.extend(entries)
     return {
         "header": {
             "major": major, "minor": minor, "alignment": alignment,
@@ -1263,3 +1266,82 @@ def write_file(out_path, metadata, sections, alignment=64, frame_size=1 << 20,
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+# ---------------------------------------------------------------------------
+# package files (10.7)
+
+LEVEL_R = "rebuild"
+# safetensors dtype names -> dtype ids (6.1)
+ST_DTYPES = {"BOOL": 13, "U8": 6, "I8": 5, "I16": 7, "U16": 8, "F16": 2, "BF16": 3,
+             "I32": 9, "U32": 10, "F32": 1, "F64": 4, "I64": 11, "U64": 12}
+
+
+def _no_duplicates(pairs):
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        fail("BAD_SAFETENSORS", LEVEL_R, "duplicate key in the safetensors header")
+    return dict(pairs)
+
+
+def rebuild_file(buf, name):
+    """The bytes of the package file stored as section `name` (a str): a FILE
+    section's bytes, or the safetensors file rebuilt from a SAFETENSORS_HEADER
+    section and the tensor sections its header lists (10.7).  Full
+    validation runs first."""
+    entries = []
+    validate(buf, None, entries)
+    by_name = dict((e.name, e) for e in entries)
+    ent = by_name.get(name.encode("utf-8"))
+    if ent is None:
+        fail("NOT_FOUND", LEVEL_R, "no section %r" % name)
+    if ent.type == T_FILE:
+        return decode_section(buf, ent, True)
+    if ent.type != T_ST_HEADER:
+        fail("INVALID_ARGUMENT", LEVEL_R, "%r is neither FILE nor SAFETENSORS_HEADER" % name)
+    hdr = decode_section(buf, ent, True)
+    if len(hdr) < 8 or 8 + u64(hdr, 0) != len(hdr):
+        fail("BAD_SAFETENSORS", LEVEL_R, "header length does not match the section")
+    try:
+        j = json.loads(bytes(hdr[8:]).decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, ValueError):
+        fail("BAD_SAFETENSORS", LEVEL_R, "the header is not UTF-8 JSON")
+    if not isinstance(j, dict):
+        fail("BAD_SAFETENSORS", LEVEL_R, "the header is not an object")
+    tensors = []
+    for key, t in j.items():
+        if key == "__metadata__":
+            continue
+        try:
+            dtype = ST_DTYPES[t["dtype"]]
+            shape = [int(d) for d in t["shape"]]
+            begin, end = [int(x) for x in t["data_offsets"]]
+        except (KeyError, TypeError, ValueError):
+            fail("BAD_SAFETENSORS", LEVEL_R, "malformed entry %r" % key)
+        numel = 1
+        for d in shape:
+            numel *= d
+        if len(shape) > 4 or end - begin != numel * DTYPE_SIZE[dtype]:
+            fail("BAD_SAFETENSORS", LEVEL_R, "entry %r: shape and data_offsets disagree" % key)
+        tensors.append((begin, end, key, dtype, shape))
+    tensors.sort()
+    out = [bytes(hdr)]
+    pos = 0
+    for begin, end, key, dtype, shape in tensors:
+        if begin != pos:
+            fail("BAD_SAFETENSORS", LEVEL_R, "tensor %r does not start where the last ended" % key)
+        sec = by_name.get(key.encode("utf-8"))
+        if sec is None:
+            fail("BAD_SAFETENSORS", LEVEL_R, "tensor %r of the header has no section" % key)
+        if sec.type in (T_FILE, T_ST_HEADER) or sec.dtype != dtype or \
+                list(sec.dims[:len(shape)]) != shape or sec.rank != len(shape) or \
+                sec.decoded_length != end - begin:
+            fail("BAD_SAFETENSORS", LEVEL_R, "tensor %r does not match its section" % key)
+        out.append(decode_section(buf, sec, True))
+        pos = end
+    return b"".join(out)
+
+
+def rebuild_path(path, name):
+    with open(path, "rb") as f:
+        return rebuild_file(f.read(), name)
