@@ -8,7 +8,9 @@
  * the chosen codec; v2 -> v1 is expert_export_v1() (every package file
  * byte-exact, original entry order when known) plus a sha256sum sidecar.
  * Outputs are atomic (temp file + rename): a failed conversion leaves
- * nothing at OUT. The only lossy path is the opt-in --dtype. */
+ * nothing at OUT. The only lossy path is the opt-in --dtype. One command in
+ * one file (~1,200 lines): the single-file path, the batch driver (worker
+ * threads, resume, JSON/Markdown summary) and --dtype share its options. */
 #include "util.h"
 
 #include <errno.h>

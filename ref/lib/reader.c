@@ -1,6 +1,10 @@
 /* reader.c — opening a .expert v2 file and following a byte from disk to a
  * tensor.
  *
+ * One file of ~1,500 lines on purpose: structural validation reads top to
+ * bottom in the spec's check order (S1-S16), and a reader of this file can
+ * follow a byte from the header to a decoded tensor without switching files.
+ *
  *   expert_open          map the file (or read() it), then structural
  *                        validation (spec §12.1) in the spec's check order:
  *                        header → limits → region bounds → structure hash →
