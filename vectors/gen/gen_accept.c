@@ -18,6 +18,19 @@ static void add_built(const char *name, const char *desc, const F *f, int normal
     buf_free(&b);
 }
 
+/* The 8 + N bytes of a safetensors header holding `json`, padded with spaces
+ * to a multiple of 8 (arena memory). */
+static const uint8_t *st_header(const char *json, size_t *len)
+{
+    size_t n = strlen(json), padded = (n + 7) / 8 * 8;
+    uint8_t *p = A(8 + padded);
+    wr64(p, padded);
+    memcpy(p + 8, json, n);
+    memset(p + 8 + n, ' ', padded - n);
+    *len = 8 + padded;
+    return p;
+}
+
 /* ------------------------------------------------------------ codec x dtype */
 
 static void codec_dtype(void)
@@ -388,18 +401,12 @@ static void adapters(void)
         /* A PEFT package as a converter writes it (spec §9.5, §10.7). */
         const char *keyA = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight";
         const char *keyB = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight";
-        buf h = {0};
-        buf_printf(&h,
-                   "{\"__metadata__\":{\"format\":\"pt\"},\"%s\":{\"dtype\":\"F32\",\"shape\":[2,8],"
-                   "\"data_offsets\":[0,64]},\"%s\":{\"dtype\":\"F32\",\"shape\":[6,2],\"data_offsets\":[64,112]}}",
-                   keyA, keyB);
-        while (h.n % 8)
-            buf_byte(&h, ' ');
-        uint8_t *st = A(8 + h.n);
-        wr64(st, h.n);
-        memcpy(st + 8, h.p, h.n);
-        size_t stlen = 8 + h.n;
-        buf_free(&h);
+        size_t stlen;
+        const uint8_t *st = st_header(AS("{\"__metadata__\":{\"format\":\"pt\"},\"%s\":{\"dtype\":\"F32\","
+                                         "\"shape\":[2,8],\"data_offsets\":[0,64]},\"%s\":{\"dtype\":\"F32\","
+                                         "\"shape\":[6,2],\"data_offsets\":[64,112]}}",
+                                         keyA, keyB),
+                                      &stlen);
         const char *meta =
             "{\"format\":\"expert-v2\",\"name\":\"expert-sql\",\"version\":\"0.3.0\","
             "\"description\":\"SQL generation expert\",\"base_model\":{\"name\":\"F:/Node/hivellm/expert/models/"
@@ -441,19 +448,14 @@ static void adapters(void)
         buf_free(&whole);
 
         /* the same package whose header also lists a tensor without a section */
-        buf h2 = {0};
-        buf_printf(&h2,
-                   "{\"__metadata__\":{\"format\":\"pt\"},\"%s\":{\"dtype\":\"F32\",\"shape\":[2,8],"
-                   "\"data_offsets\":[0,64]},\"%s\":{\"dtype\":\"F32\",\"shape\":[6,2],\"data_offsets\":[64,112]},"
-                   "\"base_model.model.lm_head.extra\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[112,120]}}",
-                   keyA, keyB);
-        while (h2.n % 8)
-            buf_byte(&h2, ' ');
-        uint8_t *st2 = A(8 + h2.n);
-        wr64(st2, h2.n);
-        memcpy(st2 + 8, h2.p, h2.n);
-        s[0] = bytes_sec("adapter_model.safetensors", EXPERT_SECTION_SAFETENSORS_HEADER, st2, 8 + h2.n);
-        buf_free(&h2);
+        size_t st2len;
+        const uint8_t *st2 = st_header(
+            AS("{\"__metadata__\":{\"format\":\"pt\"},\"%s\":{\"dtype\":\"F32\",\"shape\":[2,8],"
+               "\"data_offsets\":[0,64]},\"%s\":{\"dtype\":\"F32\",\"shape\":[6,2],\"data_offsets\":[64,112]},"
+               "\"base_model.model.lm_head.extra\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[112,120]}}",
+               keyA, keyB),
+            &st2len);
+        s[0] = bytes_sec("adapter_model.safetensors", EXPERT_SECTION_SAFETENSORS_HEADER, st2, st2len);
         buf b2;
         build_norm(&f, &b2);
         rebuild_reject_vec("rebuild-tensor-without-section",
