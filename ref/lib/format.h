@@ -136,9 +136,24 @@ static inline int xp_is_pow2(uint64_t v)
 /* ---- index (spec §8) ---- */
 uint64_t xp_fnv1a64(const void *data, size_t length);
 uint32_t xp_index_slot_count(uint32_t toc_count);
-/* Fills slots (slot_count entries, zeroed by the caller) canonically. */
-void xp_index_build(uint32_t *slots, uint32_t slot_count, uint32_t toc_count,
-                    const uint8_t *const *names, const uint16_t *name_lengths);
+/* A section name with its full FNV-1a hash, computed once. */
+typedef struct xp_name {
+    const void *bytes;
+    uint64_t hash;
+    uint32_t length;
+} xp_name;
+/* Sorts order[0..n) by name (hash, length, bytes; TOC order among equal
+ * names). Returns 1 when two names are equal, with *dup the lowest TOC index
+ * repeating an earlier name and *first that earlier one. */
+int xp_names_sort(const xp_name *names, uint32_t n, uint32_t *order, uint32_t *dup,
+                  uint32_t *first);
+/* Binary search in the order of xp_names_sort: 1 and *index when found. */
+int xp_names_find(const xp_name *names, const uint32_t *order, uint32_t n, const void *name,
+                  size_t length, uint32_t *index);
+/* Fills slots[0..slot_count) canonically for distinct names in TOC order;
+ * `next` is slot_count words of scratch. */
+void xp_index_build(uint32_t *slots, uint32_t slot_count, const xp_name *names, uint32_t n,
+                    uint32_t *next);
 
 /* ---- hashing helpers (crypto.c) ---- */
 typedef struct xp_sha256_ctx xp_sha256_ctx;

@@ -47,8 +47,9 @@ struct expert_reader {
     expert_header_info hdr;
     xp_section *sections;
     uint32_t *layer_order;
-    const uint8_t *index_slots; /* slot array inside the file (u32 LE each) */
     uint32_t slot_count;
+    xp_name *names;        /* [section]: name bytes and full hash */
+    uint32_t *by_name;     /* sections sorted by name, for lookups */
 
     int seen_safetensors_header;
     pthread_mutex_t pool_lock; /* guards pool: decode contexts reused across reads */
@@ -519,49 +520,45 @@ static expert_status parse_entry(expert_reader *r, uint32_t i, uint64_t *total_d
     return EXPERT_OK;
 }
 
-static int names_equal(const expert_section_info *a, const char *name, size_t len)
-{
-    return a->name_length == len && memcmp(a->name, name, len) == 0;
-}
-
-/* Rebuilds the canonical index while detecting duplicates, then requires the
- * file's index to be byte-identical (spec §8). */
+/* Detects duplicates by sorting, rebuilds the canonical index, then
+ * requires the file's index to be byte-identical (spec §8). */
 static expert_status check_names_and_index(expert_reader *r, expert_error *err)
 {
     const expert_header_info *h = &r->hdr;
-    uint32_t n = h->section_count, mask = r->slot_count - 1;
+    uint32_t n = h->section_count;
+    r->names = xp_calloc(n ? n : 1, sizeof *r->names);
+    r->by_name = xp_calloc(n ? n : 1, sizeof *r->by_name);
     uint32_t *slots = xp_calloc(r->slot_count, sizeof *slots);
-    if (slots == NULL)
-        return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
+    uint32_t *scratch = xp_calloc(r->slot_count, sizeof *scratch);
     expert_status s = EXPERT_OK;
-    for (uint32_t i = 0; i < n && s == EXPERT_OK; i++) {
+    if (r->names == NULL || r->by_name == NULL || slots == NULL || scratch == NULL) {
+        s = FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
+        goto done;
+    }
+    for (uint32_t i = 0; i < n; i++) {
         const expert_section_info *e = &r->sections[i].info;
-        uint32_t p = (uint32_t)(xp_fnv1a64(e->name, e->name_length) & mask);
-        while (slots[p] != 0) {
-            const expert_section_info *o = &r->sections[slots[p] - 1].info;
-            if (names_equal(o, e->name, e->name_length)) {
-                s = FAIL(EXPERT_E_DUPLICATE_NAME, h->toc_offset + (uint64_t)i * XP_TOC_ENTRY_SIZE, i,
-                         "section name '%.*s' also used by section %u", (int)e->name_length,
-                         e->name, o->index);
-                break;
-            }
-            p = (p + 1) & mask;
-        }
-        slots[p] = i + 1;
+        r->names[i] = (xp_name){e->name, xp_fnv1a64(e->name, e->name_length), e->name_length};
     }
-    if (s == EXPERT_OK) {
-        const uint8_t *idx = r->data + h->index_offset;
-        if (xp_le32(idx) != r->slot_count || xp_le32(idx + 4) != 0)
-            s = FAIL(EXPERT_E_BAD_INDEX, h->index_offset, NOSEC,
-                     "index header: %u slots (expected %u), reserved %u", xp_le32(idx),
-                     r->slot_count, xp_le32(idx + 4));
-        for (uint32_t k = 0; k < r->slot_count && s == EXPERT_OK; k++)
-            if (xp_le32(idx + 8 + 4 * (uint64_t)k) != slots[k])
-                s = FAIL(EXPERT_E_BAD_INDEX, h->index_offset + 8 + 4 * (uint64_t)k, NOSEC,
-                         "index slot %u differs from the canonical index", k);
-        r->index_slots = idx + 8;
+    uint32_t dup, first;
+    if (xp_names_sort(r->names, n, r->by_name, &dup, &first)) {
+        const expert_section_info *e = &r->sections[dup].info;
+        s = FAIL(EXPERT_E_DUPLICATE_NAME, h->toc_offset + (uint64_t)dup * XP_TOC_ENTRY_SIZE, dup,
+                 "section name '%.*s' also used by section %u", (int)e->name_length, e->name, first);
+        goto done;
     }
+    xp_index_build(slots, r->slot_count, r->names, n, scratch);
+    const uint8_t *idx = r->data + h->index_offset;
+    if (xp_le32(idx) != r->slot_count || xp_le32(idx + 4) != 0)
+        s = FAIL(EXPERT_E_BAD_INDEX, h->index_offset, NOSEC,
+                 "index header: %u slots (expected %u), reserved %u", xp_le32(idx), r->slot_count,
+                 xp_le32(idx + 4));
+    for (uint32_t k = 0; k < r->slot_count && s == EXPERT_OK; k++)
+        if (xp_le32(idx + 8 + 4 * (uint64_t)k) != slots[k])
+            s = FAIL(EXPERT_E_BAD_INDEX, h->index_offset + 8 + 4 * (uint64_t)k, NOSEC,
+                     "index slot %u differs from the canonical index", k);
+done:
     xp_free(slots);
+    xp_free(scratch);
     return s;
 }
 
@@ -941,6 +938,8 @@ void expert_close(expert_reader *r)
     xp_free(r->owned);
     xp_free(r->sections);
     xp_free(r->layer_order);
+    xp_free(r->names);
+    xp_free(r->by_name);
     xp_free(r->module_roles);
     while (r->pool != NULL) {
         xp_dcache *c = r->pool;
@@ -977,24 +976,17 @@ expert_status expert_section(const expert_reader *r, uint32_t index, expert_sect
     return EXPERT_OK;
 }
 
+/* The file's index was checked equal to the canonical one at open, so a
+ * probe of it and this search agree; the search stays O(log n) when hostile
+ * names share one probe chain. */
 expert_status expert_find(const expert_reader *r, const char *name, size_t name_length,
                           uint32_t *index)
 {
     if (r == NULL || name == NULL || index == NULL)
         return EXPERT_E_INVALID_ARGUMENT;
-    uint32_t mask = r->slot_count - 1;
-    uint32_t p = (uint32_t)(xp_fnv1a64(name, name_length) & mask);
-    /* The index was verified canonical at open: every chain ends in an empty slot. */
-    for (;;) {
-        uint32_t v = xp_le32(r->index_slots + 4 * (size_t)p);
-        if (v == 0)
-            return EXPERT_E_NOT_FOUND;
-        if (names_equal(&r->sections[v - 1].info, name, name_length)) {
-            *index = v - 1;
-            return EXPERT_OK;
-        }
-        p = (p + 1) & mask;
-    }
+    return xp_names_find(r->names, r->by_name, r->hdr.section_count, name, name_length, index)
+               ? EXPERT_OK
+               : EXPERT_E_NOT_FOUND;
 }
 
 uint32_t expert_section_in_layer_order(const expert_reader *r, uint32_t i)

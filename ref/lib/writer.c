@@ -427,38 +427,31 @@ static expert_status write_structure(expert_writer *w, uint8_t *header, const ex
     uint8_t *index = xp_calloc(1, index_length);
     uint8_t *strings = xp_malloc(strings_length ? (size_t)strings_length : 1);
     uint32_t *slots = xp_calloc(slot_count, sizeof *slots);
-    const uint8_t **names = xp_calloc(n ? n : 1, sizeof *names);
-    uint16_t *lengths = xp_calloc(n ? n : 1, sizeof *lengths);
+    uint32_t *scratch = xp_calloc(slot_count, sizeof *scratch);
+    xp_name *names = xp_calloc(n ? n : 1, sizeof *names);
+    uint32_t *order = xp_calloc(n ? n : 1, sizeof *order);
     expert_status s = EXPERT_OK;
-    if (!toc || !index || !strings || !slots || !names || !lengths) {
+    if (!toc || !index || !strings || !slots || !scratch || !names || !order) {
         s = FAIL(EXPERT_E_NOMEM, "out of memory");
         goto done;
     }
     size_t sp = 0;
     for (uint32_t i = 0; i < n; i++) {
+        const char *name = w->sections[i].name;
+        uint16_t len = w->sections[i].name_length;
         memcpy(toc + (size_t)i * XP_TOC_ENTRY_SIZE, w->sections[i].entry, XP_TOC_ENTRY_SIZE);
-        memcpy(strings + sp, w->sections[i].name, w->sections[i].name_length);
-        names[i] = (const uint8_t *)w->sections[i].name;
-        lengths[i] = w->sections[i].name_length;
-        sp += w->sections[i].name_length;
+        memcpy(strings + sp, name, len);
+        names[i] = (xp_name){name, xp_fnv1a64(name, len), len};
+        sp += len;
     }
     /* Duplicate names would make lookups ambiguous: refuse them here. */
-    uint32_t mask = slot_count - 1;
-    for (uint32_t i = 0; i < n && s == EXPERT_OK; i++) {
-        uint32_t p = (uint32_t)(xp_fnv1a64(names[i], lengths[i]) & mask);
-        while (slots[p] != 0) {
-            uint32_t o = slots[p] - 1;
-            if (lengths[o] == lengths[i] && memcmp(names[o], names[i], lengths[i]) == 0) {
-                s = xp_set_error(err, EXPERT_E_DUPLICATE_NAME, EXPERT_NO_OFFSET, i,
-                                 "section name '%s' given twice", w->sections[i].name);
-                break;
-            }
-            p = (p + 1) & mask;
-        }
-        slots[p] = i + 1;
-    }
-    if (s != EXPERT_OK)
+    uint32_t dup, first;
+    if (xp_names_sort(names, n, order, &dup, &first)) {
+        s = xp_set_error(err, EXPERT_E_DUPLICATE_NAME, EXPERT_NO_OFFSET, dup,
+                         "section name '%s' given twice", w->sections[dup].name);
         goto done;
+    }
+    xp_index_build(slots, slot_count, names, n, scratch);
     xp_put32(index, slot_count);
     for (uint32_t k = 0; k < slot_count; k++)
         xp_put32(index + 8 + 4 * (size_t)k, slots[k]);
@@ -540,7 +533,8 @@ done:
     xp_free(strings);
     xp_free(slots);
     xp_free(names);
-    xp_free(lengths);
+    xp_free(order);
+    xp_free(scratch);
     return s;
 }
 

@@ -44,6 +44,11 @@
 
 #define MiB (1024L * 1024L)
 #define SLACK (48 * MiB) /* allocator, sanitizer shadow and libraries */
+/* Wall-time budgets per scenario: a refusal, or any structural open of a
+ * file up to 100 MB, must take well under a second (twice that allowed for
+ * a shared machine); scenarios that really decode hundreds of MiB get more. */
+#define BUDGET_S 2.0
+#define BUDGET_WORK_S 30.0
 
 static char *g_dir;
 static uint8_t *g_frame64; /* zstd frame of 2^26 zero bytes (content size present) */
@@ -52,10 +57,11 @@ static size_t g_frame64_n;
 typedef struct mresult {
     char name[96];
     long claimed_mib, bound_mib, peak_mib;
+    double seconds, budget_s;
     const char *outcome;
     int xfail;
 } mresult;
-static mresult g_res[16];
+static mresult g_res[32];
 static int g_nres;
 
 static long rss_now_kb(void)
@@ -72,9 +78,20 @@ static long rss_now_kb(void)
 
 typedef expert_status (*scen_fn)(void *arg);
 
-/* Runs fn in a child; returns its status, *growth_kb the peak RSS growth. */
+static double g_last_seconds; /* wall time of the last in_child scenario */
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* Runs fn in a child; returns its status, *growth_kb the peak RSS growth
+ * (g_last_seconds: the child's wall time, fork to exit). */
 static expert_status in_child(scen_fn fn, void *arg, long *growth_kb)
 {
+    double t0 = now_s();
     int pfd[2];
     assert_int_equal(pipe(pfd), 0);
     fflush(NULL);
@@ -99,22 +116,44 @@ static expert_status in_child(scen_fn fn, void *arg, long *growth_kb)
     waitpid(pid, &st, 0);
     if (k != (ssize_t)sizeof in || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
         fail_msg("scenario child died (status 0x%x)", st);
+    g_last_seconds = now_s() - t0;
     *growth_kb = in[1];
     return (expert_status)in[0];
 }
 
+/* Sanitizers slow the library several times over; a budget is about orders
+ * of magnitude (a hostile file costing minutes), so it is scaled, not dropped. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define TIME_SCALE 8.0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+#define TIME_SCALE 8.0
+#endif
+#endif
+#ifndef TIME_SCALE
+#define TIME_SCALE 1.0
+#endif
+
+/* Records the last in_child scenario and checks its wall time against
+ * budget_s (before scaling); the memory bound is asserted by the caller. */
 static void record(const char *name, long claimed_mib, long bound, long growth_kb, expert_status s,
-                   int xfail)
+                   int xfail, double budget_s)
 {
+    assert_true(g_nres < (int)(sizeof g_res / sizeof g_res[0]));
     mresult *m = &g_res[g_nres++];
+    m->seconds = g_last_seconds;
+    m->budget_s = budget_s * TIME_SCALE;
     snprintf(m->name, sizeof m->name, "%s", name);
     m->claimed_mib = claimed_mib;
     m->bound_mib = bound / MiB;
     m->peak_mib = growth_kb / 1024;
     m->outcome = expert_status_name(s);
     m->xfail = xfail;
-    print_message("%-60s claims %6ld MiB, peak growth %5ld MiB (bound %ld MiB): %s%s\n", name, claimed_mib,
-                  growth_kb / 1024, bound / MiB, expert_status_name(s), xfail ? " [XFAIL LIB-3]" : "");
+    print_message("%-60s claims %6ld MiB, peak growth %5ld MiB (bound %ld MiB), %.3f s (budget %.0f s): %s%s\n",
+                  name, claimed_mib, growth_kb / 1024, bound / MiB, m->seconds, m->budget_s,
+                  expert_status_name(s), xfail ? " [XFAIL LIB-3]" : "");
+    if (m->seconds > m->budget_s)
+        fail_msg("%s: %.3f s, over the %.0f s budget", name, m->seconds, m->budget_s);
 }
 
 /* ------------------------------------------------------------ fixtures */
@@ -235,13 +274,13 @@ static void test_valid_1gib_section(void **state)
     long g;
     expert_status r = in_child(sc_open_verify, &a, &g);
     long bound = 3 * 64 * MiB + SLACK;
-    record("valid 512 MiB section (8 frames of 64 MiB), full validation", 512, bound, g, r, 0);
+    record("valid 512 MiB section (8 frames of 64 MiB), full validation", 512, bound, g, r, 0, BUDGET_WORK_S);
     assert_int_equal(r, EXPERT_OK);
     assert_true(g * 1024 <= bound);
     a.threads = 2;
     r = in_child(sc_open_verify, &a, &g);
     bound = 2 * 3 * 64 * MiB + SLACK;
-    record("same, 2 verification threads", 512, bound, g, r, 0);
+    record("same, 2 verification threads", 512, bound, g, r, 0, BUDGET_WORK_S);
     assert_int_equal(r, EXPERT_OK);
     assert_true(g * 1024 <= bound);
     /* a caller buffer smaller than the claim is refused before any work */
@@ -249,7 +288,7 @@ static void test_valid_1gib_section(void **state)
     a.buf = 4096;
     a.full = 0;
     r = in_child(sc_open_verify, &a, &g);
-    record("expert_read with a 4 KiB buffer for a 512 MiB section", 512, SLACK, g, r, 0);
+    record("expert_read with a 4 KiB buffer for a 512 MiB section", 512, SLACK, g, r, 0, BUDGET_S);
     assert_int_equal(r, EXPERT_E_INVALID_ARGUMENT);
     assert_true(g * 1024 <= SLACK);
     cbuf_free(&out);
@@ -298,7 +337,7 @@ static void test_huge_claims(void **state)
     long g;
     expert_status r = in_child(sc_open_verify, &a, &g);
     long bound = 3 * 64 * MiB + SLACK;
-    record("16 sections x 4 GiB claimed (2^36), full validation", 65536, bound, g, r, 0);
+    record("16 sections x 4 GiB claimed (2^36), full validation", 65536, bound, g, r, 0, BUDGET_S);
     assert_true(r == EXPERT_E_SIZE_MISMATCH || r == EXPERT_E_DECODE_FAILED);
     assert_true(g * 1024 <= bound);
     cbuf_free(&out);
@@ -317,7 +356,7 @@ static void test_huge_claims(void **state)
     craft_model_free(&m2);
     img b = {out.p, out.n, 1, 1u << 16, 0, 1};
     r = in_child(sc_open_verify, &b, &g);
-    record("64 KiB section whose frame decodes to 64 MiB (zstd bomb)", 64, SLACK, g, r, 0);
+    record("64 KiB section whose frame decodes to 64 MiB (zstd bomb)", 64, SLACK, g, r, 0, BUDGET_S);
     assert_int_equal(r, EXPERT_E_DECODE_FAILED);
     assert_true(g * 1024 <= SLACK);
     cbuf_free(&out);
@@ -366,7 +405,7 @@ static void test_stop_at_first_failure(void **state)
     expert_status r = in_child(sc_open_verify, &a, &g);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-    record("16 x 4 GiB of valid frames, section 0 broken: full validation", 65536, 3 * 64 * MiB + SLACK, g, r, 0);
+    record("16 x 4 GiB of valid frames, section 0 broken: full validation", 65536, 3 * 64 * MiB + SLACK, g, r, 0, BUDGET_S);
     print_message("  returned after %.2f s (decoding the rest would take minutes)\n", secs);
     cbuf_free(&out);
     assert_int_equal(r, EXPERT_E_SIZE_MISMATCH);
@@ -405,7 +444,7 @@ static void test_metadata_bomb(void **state)
         expert_status r = in_child(sc_open_verify, &a, &g);
         long bound = 16 * MiB + SLACK;
         record(cs ? "metadata bomb: 40 MiB frame, 16 MiB declared" : "metadata bomb without content size", 40,
-               bound, g, r, 0);
+               bound, g, r, 0, BUDGET_S);
         assert_int_equal(r, EXPERT_E_BAD_METADATA);
         assert_true(g * 1024 <= bound);
         cbuf_free(&out);
@@ -470,7 +509,7 @@ static void test_csr_claims(void **state)
     expert_status r = in_child(sc_open_verify, &a, &g);
     long bound = 3 * 64 * MiB + SLACK;
     int over = g * 1024 > bound;
-    record("OSD CSR: 2 x 128 MiB sparse sections, full validation", 256, bound, g, r, KNOWN_LIB3 && over);
+    record("OSD CSR: 2 x 128 MiB sparse sections, full validation", 256, bound, g, r, KNOWN_LIB3 && over, BUDGET_WORK_S);
     cbuf_free(&out);
     assert_int_equal(r, EXPERT_E_DECODE_FAILED);
     if (KNOWN_LIB3 && !over)
@@ -548,11 +587,138 @@ static void test_v1_bomb(void **state)
         expert_status r = in_child(sc_v1, &a, &g);
         long bound = 16 * MiB + SLACK;
         record(lie ? "v1 tar.gz: header says 1000 bytes, stream holds 128 MiB" :
-                     "v1 tar.gz: 128 MiB member, 16 MiB limit", 128, bound, g, r, 0);
+                     "v1 tar.gz: 128 MiB member, 16 MiB limit", 128, bound, g, r, 0, BUDGET_S);
         assert_int_equal(r, EXPERT_E_BAD_ARCHIVE);
         assert_true(g * 1024 <= bound);
         free(gz);
     }
+}
+
+/* ------------------------------------------------ name-index flooding */
+
+#define FLOOD_N 65536u
+#define FLOOD_LEN 1024u
+
+static const char k_name_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+
+/* FLOOD_N distinct names of FLOOD_LEN bytes. Hostile: all share the low 17
+ * bits of FNV-1a 64, i.e. one home slot of the 131072-slot index. The low k
+ * bits of FNV-1a depend only on the low k bits of its state, and the 64-bit
+ * prime is 0x1b3 mod 2^17, so a search over 17-bit states finds them in a
+ * fraction of a second. Benign: the same lengths, counter-made suffixes. */
+static char *flood_names(int hostile)
+{
+    char *v = malloc((size_t)FLOOD_N * FLOOD_LEN);
+    assert_non_null(v);
+    const uint32_t mask = (1u << 17) - 1, prime = 0x1b3;
+    const size_t fixed = FLOOD_LEN - 6; /* then 5 free characters and a last one */
+    char prefix[FLOOD_LEN];
+    memset(prefix, 'a', fixed);
+    memcpy(prefix, "n/", 2);
+    uint32_t h0 = (uint32_t)(UINT64_C(0xcbf29ce484222325) & mask);
+    for (size_t i = 0; i < fixed; i++)
+        h0 = ((h0 ^ (uint8_t)prefix[i]) * prime) & mask;
+    uint32_t inv = 1; /* prime^-1 mod 2^17 by Newton's iteration */
+    for (int k = 0; k < 5; k++)
+        inv = (inv * (2u - prime * inv)) & mask;
+    const uint32_t target = 12345, need = (target * inv) & mask; /* state ^ last == need */
+    uint32_t found = 0;
+    for (uint32_t c = 0; found < FLOOD_N && c < (1u << 30); c++) {
+        char tail[6];
+        uint32_t h = h0;
+        for (int k = 0; k < 5; k++) {
+            tail[k] = k_name_alphabet[(c >> (6 * k)) & 63];
+            h = ((h ^ (uint8_t)tail[k]) * prime) & mask;
+        }
+        if (hostile) {
+            uint32_t last = h ^ need;
+            if (last > 0xff || strchr(k_name_alphabet, (int)last) == NULL || last == 0)
+                continue;
+            tail[5] = (char)last;
+        } else {
+            tail[5] = 'z';
+        }
+        char *name = v + (size_t)found * FLOOD_LEN;
+        memcpy(name, prefix, fixed);
+        memcpy(name + fixed, tail, 6);
+        found++;
+    }
+    assert_int_equal(found, FLOOD_N);
+    if (hostile) /* the premise: one home slot for every name */
+        for (uint32_t i = 0; i < FLOOD_N; i += 4099)
+            assert_int_equal(fnv1a64(v + (size_t)i * FLOOD_LEN, FLOOD_LEN) & mask, target);
+    return v;
+}
+
+typedef struct patharg {
+    const char *path;
+    const char *find; /* a name to look up after opening, or NULL */
+    size_t find_len;
+} patharg;
+
+static expert_status sc_open_find(void *arg)
+{
+    patharg *a = arg;
+    expert_reader *r = NULL;
+    expert_error e;
+    expert_status s = expert_open(a->path, NULL, &r, &e);
+    uint32_t idx;
+    if (s == EXPERT_OK && a->find != NULL)
+        s = expert_find(r, a->find, a->find_len, &idx);
+    expert_close(r);
+    return s;
+}
+
+/* A valid 73 MB file whose 65536 names all hash to one slot: opening it
+ * (and so every command) must cost what a file with ordinary names costs. */
+static void test_name_flood(void **state)
+{
+    (void)state;
+    double secs[2];
+    for (int hostile = 0; hostile < 2; hostile++) {
+        char *names = flood_names(hostile);
+        tsec *s = calloc(FLOOD_N, sizeof *s);
+        char **cn = calloc(FLOOD_N, sizeof *cn);
+        assert_non_null(s);
+        assert_non_null(cn);
+        for (uint32_t i = 0; i < FLOOD_N; i++) {
+            cn[i] = malloc(FLOOD_LEN + 1);
+            memcpy(cn[i], names + (size_t)i * FLOOD_LEN, FLOOD_LEN);
+            cn[i][FLOOD_LEN] = '\0';
+            s[i].d = (expert_section_desc){cn[i], 0, EXPERT_SECTION_FILE, EXPERT_CODEC_RAW, EXPERT_DTYPE_BYTES, 1,
+                                           0, EXPERT_LAYER_NONE, EXPERT_MODULE_NONE, {0, 0, 0, 0}};
+        }
+        char *p = path_join(g_dir, "flood.expert");
+        expert_writer_options o = {64, 65536, 1, 0};
+        double t0 = now_s();
+        assert_int_equal(write_expert(p, &o, META_MIN, s, FLOOD_N, NULL), EXPERT_OK);
+        double write_s = now_s() - t0;
+        patharg a = {p, cn[FLOOD_N - 1], FLOOD_LEN};
+        long g;
+        expert_status r = in_child(sc_open_find, &a, &g);
+        secs[hostile] = g_last_seconds;
+        struct stat sb;
+        assert_int_equal(stat(p, &sb), 0);
+        long file_mib = (long)(sb.st_size / MiB);
+        char title[96];
+        snprintf(title, sizeof title, "%s: 65536 names of 1 KiB, open + find the last",
+                 hostile ? "valid file, every name in one index slot" : "valid file, ordinary names");
+        record(title, file_mib, 256 * MiB, g, r, 0, BUDGET_S);
+        print_message("  (writing it took %.3f s)\n", write_s);
+        assert_int_equal(r, EXPERT_OK);
+        assert_true(g * 1024 <= 256 * MiB);
+        assert_true(write_s <= BUDGET_WORK_S * TIME_SCALE);
+        unlink(p);
+        free(p);
+        for (uint32_t i = 0; i < FLOOD_N; i++)
+            free(cn[i]);
+        free(cn);
+        free(s);
+        free(names);
+    }
+    /* side by side in one run: the flood costs at most a few times the benign open */
+    print_message("  hostile / ordinary open: %.2fx\n", secs[1] / secs[0]);
+    assert_true(secs[1] <= 4.0 * secs[0] + 0.05);
 }
 
 static void test_report(void **state)
@@ -588,6 +754,7 @@ int main(void)
         cmocka_unit_test(test_metadata_bomb),
         cmocka_unit_test(test_csr_claims),
         cmocka_unit_test(test_v1_bomb),
+        cmocka_unit_test(test_name_flood),
         cmocka_unit_test(test_report),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
