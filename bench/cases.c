@@ -227,7 +227,7 @@ static int build_plan(const char *path, plan *p, char *err, size_t errlen)
     expert_reader *r = NULL;
     expert_error e;
     memset(p, 0, sizeof *p);
-    expert_open_options any = {EXPERT_OPEN_V1, 0}; /* plans are made for v1 inputs too */
+    expert_open_options any = {.flags = EXPERT_OPEN_V1, .threads = 0}; /* plans are made for v1 inputs too */
     if (expert_open(path, &any, &r, &e) != EXPERT_OK) {
         set_err(err, errlen, "%s: %s: %s", path, expert_status_name(e.code), e.message);
         return -1;
@@ -506,7 +506,7 @@ static void build_cases(void)
 
 static int v2_open(xb_case *c, expert_reader **r, char *err, size_t errlen)
 {
-    expert_open_options o = {c->nommap ? EXPERT_OPEN_NO_MMAP : 0, 1};
+    expert_open_options o = {.flags = c->nommap ? EXPERT_OPEN_NO_MMAP : 0, .threads = 1};
     expert_error e;
     if (expert_open(c->path, &o, r, &e) != EXPERT_OK) {
         set_err(err, errlen, "expert_open %s: %s: %s", c->path, expert_status_name(e.code),
@@ -804,7 +804,7 @@ static int run_base(xb_case *c, double *sec, char *err, size_t errlen)
     case K_V1_LIB: {
         expert_reader *r = NULL;
         expert_error e;
-        expert_open_options o = {EXPERT_OPEN_V1, 1};
+        expert_open_options o = {.flags = EXPERT_OPEN_V1, .threads = 1};
         if (expert_open(c->path, &o, &r, &e) != EXPERT_OK) {
             set_err(err, errlen, "expert_open (v1) %s: %s", expert_status_name(e.code), e.message);
             rc = -1;

@@ -14,7 +14,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     xb img = {0};
     unsigned threads = 1;
     fz_wrap_section(data, size, &img, &threads);
-    expert_open_options o = {0, threads};
+    expert_open_options o = {.flags = 0, .threads = threads};
     expert_reader *r = NULL;
     expert_error e;
     expert_status st = expert_open_memory(img.p, img.n, &o, &r, &e);

@@ -9,7 +9,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t *p = fz_copy(data, size);
     expert_reader *r = NULL;
     expert_error e;
-    expert_open_options o = {0, 1};
+    expert_open_options o = {.flags = 0, .threads = 1};
     if (expert_open_memory(p, size, &o, &r, &e) == EXPERT_OK) {
         fz_exercise(r, 0);
         expert_close(r);

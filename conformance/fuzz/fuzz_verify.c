@@ -11,7 +11,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t *p = fz_copy(data, size);
     expert_reader *r = NULL;
     expert_error e;
-    expert_open_options o = {0, size > 0 && (data[size - 1] & 1) ? 3 : 1};
+    expert_open_options o = {.flags = 0, .threads = size > 0 && (data[size - 1] & 1) ? 3 : 1};
     if (expert_open_memory(p, size, &o, &r, &e) == EXPERT_OK) {
         fz_exercise(r, 1);
         expert_close(r);

@@ -538,7 +538,7 @@ static void convert_one(const conv_opts *o, const char *in, const char *out, int
                         conv_result *res)
 {
     expert_reader *r = NULL;
-    expert_open_options oo = {0, o->threads};
+    expert_open_options oo = {.flags = 0, .threads = o->threads};
     expert_error *err = &res->err;
     uint64_t t0 = clock_ns();
     expert_status s;
@@ -578,7 +578,7 @@ static void convert_one(const conv_opts *o, const char *in, const char *out, int
     if (resume && path_exists(out)) {
         expert_reader *done_r = NULL;
         expert_error e2;
-        expert_open_options any = {EXPERT_OPEN_V1, o->threads}; /* OUT may be a v1 rollback */
+        expert_open_options any = {.flags = EXPERT_OPEN_V1, .threads = o->threads}; /* OUT may be a v1 rollback */
         if (expert_open(out, &any, &done_r, &e2) == EXPERT_OK &&
             expert_reader_source_format(done_r) == o->to &&
             expert_verify_full(done_r, NULL, &e2) == EXPERT_OK && same_sections(r, done_r)) {

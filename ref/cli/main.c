@@ -87,6 +87,11 @@ static const char k_help_inspect[] =
     "  --no-sections    header, metadata and totals only\n"
     "  -h, --help       this help\n";
 
+#define MAX_DECODED_HELP                                                                   \
+    "  --max-decoded SIZE refuse a file whose sections declare more than SIZE\n"             \
+    "                     decoded bytes in all, before decoding (K/M/G suffixes;\n"          \
+    "                     default 1G; the spec allows up to 64G)\n"
+
 static const char k_help_validate[] =
     "Usage: expert-cli validate FILE [options]\n"
     "\n"
@@ -100,6 +105,7 @@ static const char k_help_validate[] =
     "  --key PUBLIC.pem   check the signature too (implies --level full)\n"
     "  --threads N        decode/verify threads (default: caller's thread only)\n"
     "  --no-mmap          read the file with read() instead of mapping it\n"
+    MAX_DECODED_HELP
     "  --repeat N         timing mode: open (+ level work) + close N times and\n"
     "                     print the first run, then median/min/max of runs 2..N\n"
     "                     (of the single run when N is 1), in microseconds; p10\n"
@@ -121,6 +127,7 @@ static const char k_help_extract[] =
     "  -o, --output DIR   destination directory (created if missing)\n"
     "  --force            overwrite existing files\n"
     "  --threads N        decode threads\n"
+    MAX_DECODED_HELP
     "  --json             print the result as one JSON object\n"
     "  -q, --quiet        no summary\n"
     "  -h, --help         this help\n";
@@ -138,6 +145,7 @@ static const char k_help_get[] =
     "  --json             print the section's TOC entry as JSON (the bytes go\n"
     "                     to OUT only, when -o is given)\n"
     "  --threads N        decode threads\n"
+    MAX_DECODED_HELP
     "  -h, --help         this help\n";
 
 static const char k_help_keygen[] =
@@ -259,10 +267,13 @@ static int cmd_help(const cli_cmd *cmd, int argc, char **argv)
 /* Opens a v2 file. With allow_v1 (a command that reads what the user named,
  * whatever its format) a v1 tar.gz is read through the compatibility layer,
  * and a notice goes to stderr unless quiet. */
+static uint64_t g_max_decoded; /* --max-decoded; 0: the library's default */
+
 static expert_status open_reader(const char *path, int no_mmap, unsigned threads, int allow_v1,
                                  int quiet, expert_reader **r, expert_error *err)
 {
-    expert_open_options opt;
+    expert_open_options opt = {0};
+    opt.max_decoded_bytes = g_max_decoded;
     opt.flags = (no_mmap ? EXPERT_OPEN_NO_MMAP : 0) | (allow_v1 ? EXPERT_OPEN_V1 : 0);
     opt.threads = threads;
     *r = NULL;
@@ -270,6 +281,27 @@ static expert_status open_reader(const char *path, int no_mmap, unsigned threads
     if (s == EXPERT_OK && !quiet && expert_reader_notice(*r) != NULL)
         fprintf(stderr, "%s: note: %s\n", CLI_NAME, expert_reader_notice(*r));
     return s;
+}
+
+/* --max-decoded SIZE: bytes with an optional K, M or G (powers of 1024). */
+static int parse_max_decoded(const cli_cmd *cmd, const cli_opt_val *v)
+{
+    if (!v->seen)
+        return 0;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long n = strtoull(v->value, &end, 10);
+    unsigned shift = 0;
+    if (end != v->value && *end != '\0' && end[1] == '\0')
+        shift = *end == 'K' || *end == 'k' ? 10 : *end == 'M' || *end == 'm' ? 20
+              : *end == 'G' || *end == 'g' ? 30 : 64;
+    else if (end == v->value || *end != '\0')
+        shift = 64;
+    if (errno != 0 || shift == 64 || n == 0 || n > (UINT64_MAX >> shift) || v->value[0] == '-')
+        return cli_usage_error(cmd, "--max-decoded wants a positive size such as 4096, 512M or 16G, "
+                                    "not '%s'", v->value);
+    g_max_decoded = (uint64_t)n << shift;
+    return 0;
 }
 
 static int parse_threads(const cli_cmd *cmd, const cli_opt_val *v, unsigned *out)
@@ -618,22 +650,7 @@ typedef struct validate_job {
     unsigned threads;
     uint64_t repeat;
     expert_public_key *key;
-    unsigned char *buf; /* reused across sections and runs */
-    size_t cap;
 } validate_job;
-
-/* Level 2: decode every section once (the library checks each hash). */
-static expert_status read_all_sections(validate_job *job, expert_reader *r, expert_error *err)
-{
-    uint32_t n = expert_section_count(r);
-    for (uint32_t i = 0; i < n; i++) {
-        uint64_t len;
-        expert_status s = decode_section(r, i, &job->buf, &job->cap, &len, err);
-        if (s != EXPERT_OK)
-            return s;
-    }
-    return EXPERT_OK;
-}
 
 #define DECILE_MIN_RUNS 10 /* fewer runs: no p10/p90 */
 
@@ -643,7 +660,7 @@ static expert_status validate_once(validate_job *job, expert_reader **keep, expe
     expert_reader *r = NULL;
     expert_status s = open_reader(job->path, job->no_mmap, job->threads, 0, 1, &r, err);
     if (s == EXPERT_OK && job->lvl == LEVEL_ACCESS)
-        s = read_all_sections(job, r, err);
+        s = expert_verify_access(r, err);
     else if (s == EXPERT_OK && job->lvl == LEVEL_FULL)
         s = expert_verify_full(r, job->key, err);
     if (keep != NULL)
@@ -742,10 +759,11 @@ static int run_timing(validate_job *job)
     return s == EXPERT_OK ? 0 : cli_report(job->json, NULL, s, &err);
 }
 
-enum { V_LEVEL, V_KEY, V_THREADS, V_JSON, V_REPEAT, V_NO_MMAP, V_COUNT };
+enum { V_LEVEL, V_KEY, V_THREADS, V_JSON, V_REPEAT, V_NO_MMAP, V_MAX_DECODED, V_COUNT };
 static const cli_opt_spec k_validate_opts[V_COUNT] = {
     [V_LEVEL] = {"level", 0, 1},   [V_KEY] = {"key", 0, 1},       [V_THREADS] = {"threads", 0, 1},
     [V_JSON] = {"json", 0, 0},     [V_REPEAT] = {"repeat", 0, 1}, [V_NO_MMAP] = {"no-mmap", 0, 0},
+    [V_MAX_DECODED] = {"max-decoded", 0, 1},
 };
 
 /* Validates once and prints "OK <level>" or the error. */
@@ -807,6 +825,8 @@ static int cmd_validate(const cli_cmd *cmd, int argc, char **argv)
     rc = cli_parse(cmd, argc, argv, k_validate_opts, v, V_COUNT, pos, 1, 1, &npos);
     if (rc != 0)
         return rc == CLI_PARSE_HELP ? 0 : rc;
+    if ((rc = parse_max_decoded(cmd, &v[V_MAX_DECODED])) != 0)
+        return rc;
     job.path = pos[0];
     job.lvl = LEVEL_FULL;
     job.json = v[V_JSON].seen;
@@ -838,7 +858,6 @@ static int cmd_validate(const cli_cmd *cmd, int argc, char **argv)
     }
     rc = job.repeat > 0 ? run_timing(&job) : validate_report(&job);
     expert_public_key_free(job.key);
-    free(job.buf);
     return rc;
 }
 
@@ -1012,10 +1031,10 @@ static expert_status extract_all(extract_job *job, expert_error *err)
     return s;
 }
 
-enum { X_OUT, X_FORCE, X_THREADS, X_JSON, X_QUIET, X_COUNT };
+enum { X_OUT, X_FORCE, X_THREADS, X_JSON, X_QUIET, X_MAX_DECODED, X_COUNT };
 static const cli_opt_spec k_extract_opts[X_COUNT] = {
     [X_OUT] = {"output", 'o', 1}, [X_FORCE] = {"force", 'f', 0}, [X_THREADS] = {"threads", 0, 1},
-    [X_JSON] = {"json", 0, 0},    [X_QUIET] = {"quiet", 'q', 0},
+    [X_JSON] = {"json", 0, 0},    [X_QUIET] = {"quiet", 'q', 0}, [X_MAX_DECODED] = {"max-decoded", 0, 1},
 };
 
 static int cmd_extract(const cli_cmd *cmd, int argc, char **argv)
@@ -1037,7 +1056,8 @@ static int cmd_extract(const cli_cmd *cmd, int argc, char **argv)
         return rc == CLI_PARSE_HELP ? 0 : rc;
     if (!v[X_OUT].seen)
         return cli_usage_error(cmd, "the output directory (-o DIR) is required");
-    if ((rc = parse_threads(cmd, &v[X_THREADS], &threads)) != 0)
+    if ((rc = parse_threads(cmd, &v[X_THREADS], &threads)) != 0 ||
+        (rc = parse_max_decoded(cmd, &v[X_MAX_DECODED])) != 0)
         return rc;
     job.dir = v[X_OUT].value;
     job.force = v[X_FORCE].seen;
@@ -1089,13 +1109,67 @@ static int cmd_extract(const cli_cmd *cmd, int argc, char **argv)
 
 /* ==================================================================== get */
 
-enum { G_OUT, G_INDEX, G_THREADS, G_JSON, G_COUNT };
+enum { G_OUT, G_INDEX, G_THREADS, G_JSON, G_MAX_DECODED, G_COUNT };
 static const cli_opt_spec k_get_opts[G_COUNT] = {
     [G_OUT] = {"output", 'o', 1},
     [G_INDEX] = {"index", 0, 0},
     [G_THREADS] = {"threads", 0, 1},
     [G_JSON] = {"json", 0, 0},
+    [G_MAX_DECODED] = {"max-decoded", 0, 1},
 };
+
+typedef struct get_ctx {
+    expert_reader *r;
+    uint32_t index;
+} get_ctx;
+
+static expert_status to_atomic_file(void *user, uint32_t section, const void *data, size_t length,
+                                    expert_error *err)
+{
+    (void)section;
+    return atomic_write(user, data, length, err);
+}
+
+/* -o OUT: streamed into the temp file, which replaces OUT only once the
+ * section's hash has matched. */
+static expert_status get_to_file(void *ctx, atomic_file *af, expert_error *err)
+{
+    const get_ctx *g = ctx;
+    return expert_read_stream(g->r, g->index, to_atomic_file, af, 0, err);
+}
+
+static expert_status to_stdout(void *user, uint32_t section, const void *data, size_t length,
+                               expert_error *err)
+{
+    (void)user;
+    (void)section;
+    return write_full(STDOUT_FILENO, data, length, "standard output", err);
+}
+
+#define GET_BUFFERED_MAX (UINT64_C(64) << 20)
+
+/* Standard output cannot be taken back, so no byte goes out before the hash
+ * matched: a small section is decoded into memory and checked first; a
+ * large one is streamed twice (checked, then written), keeping memory at a
+ * frame whatever size the file declares. */
+static expert_status get_to_stdout(expert_reader *r, uint32_t index, expert_error *err)
+{
+    expert_section_info si;
+    expert_section(r, index, &si);
+    if (si.decoded_length > GET_BUFFERED_MAX) {
+        expert_status s = expert_read_stream(r, index, NULL, NULL, 0, err);
+        return s != EXPERT_OK ? s
+                              : expert_read_stream(r, index, to_stdout, NULL, EXPERT_READ_NO_VERIFY, err);
+    }
+    unsigned char *buf = NULL;
+    size_t cap = 0;
+    uint64_t len = 0;
+    expert_status s = decode_section(r, index, &buf, &cap, &len, err);
+    if (s == EXPERT_OK)
+        s = write_full(STDOUT_FILENO, buf, (size_t)len, "standard output", err);
+    free(buf);
+    return s;
+}
 
 static int cmd_get(const cli_cmd *cmd, int argc, char **argv)
 {
@@ -1105,9 +1179,7 @@ static int cmd_get(const cli_cmd *cmd, int argc, char **argv)
     expert_reader *r = NULL;
     expert_error err;
     expert_status s;
-    unsigned char *buf = NULL;
-    size_t cap = 0;
-    uint64_t len = 0, index64 = 0;
+    uint64_t index64 = 0;
     uint32_t index = 0;
     unsigned threads;
     int rc;
@@ -1115,7 +1187,8 @@ static int cmd_get(const cli_cmd *cmd, int argc, char **argv)
     rc = cli_parse(cmd, argc, argv, k_get_opts, v, G_COUNT, pos, 2, 2, &npos);
     if (rc != 0)
         return rc == CLI_PARSE_HELP ? 0 : rc;
-    if ((rc = parse_threads(cmd, &v[G_THREADS], &threads)) != 0)
+    if ((rc = parse_threads(cmd, &v[G_THREADS], &threads)) != 0 ||
+        (rc = parse_max_decoded(cmd, &v[G_MAX_DECODED])) != 0)
         return rc;
     if (v[G_INDEX].seen &&
         (rc = cli_parse_u64(cmd, "index", pos[1], 0, UINT32_MAX - 1, 0, &index64)) != 0)
@@ -1139,13 +1212,11 @@ static int cmd_get(const cli_cmd *cmd, int argc, char **argv)
                 err_set(&err, s, "no section named '%s'", pos[1]);
         }
     }
-    if (s == EXPERT_OK)
-        s = decode_section(r, index, &buf, &cap, &len, &err);
-    if (s == EXPERT_OK) {
-        if (v[G_OUT].seen)
-            s = atomic_write_path(v[G_OUT].value, buf, (size_t)len, 1, &err);
-        else if (!json)
-            s = write_full(STDOUT_FILENO, buf, (size_t)len, "standard output", &err);
+    if (s == EXPERT_OK && v[G_OUT].seen) {
+        get_ctx g = {r, index};
+        s = atomic_produce_path(v[G_OUT].value, 1, get_to_file, &g, &err);
+    } else if (s == EXPERT_OK && !json) {
+        s = get_to_stdout(r, index, &err);
     }
     if (s == EXPERT_OK && json) {
         expert_section_info si;
@@ -1163,7 +1234,6 @@ static int cmd_get(const cli_cmd *cmd, int argc, char **argv)
         sb_free(&sb);
     }
     rc = s == EXPERT_OK ? 0 : cli_report(json, r, s, &err);
-    free(buf);
     expert_close(r);
     return rc;
 }
@@ -1311,7 +1381,6 @@ static int cmd_verify(const cli_cmd *cmd, int argc, char **argv)
     }
     rc = validate_report(&job);
     expert_public_key_free(job.key);
-    free(job.buf);
     return rc;
 }
 

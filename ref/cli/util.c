@@ -722,8 +722,8 @@ expert_status atomic_commit(atomic_file *af, int overwrite, expert_error *err)
     return s;
 }
 
-expert_status atomic_write_path(const char *path, const void *data, size_t n, int overwrite,
-                                expert_error *err)
+expert_status atomic_produce_path(const char *path, int overwrite, atomic_producer produce,
+                                  void *ctx, expert_error *err)
 {
     const char *slash = strrchr(path, '/');
     const char *leaf = slash ? slash + 1 : path;
@@ -756,7 +756,7 @@ expert_status atomic_write_path(const char *path, const void *data, size_t n, in
     free(dir);
     s = atomic_begin(&af, dirfd, leaf, path, err);
     if (s == EXPERT_OK) {
-        s = atomic_write(&af, data, n, err);
+        s = produce(ctx, &af, err);
         if (s == EXPERT_OK)
             s = atomic_commit(&af, overwrite, err);
         else
@@ -764,6 +764,24 @@ expert_status atomic_write_path(const char *path, const void *data, size_t n, in
     }
     close(dirfd);
     return s;
+}
+
+typedef struct bytes_ctx {
+    const void *data;
+    size_t n;
+} bytes_ctx;
+
+static expert_status produce_bytes(void *ctx, atomic_file *af, expert_error *err)
+{
+    const bytes_ctx *b = ctx;
+    return atomic_write(af, b->data, b->n, err);
+}
+
+expert_status atomic_write_path(const char *path, const void *data, size_t n, int overwrite,
+                                expert_error *err)
+{
+    bytes_ctx b = {data, n};
+    return atomic_produce_path(path, overwrite, produce_bytes, &b, err);
 }
 
 /* =========================================================== directories */

@@ -164,6 +164,11 @@ expert_status atomic_begin(atomic_file *af, int dirfd, const char *leaf, const c
 expert_status atomic_write(atomic_file *af, const void *data, size_t n, expert_error *err);
 expert_status atomic_commit(atomic_file *af, int overwrite, expert_error *err);
 void atomic_abort(atomic_file *af); /* removes the temp file; safe after commit */
+/* Writes path atomically with what `produce` writes into af (opens the
+ * parent directory); nothing replaces path unless produce returns OK. */
+typedef expert_status (*atomic_producer)(void *ctx, atomic_file *af, expert_error *err);
+expert_status atomic_produce_path(const char *path, int overwrite, atomic_producer produce,
+                                  void *ctx, expert_error *err);
 /* Writes `n` bytes to path atomically (opens its parent directory). */
 expert_status atomic_write_path(const char *path, const void *data, size_t n, int overwrite,
                                 expert_error *err);

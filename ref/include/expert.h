@@ -187,10 +187,36 @@ enum {
     EXPERT_OPEN_V1 = 1u << 2
 };
 
+/* Reader limits below the spec's (§14.1), for untrusted input: a small file
+ * must not cost large time or memory. Zero in expert_open_options means the
+ * default. expert_reader_limits() reads back every limit a reader applies. */
+#define EXPERT_DEFAULT_MAX_DECODED_BYTES (UINT64_C(1) << 30) /* 1 GiB; the spec allows 2^36 */
+#define EXPERT_DEFAULT_MAX_METADATA_ITEMS (1u << 20)         /* JSON values and keys */
+
 typedef struct expert_open_options {
     uint32_t flags;        /* EXPERT_OPEN_* */
     unsigned threads;      /* decode/verify threads; 0 or 1 = caller's thread only */
+    /* Σ decoded_length over the file's sections above which nothing is
+     * decoded: every read, stream and validation past the structural level
+     * fails with LIMIT_EXCEEDED before doing any work. Structural open and
+     * inspection are unaffected. 0 = EXPERT_DEFAULT_MAX_DECODED_BYTES. */
+    uint64_t max_decoded_bytes;
+    /* Metadata JSON values and object keys, counted before parsing
+     * (LIMIT_EXCEEDED at open). 0 = EXPERT_DEFAULT_MAX_METADATA_ITEMS. */
+    uint32_t max_metadata_items;
 } expert_open_options;
+
+typedef struct expert_limits {
+    /* the reader's own, settable through expert_open_options */
+    uint64_t max_decoded_bytes;
+    uint32_t max_metadata_items;
+    /* the spec's (§14.1), fixed */
+    uint32_t max_sections, max_name_bytes, max_json_depth;
+    uint64_t max_metadata_bytes, max_strings_bytes, max_section_decoded, max_total_decoded;
+    uint32_t max_frame_size;
+} expert_limits;
+/* The limits `r` applies; with r == NULL, the defaults. */
+EXPERT_API void expert_reader_limits(const expert_reader *r, expert_limits *out);
 
 /* Opens a v2 file and runs structural validation (level 1): header,
  * structure hash, metadata, TOC, index, layout. Touches no section body.
@@ -253,9 +279,25 @@ EXPERT_API expert_status expert_read(expert_reader *r, uint32_t index, void *dst
 EXPERT_API expert_status expert_view(expert_reader *r, uint32_t index, const void **data, size_t *length,
                           uint32_t flags, expert_error *err);
 
+/* Receives decoded bytes in order (`section` says which section they came
+ * from). A status other than EXPERT_OK stops the stream and is returned. */
+typedef expert_status (*expert_write_fn)(void *user, uint32_t section, const void *data,
+                                         size_t length, expert_error *err);
+/* Streams section `index` decoded, one frame (or, raw, 1 MiB) per call to
+ * `write`; memory is one frame whatever decoded_length says. The SHA-256 is
+ * checked as the bytes pass, unless EXPERT_READ_NO_VERIFY or the section is
+ * already verified, and its failure (SECTION_HASH_MISMATCH) is known only at
+ * the end: a sink must hold what it got until this returns EXPERT_OK (write
+ * a temporary file, say). `write` may be NULL to decode and verify only. */
+EXPERT_API expert_status expert_read_stream(expert_reader *r, uint32_t index, expert_write_fn write,
+                                 void *user, uint32_t flags, expert_error *err);
+
 typedef struct expert_public_key expert_public_key;
 typedef struct expert_private_key expert_private_key;
 
+/* Validation level 2: every section decoded a frame at a time and hashed
+ * (the reader's threads share the sections). */
+EXPERT_API expert_status expert_verify_access(expert_reader *r, expert_error *err);
 /* Validation level 3: every section decoded and hashed, padding, file hash,
  * and the signature when `key` is not NULL. */
 EXPERT_API expert_status expert_verify_full(expert_reader *r, const expert_public_key *key, expert_error *err);
@@ -284,16 +326,12 @@ EXPERT_API expert_status expert_module(const expert_reader *r, uint32_t index, e
 
 /* ------------------------------------------------------- package files */
 
-/* Receives a package file's bytes in order, one section's worth per call
- * (`section` says which section they were decoded from). A status other
- * than EXPERT_OK stops the stream and is returned. */
-typedef expert_status (*expert_write_fn)(void *user, uint32_t section, const void *data,
-                                         size_t length, expert_error *err);
 /* Streams one package file as it was packed (spec §10.7): a FILE section's
  * bytes, or for a SAFETENSORS_HEADER section the safetensors file rebuilt
  * byte-exact from it and the tensor sections it lists (a listed tensor
  * without its matching section is BAD_SAFETENSORS). Every section read is
- * hash-checked; memory is about one section. */
+ * hash-checked as it streams (see expert_read_stream: keep what the sink got
+ * until EXPERT_OK); memory is a frame, plus the safetensors header. */
 EXPERT_API expert_status expert_file_write(expert_reader *r, uint32_t section, expert_write_fn write,
                                 void *user, expert_error *err);
 /* The same file in one buffer, allocated with the library allocator:

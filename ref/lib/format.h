@@ -219,9 +219,17 @@ void xp_shuffle(const uint8_t *src, uint8_t *dst, size_t length, size_t elem_siz
 void xp_unshuffle(const uint8_t *src, uint8_t *dst, size_t length, size_t elem_size);
 
 /* ---- metadata (metadata.c) ---- */
+/* Bounds a JSON text before it is parsed: 0, or XP_JSON_TOO_DEEP (more than
+ * max_depth nested containers) or XP_JSON_TOO_MANY (more than max_items
+ * values and keys, counted as an upper bound). */
+enum { XP_JSON_TOO_DEEP = 1, XP_JSON_TOO_MANY = 2 };
+int xp_json_prescan(const char *json, size_t length, uint32_t max_items, int max_depth);
+/* Largest safetensors header JSON (as the safetensors reference reader). */
+#define XP_SAFETENSORS_MAX_HEADER 100000000u
 typedef struct xp_metadata xp_metadata;
-expert_status xp_metadata_parse(const char *json, size_t length, xp_metadata **out,
-                                 uint64_t file_offset, expert_error *err);
+/* max_items: the reader's max_metadata_items (LIMIT_EXCEEDED past it). */
+expert_status xp_metadata_parse(const char *json, size_t length, uint32_t max_items,
+                                xp_metadata **out, uint64_t file_offset, expert_error *err);
 void xp_metadata_free(xp_metadata *m);
 const char *xp_metadata_name(const xp_metadata *m);
 const char *xp_metadata_version(const xp_metadata *m);

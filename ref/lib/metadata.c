@@ -1,5 +1,5 @@
 /* metadata.c — the metadata JSON (spec §9): strict parse (duplicate keys
- * rejected at every level, bounded depth) and schema check. Unknown keys are
+ * rejected at every level, bounded depth and size) and schema check. Unknown keys are
  * ignored so later minor versions can add fields. */
 #include <math.h>
 #include <stdlib.h>
@@ -26,27 +26,49 @@ struct xp_metadata {
 
 #define META_FAIL(...) xp_set_error(err, EXPERT_E_BAD_METADATA, file_offset, EXPERT_NO_SECTION, __VA_ARGS__)
 
-/* Depth counts containers only: the top-level object is 1 (spec §9.2). */
-static int depth_ok(const json_t *v, int depth)
+/* Before jansson builds a tree, bound what the tree can cost: 16 MiB of
+ * "{}," is a 2 KB zstd frame but 5.6 million objects (1.3 GB). One pass over
+ * the bytes outside strings counts containers, members and elements (every
+ * '{', '[', ',' and ':' plus the root: an upper bound on values plus keys)
+ * and the container depth. Malformed JSON is left to the parser. */
+int xp_json_prescan(const char *json, size_t length, uint32_t max_items, int max_depth)
 {
-    if ((json_is_object(v) || json_is_array(v)) && depth > XP_MAX_JSON_DEPTH)
-        return 0;
-    if (json_is_object(v)) {
-        const char *k;
-        json_t *child;
-        json_object_foreach((json_t *)v, k, child) {
-            if (!depth_ok(child, depth + 1))
-                return 0;
+    uint64_t items = 1;
+    int depth = 0, in_string = 0;
+    for (size_t i = 0; i < length; i++) {
+        char c = json[i];
+        if (in_string) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_string = 0;
+            continue;
         }
-    } else if (json_is_array(v)) {
-        size_t i;
-        json_t *child;
-        json_array_foreach(v, i, child) {
-            if (!depth_ok(child, depth + 1))
-                return 0;
+        switch (c) {
+        case '"':
+            in_string = 1;
+            break;
+        case '{':
+        case '[':
+            if (++depth > max_depth)
+                return XP_JSON_TOO_DEEP;
+            items++;
+            break;
+        case '}':
+        case ']':
+            depth -= depth > 0;
+            break;
+        case ',':
+        case ':':
+            items++;
+            break;
+        default:
+            break;
         }
+        if (items > max_items)
+            return XP_JSON_TOO_MANY;
     }
-    return 1;
+    return 0;
 }
 
 static const char *k_module_types[] = {"lora", "dora", "ia3", "osd"};
@@ -209,10 +231,18 @@ static expert_status check_schema(const json_t *root, xp_metadata *m, uint64_t f
     return EXPERT_OK;
 }
 
-expert_status xp_metadata_parse(const char *json, size_t length, xp_metadata **out,
-                                uint64_t file_offset, expert_error *err)
+expert_status xp_metadata_parse(const char *json, size_t length, uint32_t max_items,
+                                xp_metadata **out, uint64_t file_offset, expert_error *err)
 {
     *out = NULL;
+    /* Depth counts containers only: the top-level object is 1 (spec §9.2). */
+    int scan = xp_json_prescan(json, length, max_items, XP_MAX_JSON_DEPTH);
+    if (scan == XP_JSON_TOO_DEEP)
+        return META_FAIL("JSON nesting deeper than %d", XP_MAX_JSON_DEPTH);
+    if (scan == XP_JSON_TOO_MANY)
+        return xp_set_error(err, EXPERT_E_LIMIT_EXCEEDED, file_offset, EXPERT_NO_SECTION,
+                            "metadata JSON holds more than %u values and keys (the reader's "
+                            "max_metadata_items)", max_items);
     /* jansson accepts an embedded NUL only with JSON_ALLOW_NUL; we don't. */
     json_error_t jerr;
     json_t *root = json_loadb(json, length, JSON_REJECT_DUPLICATES, &jerr);
@@ -222,10 +252,6 @@ expert_status xp_metadata_parse(const char *json, size_t length, xp_metadata **o
         return META_FAIL("invalid JSON at byte %d: %s", jerr.position, jerr.text);
     expert_status s = EXPERT_OK;
     xp_metadata *m = NULL;
-    if (!depth_ok(root, 1)) {
-        s = META_FAIL("JSON nesting deeper than %d", XP_MAX_JSON_DEPTH);
-        goto done;
-    }
     m = xp_calloc(1, sizeof *m);
     if (m == NULL) {
         s = xp_set_error(err, EXPERT_E_NOMEM, file_offset, EXPERT_NO_SECTION, "out of memory");

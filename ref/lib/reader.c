@@ -43,6 +43,9 @@ struct expert_reader {
     void *map;             /* mmap base, or NULL */
     uint8_t *owned;        /* read() fallback buffer, or NULL */
     unsigned threads;
+    uint64_t max_decoded;  /* expert_open_options.max_decoded_bytes, resolved */
+    uint32_t max_metadata_items;
+    uint64_t total_decoded; /* Σ decoded_length over the sections */
 
     expert_header_info hdr;
     xp_section *sections;
@@ -292,7 +295,8 @@ static expert_status load_metadata(expert_reader *r, expert_error *err)
                     ZSTD_isError(got) ? ZSTD_getErrorName(got) : "short output");
     r->metadata_json[n] = '\0';
     r->metadata_json_length = n;
-    return xp_metadata_parse(r->metadata_json, n, &r->meta, h->metadata_offset, err);
+    return xp_metadata_parse(r->metadata_json, n, r->max_metadata_items, &r->meta,
+                             h->metadata_offset, err);
 }
 
 /* ------------------------------------------------------------- TOC (§5, §6) */
@@ -793,6 +797,7 @@ static expert_status structural_validate(expert_reader *r, expert_error *err)
     uint64_t total = 0;
     for (uint32_t i = 0; i < n; i++)
         XP_TRY(parse_entry(r, i, &total, err));
+    r->total_decoded = total;
     XP_TRY(check_names_and_index(r, err));
     XP_TRY(check_layout(r, err));
     XP_TRY(check_modules(r, err));
@@ -807,6 +812,11 @@ static expert_status open_common(expert_reader *r, const expert_open_options *op
                                  expert_reader **out, expert_error *err)
 {
     r->threads = opt != NULL && opt->threads > 1 ? opt->threads : 1;
+    r->max_decoded = opt != NULL && opt->max_decoded_bytes != 0 ? opt->max_decoded_bytes
+                                                                : EXPERT_DEFAULT_MAX_DECODED_BYTES;
+    r->max_metadata_items = opt != NULL && opt->max_metadata_items != 0
+                                ? opt->max_metadata_items
+                                : EXPERT_DEFAULT_MAX_METADATA_ITEMS;
     r->pool_lock_ready = pthread_mutex_init(&r->pool_lock, NULL) == 0;
     if (r->threads > 64)
         r->threads = 64;
@@ -963,6 +973,30 @@ void expert_header(const expert_reader *r, expert_header_info *out)
         *out = r->hdr;
 }
 
+void expert_reader_limits(const expert_reader *r, expert_limits *out)
+{
+    if (out == NULL)
+        return;
+    *out = (expert_limits){
+        r != NULL ? r->max_decoded : EXPERT_DEFAULT_MAX_DECODED_BYTES,
+        r != NULL ? r->max_metadata_items : EXPERT_DEFAULT_MAX_METADATA_ITEMS,
+        XP_MAX_SECTIONS, XP_MAX_NAME, XP_MAX_JSON_DEPTH,
+        XP_MAX_METADATA, XP_MAX_STRINGS, XP_MAX_SECTION_DECODED, XP_MAX_TOTAL_DECODED,
+        XP_MAX_FRAME_SIZE};
+}
+
+/* Every path that decodes section bytes passes here first, so a small file
+ * declaring more than the caller accepts costs nothing but this check. */
+static expert_status decode_allowed(const expert_reader *r, expert_error *err)
+{
+    if (r->total_decoded <= r->max_decoded)
+        return EXPERT_OK;
+    return FAIL(EXPERT_E_LIMIT_EXCEEDED, NOOFF, NOSEC,
+                "the sections declare %llu decoded bytes in all, over this reader's limit of %llu "
+                "(expert_open_options.max_decoded_bytes)",
+                (unsigned long long)r->total_decoded, (unsigned long long)r->max_decoded);
+}
+
 uint32_t expert_section_count(const expert_reader *r)
 {
     return r != NULL ? r->hdr.section_count : 0;
@@ -1077,6 +1111,7 @@ expert_status expert_read(expert_reader *r, uint32_t index, void *dst, size_t ds
         return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, index,
                     "buffer of %zu bytes for a %llu-byte section", dst_capacity,
                     (unsigned long long)s->decoded_length);
+    XP_TRY(decode_allowed(r, err));
     xp_dcache *cache = s->codec == EXPERT_CODEC_RAW ? NULL : pool_take(r);
     expert_status st = xp_decode(s->codec, expert_dtype_size(s->dtype), s->frame_size,
                                  r->data + s->offset, s->stored_length, dst, s->decoded_length,
@@ -1099,6 +1134,7 @@ expert_status expert_view(expert_reader *r, uint32_t index, const void **data, s
         return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, index,
                     "section is %s-compressed: use expert_read", expert_codec_name(s->codec));
     const uint8_t *p = r->data + s->offset;
+    XP_TRY(decode_allowed(r, err));
     if (!(flags & EXPERT_READ_NO_VERIFY) && !atomic_load(&r->sections[index].verified))
         XP_TRY(check_hash(r, index, p, err));
     *data = p;
@@ -1106,42 +1142,56 @@ expert_status expert_view(expert_reader *r, uint32_t index, const void **data, s
     return EXPERT_OK;
 }
 
-/* ------------------------------------------------------ full (§12.3) */
+/* ------------------------------------------------- streaming (§12.2) */
 
-/* Hashes one section's decoded bytes a frame at a time: memory stays at one
- * frame per thread whatever sizes the file claims. */
-static expert_status verify_section_streaming(expert_reader *r, uint32_t index, ZSTD_DCtx *dctx,
-                                              uint8_t *frame_buf, uint8_t *scratch,
-                                              expert_error *err)
+#define RAW_SLICE (1u << 20) /* raw sections reach a sink in slices of this size */
+
+/* Decodes one section a frame at a time into `write` (or nowhere when it is
+ * NULL), hashing as it goes when `verify`: memory stays at one frame whatever
+ * sizes the file claims. frame_buf and scratch hold a frame each. */
+static expert_status stream_section(expert_reader *r, uint32_t index, ZSTD_DCtx *dctx,
+                                    uint8_t *frame_buf, uint8_t *scratch, expert_write_fn write,
+                                    void *user, int verify, expert_error *err)
 {
     const expert_section_info *s = &r->sections[index].info;
     const uint8_t *stored = r->data + s->offset;
-    if (s->codec == EXPERT_CODEC_RAW)
-        return check_hash(r, index, stored, err);
+    if (s->codec == EXPERT_CODEC_RAW && write == NULL)
+        return verify ? check_hash(r, index, stored, err) : EXPERT_OK;
     xp_frame_ctx fc = {stored, NULL, 0, s->frame_size, s->decoded_length,
                        expert_dtype_size(s->dtype),
                        s->codec == EXPERT_CODEC_SHUFFLE_ZSTD && expert_dtype_size(s->dtype) > 1,
                        s->offset, index};
-    XP_TRY(xp_frames_parse(stored, s->stored_length, s->decoded_length, s->frame_size, &fc.starts,
-                           &fc.nframes, s->offset, index, err));
+    uint64_t step = s->frame_size;
+    if (s->codec == EXPERT_CODEC_RAW) {
+        fc.nframes = (s->decoded_length + RAW_SLICE - 1) / RAW_SLICE;
+        step = RAW_SLICE;
+    } else {
+        XP_TRY(xp_frames_parse(stored, s->stored_length, s->decoded_length, s->frame_size,
+                               &fc.starts, &fc.nframes, s->offset, index, err));
+    }
     xp_sha256_ctx *c = NULL;
-    expert_status st = xp_sha256_new(&c);
+    expert_status st = verify ? xp_sha256_new(&c) : EXPERT_OK;
     if (st != EXPERT_OK)
         st = FAIL(EXPERT_E_NOMEM, NOOFF, index, "out of memory");
     for (uint64_t f = 0; st == EXPERT_OK && f < fc.nframes; f++) {
-        uint64_t start = f * s->frame_size;
-        size_t len = (size_t)(s->decoded_length - start < s->frame_size ? s->decoded_length - start
-                                                                         : s->frame_size);
-        st = xp_frame_decode(&fc, dctx, scratch, f, frame_buf, err);
-        if (st == EXPERT_OK)
-            st = xp_sha256_update(c, frame_buf, len);
+        uint64_t start = f * step;
+        size_t len = (size_t)(s->decoded_length - start < step ? s->decoded_length - start : step);
+        const uint8_t *bytes = stored + start;
+        if (s->codec != EXPERT_CODEC_RAW) {
+            st = xp_frame_decode(&fc, dctx, scratch, f, frame_buf, err);
+            bytes = frame_buf;
+        }
+        if (st == EXPERT_OK && verify)
+            st = xp_sha256_update(c, bytes, len);
+        if (st == EXPERT_OK && write != NULL)
+            st = write(user, index, bytes, len, err);
     }
     uint8_t digest[32];
-    if (st == EXPERT_OK)
+    if (st == EXPERT_OK && verify)
         st = xp_sha256_final(c, digest);
     xp_sha256_free(c);
     xp_free(fc.starts);
-    if (st != EXPERT_OK)
+    if (st != EXPERT_OK || !verify)
         return st;
     if (memcmp(digest, s->sha256, 32) != 0)
         return FAIL(EXPERT_E_SECTION_HASH_MISMATCH, s->offset, index,
@@ -1150,6 +1200,38 @@ static expert_status verify_section_streaming(expert_reader *r, uint32_t index, 
     atomic_store(&r->sections[index].verified, 1);
     return EXPERT_OK;
 }
+
+expert_status expert_read_stream(expert_reader *r, uint32_t index, expert_write_fn write,
+                                 void *user, uint32_t flags, expert_error *err)
+{
+    if (r == NULL || index >= r->hdr.section_count)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, NOSEC, "invalid argument");
+    XP_TRY(decode_allowed(r, err));
+    const expert_section_info *s = &r->sections[index].info;
+    int verify = !(flags & EXPERT_READ_NO_VERIFY) && !atomic_load(&r->sections[index].verified);
+    ZSTD_DCtx *dctx = NULL;
+    uint8_t *frame_buf = NULL, *scratch = NULL;
+    if (s->codec != EXPERT_CODEC_RAW && s->decoded_length != 0) {
+        /* a frame's worth, or the whole section when it is smaller */
+        size_t n = (size_t)(s->decoded_length < s->frame_size ? s->decoded_length : s->frame_size);
+        dctx = ZSTD_createDCtx();
+        frame_buf = xp_malloc(n);
+        scratch = xp_malloc(n);
+        if (dctx == NULL || frame_buf == NULL || scratch == NULL) {
+            ZSTD_freeDCtx(dctx);
+            xp_free(frame_buf);
+            xp_free(scratch);
+            return FAIL(EXPERT_E_NOMEM, NOOFF, index, "out of memory");
+        }
+    }
+    expert_status st = stream_section(r, index, dctx, frame_buf, scratch, write, user, verify, err);
+    ZSTD_freeDCtx(dctx);
+    xp_free(frame_buf);
+    xp_free(scratch);
+    return st;
+}
+
+/* ---------------------------------------------- access, full (§12.2, 12.3) */
 
 typedef struct verify_pool {
     expert_reader *r;
@@ -1180,7 +1262,7 @@ static void *verify_worker(void *arg)
             continue;
         expert_error e = {0};
         expert_status st = oom ? xp_set_error(&e, EXPERT_E_NOMEM, NOOFF, i, "out of memory")
-                               : verify_section_streaming(r, i, dctx, frame_buf, scratch, &e);
+                               : stream_section(r, i, dctx, frame_buf, scratch, NULL, NULL, 1, &e);
         if (st != EXPERT_OK) {
             pthread_mutex_lock(&p->lock);
             if (p->bad_status == EXPERT_OK || i < p->bad_index) {
@@ -1419,10 +1501,19 @@ expert_status expert_verify_signature(const expert_reader *r, const expert_publi
     return EXPERT_OK;
 }
 
+expert_status expert_verify_access(expert_reader *r, expert_error *err)
+{
+    if (r == NULL)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, NOSEC, "invalid argument");
+    XP_TRY(decode_allowed(r, err));
+    return verify_all_sections(r, err);
+}
+
 expert_status expert_verify_full(expert_reader *r, const expert_public_key *key, expert_error *err)
 {
     if (r == NULL)
         return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, NOSEC, "invalid argument");
+    XP_TRY(decode_allowed(r, err));
     XP_TRY(verify_all_sections(r, err));
     XP_TRY(check_csr(r, err));
     XP_TRY(check_padding(r, err));

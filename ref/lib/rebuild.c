@@ -4,8 +4,10 @@
  *
  * One streaming implementation: expert_file_write hands the bytes to the
  * caller's sink one section at a time (extract writes them to disk), and
- * expert_file_rebuild is that stream collected into one buffer. Every
- * section read is hash-checked by expert_read. */
+ * expert_file_rebuild is that stream collected into one buffer. Section
+ * bytes stream a frame at a time (expert_read_stream, hash-checked), so
+ * memory does not follow what the file declares; only the safetensors
+ * header, bounded by the safetensors format, is held whole. */
 #include <string.h>
 
 #include "alloc.h"
@@ -15,26 +17,23 @@
 
 #define FAIL(code, sec, ...) xp_set_error(err, (code), EXPERT_NO_OFFSET, (sec), __VA_ARGS__)
 
-/* Decodes section `index` into *buf, growing it as needed. */
-static expert_status read_into(expert_reader *r, uint32_t index, uint8_t **buf, size_t *cap,
-                               size_t *len, expert_error *err)
+/* The safetensors header section, decoded whole (it is parsed, not copied
+ * through), within the safetensors format's header limit. */
+static expert_status read_header(expert_reader *r, uint32_t index, uint8_t **buf, size_t *len,
+                                 expert_error *err)
 {
     expert_section_info si;
     if (expert_section(r, index, &si) != EXPERT_OK)
         return FAIL(EXPERT_E_INVALID_ARGUMENT, EXPERT_NO_SECTION, "no section %u", index);
-    if (si.decoded_length > SIZE_MAX - 1)
-        return FAIL(EXPERT_E_LIMIT_EXCEEDED, index, "section too large for this machine");
-    size_t need = (size_t)si.decoded_length;
-    if (need + 1 > *cap) {
-        uint8_t *p = xp_malloc(need + 1);
-        if (p == NULL)
-            return FAIL(EXPERT_E_NOMEM, index, "out of memory (%zu bytes)", need);
-        xp_free(*buf);
-        *buf = p;
-        *cap = need + 1;
-    }
-    *len = need;
-    return expert_read(r, index, *buf, need, 0, err);
+    if (si.decoded_length > XP_SAFETENSORS_MAX_HEADER + 8)
+        return FAIL(EXPERT_E_BAD_SAFETENSORS, index,
+                    "safetensors header section of %llu bytes (the format allows %u)",
+                    (unsigned long long)si.decoded_length, XP_SAFETENSORS_MAX_HEADER + 8);
+    *len = (size_t)si.decoded_length;
+    *buf = xp_malloc(*len ? *len : 1);
+    if (*buf == NULL)
+        return FAIL(EXPERT_E_NOMEM, index, "out of memory (%zu bytes)", *len);
+    return expert_read(r, index, *buf, *len, 0, err);
 }
 
 /* §10.7: the header's bytes, then each listed tensor's decoded bytes in
@@ -43,10 +42,10 @@ static expert_status read_into(expert_reader *r, uint32_t index, uint8_t **buf, 
 static expert_status write_safetensors(expert_reader *r, uint32_t index, expert_write_fn write,
                                        void *user, uint64_t *total, expert_error *err)
 {
-    uint8_t *hdr = NULL, *buf = NULL;
-    size_t hdr_len = 0, hdr_cap = 0, cap = 0, len = 0;
+    uint8_t *hdr = NULL;
+    size_t hdr_len = 0;
     expert_safetensors *st = NULL;
-    expert_status s = read_into(r, index, &hdr, &hdr_cap, &hdr_len, err);
+    expert_status s = read_header(r, index, &hdr, &hdr_len, err);
     if (s == EXPERT_OK)
         s = expert_safetensors_parse_header(hdr, hdr_len, &st, err);
     if (s == EXPERT_OK && expert_safetensors_header_length(st) != hdr_len)
@@ -81,14 +80,11 @@ static expert_status write_safetensors(expert_reader *r, uint32_t index, expert_
                      t.name);
             break;
         }
-        s = read_into(r, sec, &buf, &cap, &len, err);
-        if (s == EXPERT_OK)
-            s = write(user, sec, buf, len, err);
+        s = expert_read_stream(r, sec, write, user, 0, err);
         pos += t.data_length;
     }
     expert_safetensors_free(st);
     xp_free(hdr);
-    xp_free(buf);
     return s;
 }
 
@@ -105,13 +101,7 @@ expert_status expert_file_write(expert_reader *r, uint32_t section, expert_write
     if (si.type != EXPERT_SECTION_FILE)
         return FAIL(EXPERT_E_INVALID_ARGUMENT, section,
                     "section %u is neither FILE nor SAFETENSORS_HEADER", section);
-    uint8_t *buf = NULL;
-    size_t cap = 0, len = 0;
-    expert_status s = read_into(r, section, &buf, &cap, &len, err);
-    if (s == EXPERT_OK)
-        s = write(user, section, buf, len, err);
-    xp_free(buf);
-    return s;
+    return expert_read_stream(r, section, write, user, 0, err);
 }
 
 typedef struct mem_sink {

@@ -34,8 +34,13 @@
 #include "alloc.h"
 #include "errors_internal.h"
 #include "expert.h"
+#include "format.h"
 
-#define ST_MAX_HEADER 100000000u
+#define ST_MAX_HEADER XP_SAFETENSORS_MAX_HEADER
+/* JSON values and keys: ~12 per tensor, so 20,000 tensors; the depth of a
+ * header is 3. Bounds the tree jansson builds (see xp_json_prescan). */
+#define ST_MAX_ITEMS (1u << 18)
+#define ST_MAX_DEPTH 8
 #define ST_NO_OFF EXPERT_NO_OFFSET
 #define ST_NO_SEC EXPERT_NO_SECTION
 /* Tensor names quoted in messages are cut to keep the message readable. */
@@ -260,6 +265,12 @@ static expert_status parse_common(const void *data, size_t size, int full,
                             "safetensors: header length %llu runs past the %zu bytes given",
                             (unsigned long long)n, size);
 
+    int scan = xp_json_prescan((const char *)p + 8, (size_t)n, ST_MAX_ITEMS, ST_MAX_DEPTH);
+    if (scan != 0)
+        return xp_set_error(err, scan == XP_JSON_TOO_MANY ? EXPERT_E_LIMIT_EXCEEDED : EXPERT_E_BAD_SAFETENSORS,
+                            8, ST_NO_SEC, "safetensors: header JSON %s",
+                            scan == XP_JSON_TOO_MANY ? "holds more than 262144 values and keys"
+                                                     : "nests deeper than 8");
     json_error_t jerr;
 #ifdef XP_HAVE_ALLOC_FAILURES
     unsigned long alloc_failures = xp_alloc_failures();

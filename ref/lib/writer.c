@@ -293,7 +293,7 @@ expert_status expert_writer_set_metadata(expert_writer *w, const char *json, siz
     if (length < 2 || length > XP_MAX_METADATA)
         return FAIL(EXPERT_E_LIMIT_EXCEEDED, "metadata is %zu bytes (limit %u)", length, XP_MAX_METADATA);
     xp_metadata *m = NULL;
-    XP_TRY(xp_metadata_parse(json, length, &m, EXPERT_NO_OFFSET, err));
+    XP_TRY(xp_metadata_parse(json, length, EXPERT_DEFAULT_MAX_METADATA_ITEMS, &m, EXPERT_NO_OFFSET, err));
     uint32_t modules = xp_metadata_module_count(m);
     xp_metadata_free(m);
     size_t cap = ZSTD_compressBound(length);
@@ -662,7 +662,7 @@ expert_status expert_sign_file(const char *path, const expert_private_key *key, 
     if (path == NULL || key == NULL)
         return FAIL(EXPERT_E_INVALID_ARGUMENT, "path and key are required");
     expert_reader *r = NULL;
-    expert_open_options o = {EXPERT_OPEN_NO_MMAP, 1};
+    expert_open_options o = {.flags = EXPERT_OPEN_NO_MMAP, .threads = 1};
     XP_TRY(expert_open(path, &o, &r, err)); /* v2 only: a v1 tar.gz is BAD_MAGIC */
     expert_header_info h;
     expert_header(r, &h);

@@ -612,7 +612,7 @@ expert_status open_mem(const uint8_t *p, size_t n, unsigned threads, void **mem,
     *r = NULL;
     if (!*mem)
         return EXPERT_E_NOMEM;
-    expert_open_options o = {0, threads};
+    expert_open_options o = {.flags = 0, .threads = threads};
     expert_status st = expert_open_memory(*mem, n, &o, r, err);
     if (st != EXPERT_OK) {
         free(*mem);

@@ -208,7 +208,7 @@ static void test_threaded_reader(void **state)
     /* the reader's own decode/verify threads under concurrent callers */
     expert_reader *r = NULL;
     expert_error e;
-    expert_open_options o = {EXPERT_OPEN_NO_MMAP, 4};
+    expert_open_options o = {.flags = EXPERT_OPEN_NO_MMAP, .threads = 4};
     assert_int_equal(expert_open(g_path, &o, &r, &e), EXPERT_OK);
     hammer(r, -1, EXPERT_OK, EXPERT_OK);
     expert_close(r);
@@ -233,7 +233,7 @@ static void test_corrupt_section(void **state)
     expert_close(r);
     /* same with a compressed section and the reader's own threads */
     memcpy(img, g_img, g_img_n);
-    expert_open_options o = {0, 3};
+    expert_open_options o = {.flags = 0, .threads = 3};
     assert_int_equal(expert_open_memory(img, g_img_n, &o, &r, &e), EXPERT_OK);
     victim = 7; /* zstd */
     assert_int_equal(expert_section(r, (uint32_t)victim, &si), EXPERT_OK);

@@ -200,7 +200,7 @@ static void struct_fail(const cbuf *b, const expert_status *allowed, size_t nall
     char *path = path_join(g_dir, "crafted.expert");
     assert_int_equal(file_save(path, b->p, b->n), 0);
     for (int k = 0; k < 2; k++) {
-        expert_open_options o = {k ? EXPERT_OPEN_NO_MMAP : 0, 1};
+        expert_open_options o = {.flags = k ? EXPERT_OPEN_NO_MMAP : 0, .threads = 1};
         expert_error e2;
         expert_status s2 = expert_open(path, &o, &r, &e2);
         if (s2 == EXPERT_OK) {

@@ -437,7 +437,7 @@ static expert_status sc_open_threads(void)
 {
     expert_reader *r = NULL;
     expert_error e;
-    expert_open_options o = {0, 4};
+    expert_open_options o = {.flags = 0, .threads = 4};
     expert_status s = expert_open_memory(g_img, g_img_n, &o, &r, &e);
     if (s == EXPERT_OK)
         s = read_everything(r, g_pubkey);
@@ -460,7 +460,7 @@ static expert_status sc_open_file_nommap(void)
 {
     expert_reader *r = NULL;
     expert_error e;
-    expert_open_options o = {EXPERT_OPEN_NO_MMAP, 1};
+    expert_open_options o = {.flags = EXPERT_OPEN_NO_MMAP, .threads = 1};
     expert_status s = expert_open(g_file, &o, &r, &e);
     if (s == EXPERT_OK)
         s = read_everything(r, NULL);
@@ -522,7 +522,7 @@ static expert_status sc_v1_file(void)
 {
     expert_reader *r = NULL;
     expert_error e;
-    expert_open_options o = {EXPERT_OPEN_V1, 0};
+    expert_open_options o = {.flags = EXPERT_OPEN_V1, .threads = 0};
     expert_status s = expert_open(g_targz_path, &o, &r, &e);
     if (s == EXPERT_OK)
         s = read_everything(r, NULL);
@@ -824,7 +824,7 @@ static void test_io_short_writes(void **state)
     expert_reader *r = NULL;
     expert_error e;
     /* short reads in the read() fallback */
-    expert_open_options o = {EXPERT_OPEN_NO_MMAP, 1};
+    expert_open_options o = {.flags = EXPERT_OPEN_NO_MMAP, .threads = 1};
     io_reset();
     io.mode = IO_SHORT;
     atomic_store(&io.armed, 1);
@@ -846,7 +846,7 @@ static void test_mmap_refused(void **state)
     for (int how = 0; how < 2; how++) {
         expert_reader *r = NULL;
         expert_error e;
-        expert_open_options o = {how ? EXPERT_OPEN_NO_MMAP : 0, 1};
+        expert_open_options o = {.flags = how ? EXPERT_OPEN_NO_MMAP : 0, .threads = 1};
         io_reset();
         io.refuse_mmap = 1;
         atomic_store(&io.armed, 1);

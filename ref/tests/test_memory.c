@@ -49,6 +49,7 @@
  * a shared machine); scenarios that really decode hundreds of MiB get more. */
 #define BUDGET_S 2.0
 #define BUDGET_WORK_S 30.0
+#define SPEC_MAX_DECODED (UINT64_C(1) << 36) /* the spec's ceiling, over the library default */
 
 static char *g_dir;
 static uint8_t *g_frame64; /* zstd frame of 2^26 zero bytes (content size present) */
@@ -221,6 +222,7 @@ typedef struct img {
     size_t buf;      /* caller buffer for expert_read, 0: none */
     uint32_t section;
     int full;
+    uint64_t max_decoded; /* 0: the library default */
 } img;
 
 static expert_status sc_open_verify(void *arg)
@@ -228,7 +230,7 @@ static expert_status sc_open_verify(void *arg)
     img *a = arg;
     expert_reader *r = NULL;
     expert_error e;
-    expert_open_options o = {0, a->threads};
+    expert_open_options o = {.flags = 0, .threads = a->threads, .max_decoded_bytes = a->max_decoded};
     expert_status s = expert_open_memory(a->p, a->n, &o, &r, &e);
     if (s != EXPERT_OK)
         return s;
@@ -270,7 +272,7 @@ static void test_valid_1gib_section(void **state)
     cbuf out;
     assert_int_equal(craft_serialize(&m, &out), 0);
     craft_model_free(&m);
-    img a = {out.p, out.n, 1, 0, 0, 1};
+    img a = {out.p, out.n, 1, 0, 0, 1, 0};
     long g;
     expert_status r = in_child(sc_open_verify, &a, &g);
     long bound = 3 * 64 * MiB + SLACK;
@@ -333,13 +335,20 @@ static void test_huge_claims(void **state)
     assert_int_equal(craft_serialize(&m, &out), 0);
     craft_model_free(&m);
     /* SIZE_MISMATCH at access, found before reading any frame */
-    img a = {out.p, out.n, 1, 0, 0, 1};
+    img a = {out.p, out.n, 1, 0, 0, 1, SPEC_MAX_DECODED};
     long g;
     expert_status r = in_child(sc_open_verify, &a, &g);
     long bound = 3 * 64 * MiB + SLACK;
     record("16 sections x 4 GiB claimed (2^36), full validation", 65536, bound, g, r, 0, BUDGET_S);
     assert_true(r == EXPERT_E_SIZE_MISMATCH || r == EXPERT_E_DECODE_FAILED);
     assert_true(g * 1024 <= bound);
+    /* with the default decoded-bytes ceiling (1 GiB) the claim is refused
+     * before any frame is touched */
+    a.max_decoded = 0;
+    r = in_child(sc_open_verify, &a, &g);
+    record("same, default max_decoded_bytes", 65536, SLACK, g, r, 0, BUDGET_S);
+    assert_int_equal(r, EXPERT_E_LIMIT_EXCEEDED);
+    assert_true(g * 1024 <= SLACK);
     cbuf_free(&out);
 
     /* one section of 64 KiB declared whose single frame is a 64 MiB bomb */
@@ -354,7 +363,7 @@ static void test_huge_claims(void **state)
     wr64(m2.sec[0].entry + T_DIMS, 1u << 16);
     assert_int_equal(craft_serialize(&m2, &out), 0);
     craft_model_free(&m2);
-    img b = {out.p, out.n, 1, 1u << 16, 0, 1};
+    img b = {out.p, out.n, 1, 1u << 16, 0, 1, 0};
     r = in_child(sc_open_verify, &b, &g);
     record("64 KiB section whose frame decodes to 64 MiB (zstd bomb)", 64, SLACK, g, r, 0, BUDGET_S);
     assert_int_equal(r, EXPERT_E_DECODE_FAILED);
@@ -398,7 +407,7 @@ static void test_stop_at_first_failure(void **state)
     cbuf out;
     assert_int_equal(craft_serialize(&m, &out), 0);
     craft_model_free(&m);
-    img a = {out.p, out.n, 1, 0, 0, 1};
+    img a = {out.p, out.n, 1, 0, 0, 1, SPEC_MAX_DECODED};
     long g;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -439,7 +448,7 @@ static void test_metadata_bomb(void **state)
         cbuf out;
         assert_int_equal(craft_serialize(&m, &out), 0);
         craft_model_free(&m);
-        img a = {out.p, out.n, 1, 0, 0, 1};
+        img a = {out.p, out.n, 1, 0, 0, 1, 0};
         long g;
         expert_status r = in_child(sc_open_verify, &a, &g);
         long bound = 16 * MiB + SLACK;
@@ -504,7 +513,7 @@ static void test_csr_claims(void **state)
     cbuf out;
     assert_int_equal(craft_serialize(&m, &out), 0);
     craft_model_free(&m);
-    img a = {out.p, out.n, 1, 0, 0, 1};
+    img a = {out.p, out.n, 1, 0, 0, 1, 0};
     long g;
     expert_status r = in_child(sc_open_verify, &a, &g);
     long bound = 3 * 64 * MiB + SLACK;
@@ -592,6 +601,169 @@ static void test_v1_bomb(void **state)
         assert_true(g * 1024 <= bound);
         free(gz);
     }
+}
+
+/* ------------------------------------------------ metadata item bombs */
+
+/* A valid header whose metadata is 16 MiB of `unit` repeated inside an
+ * array member: a frame of a few KB that a tree parser would turn into
+ * millions of nodes. */
+static void metadata_items_file(const char *unit, size_t units, cbuf *out)
+{
+    static const char data[] = "xyz";
+    tsec s[1];
+    memset(s, 0, sizeof s);
+    s[0].d = (expert_section_desc){"a.bin", 0, EXPERT_SECTION_FILE, EXPERT_CODEC_RAW, EXPERT_DTYPE_BYTES, 1, 0,
+                                   EXPERT_LAYER_NONE, EXPERT_MODULE_NONE, {3, 0, 0, 0}};
+    s[0].data = data;
+    s[0].len = 3;
+    const char *head = "{\"format\":\"expert-v2\",\"name\":\"t\",\"version\":\"1\",\"modules\":[],\"x\":[";
+    size_t ul = strlen(unit), hl = strlen(head), n = hl + units * ul + 2;
+    char *json = malloc(n);
+    assert_non_null(json);
+    memcpy(json, head, hl);
+    for (size_t i = 0; i < units; i++)
+        memcpy(json + hl + i * ul, unit, ul);
+    memcpy(json + n - 3, "]}", 2); /* the last unit's ',' becomes ']' */
+    json[n - 1] = '}';
+    json[n - 3] = ']';
+    json[n - 2] = '}';
+    n--;
+    craft_model m;
+    base_model(&m, META_MIN, s, 1);
+    assert_int_equal(craft_set_metadata(&m, json, n), 0);
+    free(json);
+    assert_int_equal(craft_serialize(&m, out), 0);
+    craft_model_free(&m);
+}
+
+static void test_metadata_items(void **state)
+{
+    (void)state;
+    struct {
+        const char *unit, *title;
+        size_t units;
+        expert_status want;
+    } cases[] = {
+        {"{},", "metadata of 16 MiB of '{},' (5.6 million objects)", (16 * (size_t)MiB - 80) / 3,
+         EXPERT_E_LIMIT_EXCEEDED},
+        {"[],", "metadata of 16 MiB of '[],' (5.6 million arrays)", (16 * (size_t)MiB - 80) / 3,
+         EXPERT_E_LIMIT_EXCEEDED},
+        {"{},", "metadata of 500,000 x '{},' (just under the item limit)", 500000, EXPERT_OK},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        cbuf out;
+        metadata_items_file(cases[k].unit, cases[k].units, &out);
+        img a = {out.p, out.n, 1, 0, 0, 0, 0};
+        long g;
+        expert_status r = in_child(sc_open_verify, &a, &g);
+        long bound = 256 * MiB;
+        record(cases[k].title, 16, bound, g, r, 0, BUDGET_S);
+        assert_int_equal(r, cases[k].want);
+        assert_true(g * 1024 <= bound);
+        cbuf_free(&out);
+    }
+}
+
+/* ------------------------------------------- declared-size amplification */
+
+typedef struct stream_arg {
+    img im;
+    int how; /* 0 access validation, 1 expert_read_stream, 2 expert_file_write */
+    uint64_t got;
+} stream_arg;
+
+static expert_status count_sink(void *user, uint32_t section, const void *data, size_t length,
+                                expert_error *err)
+{
+    (void)section;
+    (void)data;
+    (void)err;
+    *(uint64_t *)user += length;
+    return EXPERT_OK;
+}
+
+static expert_status sc_stream(void *arg)
+{
+    stream_arg *a = arg;
+    expert_reader *r = NULL;
+    expert_error e;
+    expert_open_options o = {.flags = 0, .threads = 1, .max_decoded_bytes = a->im.max_decoded};
+    expert_status s = expert_open_memory(a->im.p, a->im.n, &o, &r, &e);
+    uint64_t got = 0;
+    if (s == EXPERT_OK)
+        s = a->how == 0   ? expert_verify_access(r, &e)
+            : a->how == 1 ? expert_read_stream(r, 0, count_sink, &got, 0, &e)
+                          : expert_file_write(r, 0, count_sink, &got, &e);
+    expert_close(r);
+    /* the child reports through its status only: fold "all bytes seen" in */
+    if (s == EXPERT_OK && got != 0 && got != ((uint64_t)1 << 30))
+        s = EXPERT_E_SIZE_MISMATCH;
+    return s;
+}
+
+/* One FILE section of 64 MiB zstd frames of zeros, declaring `frames` x
+ * 64 MiB decoded (the digest right when with_sha). */
+static void zero_file(unsigned frames, int with_sha, cbuf *out)
+{
+    static const char data[] = "xyz";
+    tsec s[1];
+    memset(s, 0, sizeof s);
+    s[0].d = (expert_section_desc){"zeros.bin", 0, EXPERT_SECTION_FILE, EXPERT_CODEC_ZSTD, EXPERT_DTYPE_BYTES,
+                                   1, 0, EXPERT_LAYER_NONE, EXPERT_MODULE_NONE, {3, 0, 0, 0}};
+    s[0].data = data;
+    s[0].len = 3;
+    craft_model m;
+    base_model(&m, META_MIN, s, 1);
+    uint64_t D = (uint64_t)frames << 26;
+    cbuf st;
+    zero_frames(&st, frames);
+    assert_int_equal(craft_set_section_data(&m, 0, st.p, st.n), 0);
+    cbuf_free(&st);
+    uint8_t *e = m.sec[0].entry;
+    wr32(e + T_FRAME, 1u << 26);
+    wr64(e + T_DECODED, D);
+    wr64(e + T_DIMS, D);
+    if (with_sha)
+        sha_zeros(D, e + T_SHA);
+    else
+        memset(e + T_SHA, 0x5a, 32);
+    assert_int_equal(craft_serialize(&m, out), 0);
+    craft_model_free(&m);
+}
+
+static void test_declared_amplification(void **state)
+{
+    (void)state;
+    static const char *const how[3] = {"access validation", "expert_read_stream (get)",
+                                       "expert_file_write (extract)"};
+    char title[96];
+    long g;
+    /* a small file declaring 4 GiB: refused before decoding, whatever the path */
+    cbuf big;
+    zero_file(64, 0, &big);
+    for (int k = 0; k < 3; k++) {
+        stream_arg a = {{big.p, big.n, 1, 0, 0, 0, 0}, k, 0};
+        expert_status r = in_child(sc_stream, &a, &g);
+        snprintf(title, sizeof title, "%zu KiB file, one 4 GiB FILE section: %s", big.n / 1024, how[k]);
+        record(title, 4096, SLACK, g, r, 0, BUDGET_S);
+        assert_int_equal(r, EXPERT_E_LIMIT_EXCEEDED);
+        assert_true(g * 1024 <= SLACK);
+    }
+    cbuf_free(&big);
+    /* 1 GiB declared and really there: every path streams it a frame at a time */
+    cbuf gib;
+    zero_file(16, 1, &gib);
+    for (int k = 0; k < 3; k++) {
+        stream_arg a = {{gib.p, gib.n, 1, 0, 0, 0, 0}, k, 0};
+        expert_status r = in_child(sc_stream, &a, &g);
+        snprintf(title, sizeof title, "valid 1 GiB FILE section (64 MiB frames): %s", how[k]);
+        long bound = 3 * 64 * MiB + SLACK;
+        record(title, 1024, bound, g, r, 0, BUDGET_WORK_S);
+        assert_int_equal(r, EXPERT_OK);
+        assert_true(g * 1024 <= bound);
+    }
+    cbuf_free(&gib);
 }
 
 /* ------------------------------------------------ name-index flooding */
@@ -754,6 +926,8 @@ int main(void)
         cmocka_unit_test(test_metadata_bomb),
         cmocka_unit_test(test_csr_claims),
         cmocka_unit_test(test_v1_bomb),
+        cmocka_unit_test(test_metadata_items),
+        cmocka_unit_test(test_declared_amplification),
         cmocka_unit_test(test_name_flood),
         cmocka_unit_test(test_report),
     };

@@ -343,7 +343,7 @@ static void run_combo(const char *dir, uint8_t codec, uint8_t dt, uint32_t align
     for (unsigned t = 1; t <= 4; t += 3) {
         expert_error err;
         expert_reader *r = NULL;
-        expert_open_options o = {0, t};
+        expert_open_options o = {.flags = 0, .threads = t};
         CHECK_OK(expert_open(path, &o, &r, &err));
         check_reader(r, &f, align, fsize, 1, t == 1, t == 1 ? "mmap t1" : "mmap t4");
         expert_close(r);
@@ -498,7 +498,7 @@ static void test_concurrent_reads(void **state)
     CHECK_OK(write_expert(path, &wo, META_RT, f.s, NSEC, NULL));
     expert_reader *r = NULL;
     expert_error err;
-    expert_open_options o = {0, 2};
+    expert_open_options o = {.flags = 0, .threads = 2};
     CHECK_OK(expert_open(path, &o, &r, &err));
     pthread_t th[4];
     thr_arg a[4];
@@ -572,7 +572,7 @@ static void test_spec_example(void **state)
         expert_reader *r = NULL;
         expert_error err;
         void *mem = NULL;
-        expert_open_options o = {mode == 1 ? EXPERT_OPEN_NO_MMAP : 0, 1};
+        expert_open_options o = {.flags = mode == 1 ? EXPERT_OPEN_NO_MMAP : 0, .threads = 1};
         if (mode == 2)
             CHECK_OK(open_mem(img.p, img.n, 1, &mem, &r, &err));
         else

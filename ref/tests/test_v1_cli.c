@@ -429,7 +429,7 @@ static void same_package(const char *a_path, const char *b_path)
 {
     expert_reader *a = NULL, *b = NULL;
     expert_error e;
-    expert_open_options v2 = {EXPERT_OPEN_V2_ONLY, 0};
+    expert_open_options v2 = {.flags = EXPERT_OPEN_V2_ONLY, .threads = 0};
     assert_int_equal(expert_open(a_path, &v2, &a, &e), EXPERT_OK);
     assert_int_equal(expert_open(b_path, &v2, &b, &e), EXPERT_OK);
     assert_int_equal(expert_section_count(a), expert_section_count(b));

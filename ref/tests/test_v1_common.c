@@ -547,7 +547,7 @@ int dir_entries(const char *dir)
     return n;
 }
 
-const expert_open_options k_open_any = {EXPERT_OPEN_V1, 0};
+const expert_open_options k_open_any = {.flags = EXPERT_OPEN_V1, .threads = 0};
 
 expert_status open_v1_mem(const uint8_t *p, size_t n, const expert_v1_options *o,
                           expert_reader **r, expert_error *e)

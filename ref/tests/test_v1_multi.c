@@ -88,7 +88,7 @@ static void *worker(void *arg)
         int j = (id + round) % N_EXPERTS;
         expert_reader *own = NULL;
         expert_error e;
-        expert_open_options oo = {EXPERT_OPEN_V1, 2};
+        expert_open_options oo = {.flags = EXPERT_OPEN_V1, .threads = 2};
         if (expert_open(g_x[j].path, &oo, &own, &e) != EXPERT_OK ||
             expert_reader_source_format(own) != g_x[j].format) {
             atomic_fetch_add(&g_bad, 1);
@@ -130,7 +130,7 @@ static void test_mixed_experts_threads(void **state)
             free(v1);
             x->format = 2;
         }
-        expert_open_options oo = {EXPERT_OPEN_V1, 2};
+        expert_open_options oo = {.flags = EXPERT_OPEN_V1, .threads = 2};
         if (i == 4) /* one shared v1 reader straight from memory */
             assert_int_equal(expert_open_memory(tgz, n, &oo, &x->r, &e), EXPERT_OK);
         else
