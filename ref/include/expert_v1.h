@@ -44,7 +44,7 @@ extern "C" {
 
 /* ------------------------------------------------------------- opening */
 
-#define EXPERT_V1_DEFAULT_MAX_TOTAL (UINT64_C(1) << 30)  /* 1 GiB decompressed tar stream */
+#define EXPERT_V1_DEFAULT_MAX_TOTAL (UINT64_C(1) << 30)  /* 1 GiB: tar stream, and memory held */
 #define EXPERT_V1_DEFAULT_MAX_ENTRY (UINT64_C(1) << 30)  /* 1 GiB per entry */
 #define EXPERT_V1_DEFAULT_MAX_ENTRIES 4096u
 
@@ -57,7 +57,10 @@ enum {
 };
 
 typedef struct expert_v1_options {
-    uint64_t max_total_bytes; /* decompressed tar stream (entries + tar headers); 0 = default */
+    /* Memory the v1 reader may hold, and the decompressed tar stream
+     * (entries + tar headers): the entries are held twice while the v2 image
+     * is built from them, so their sum may reach half of this. 0 = default. */
+    uint64_t max_total_bytes;
     uint64_t max_entry_bytes; /* one entry; 0 = default */
     uint32_t max_entries;     /* 0 = default */
     uint32_t flags;           /* EXPERT_V1_* */

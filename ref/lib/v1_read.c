@@ -492,6 +492,19 @@ static expert_status read_archive(gz_src *g, const expert_v1_options *o, v1_load
             xp_free(name);
             goto done;
         }
+        /* The entries are held until the v2 image is built from them, and
+         * the image holds them again (raw codec): count both, before the
+         * entry is read, so peak memory stays within the limit. */
+        if (l->total + size > o->max_total_bytes / 2) {
+            s = FAIL(EXPERT_E_BAD_ARCHIVE,
+                     "entry '%s' (%llu bytes) would take the package past its memory limit: "
+                     "%llu bytes of entries, held twice while the v2 image is built, over %llu "
+                     "(max_total_bytes)",
+                     name, (unsigned long long)size, (unsigned long long)(l->total + size),
+                     (unsigned long long)o->max_total_bytes);
+            xp_free(name);
+            goto done;
+        }
         if (l->count >= o->max_entries) {
             s = FAIL(EXPERT_E_BAD_ARCHIVE, "more than %u entries", o->max_entries);
             xp_free(name);
