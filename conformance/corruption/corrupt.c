@@ -32,6 +32,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -61,8 +62,8 @@ enum { ST_PENDING, ST_DONE, ST_CRASH, ST_HANG, ST_NA };
 enum { V_OK, V_ALT, V_WRONG, V_MISSED, V_FALSE_REJECT, V_N };
 
 typedef struct result {
-    uint8_t state, verdict, exp_level, got_level, got_class, known;
-    uint16_t pad;
+    uint8_t state, verdict, exp_level, got_level, got_class, known, over_rss;
+    uint16_t rss_mb; /* the worker's peak RSS growth, in MiB, once this mutation ran */
     float ms;
 } result;
 
@@ -78,12 +79,21 @@ static shm_hdr *g_shm;
 static const edit *g_edit_tab;
 static size_t g_nedit;
 static FILE *g_anom;
+static long g_worker_base_kb; /* ru_maxrss of a worker when it starts */
+
+/* What the spec lets a valid file need: full validation holds up to three
+ * frames of at most 64 MiB (frame, scratch, and the access-level read of a
+ * one-frame section), plus 64 MiB for the section a caller reads whole and
+ * allocator/sanitizer slack. Over it, a mutation is a resource finding. */
+#define CASE_RSS_MB (3 * 64 + 64 + 128)
 
 static struct {
     const char *gen, *cli, *vectors, *json_out, *md_out, *known, *only;
     double timeout;
+    double case_seconds; /* per-mutation budgets: resources are findings */
+    long case_rss_mb;
     int exhaustive, quick, verbose;
-} cfg = {.timeout = 30.0};
+} cfg = {.timeout = 30.0, .case_seconds = 5.0, .case_rss_mb = CASE_RSS_MB};
 
 static int64_t now_ms(void)
 {
@@ -467,6 +477,16 @@ static void run_one(size_t idx)
     else
         res->verdict = V_WRONG;
     res->ms = (float)(now_ms() - t0);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    long growth = (ru.ru_maxrss - g_worker_base_kb) / 1024;
+    res->rss_mb = (uint16_t)(growth < 0 ? 0 : growth > 65535 ? 65535 : growth);
+    if (g_anom && (res->ms > cfg.case_seconds * 1000.0 || res->rss_mb > cfg.case_rss_mb)) {
+        char key_s[512];
+        mut_key(m, key_s, sizeof key_s);
+        fprintf(g_anom, "%s\tOVER_BUDGET\t%.0f ms, peak RSS growth %u MiB\n", key_s, res->ms, res->rss_mb);
+        fflush(g_anom);
+    }
     if (res->verdict >= V_WRONG && g_anom) {
         char key_s[512], exp_s[256];
         mut_key(m, key_s, sizeof key_s);
@@ -480,8 +500,13 @@ static void run_one(size_t idx)
     }
 }
 
+#define WORKER_RESTART 3 /* a worker's exit status: "start a fresh one after the current mutation" */
+
 static void child_main(size_t start)
 {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    g_worker_base_kb = ru.ru_maxrss;
     /* self-test of the crash and hang accounting: CORRUPT_SELFTEST_CRASH=i
      * and CORRUPT_SELFTEST_HANG=j make mutation i crash and j hang */
     const char *sc = getenv("CORRUPT_SELFTEST_CRASH"), *sh = getenv("CORRUPT_SELFTEST_HANG");
@@ -499,6 +524,12 @@ static void child_main(size_t start)
         run_one(i);
         if (g_res[i].state == ST_PENDING)
             g_res[i].state = ST_DONE;
+        if (g_res[i].rss_mb > cfg.case_rss_mb) {
+            g_res[i].over_rss = 1;
+            g_shm->current = (int64_t)i + 1;
+            free(g_buf);
+            exit(WORKER_RESTART);
+        }
     }
     g_shm->current = (int64_t)g_nmuts;
     free(g_buf);
@@ -543,6 +574,10 @@ static void run_all(void)
         }
         {
             int64_t cur = g_shm->current;
+            if (WIFEXITED(status) && WEXITSTATUS(status) == WORKER_RESTART) {
+                start = (size_t)cur;
+                goto next;
+            }
             if (cur >= (int64_t)g_nmuts) {
                 if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
                     fprintf(stderr, "corrupt: worker finished with status 0x%x (leak report above?)\n", status);
@@ -609,6 +644,7 @@ static int is_known(const mut *m)
 typedef struct row {
     char name[160];
     long tried, v[V_N], crash, hang, known, at[5], structural_need, structural_ok;
+    long over_time, over_rss, max_rss_mb;
     double ms, max_ms;
 } row;
 
@@ -654,6 +690,14 @@ static void row_add(row *r, const mut *m, const result *s)
     r->ms += s->ms;
     if (s->ms > r->max_ms)
         r->max_ms = s->ms;
+    if (s->state == ST_DONE) {
+        /* the worker's peak only grows: the mutation that pushes it past the
+         * budget is the one counted, and a fresh worker goes on after it */
+        r->over_time += s->ms > cfg.case_seconds * 1000.0;
+        r->over_rss += s->over_rss;
+        if (s->rss_mb > r->max_rss_mb)
+            r->max_rss_mb = s->rss_mb;
+    }
 }
 
 static void md_rows(FILE *f, row *rows, size_t n, const char *first_col)
@@ -700,7 +744,8 @@ static int report(double seconds)
         row_add(row_get(&bases, &nbases, g.bases[m->base].name), m, s);
         row_add(&total, m, s);
     }
-    long bad = total.v[V_WRONG] + total.v[V_MISSED] + total.v[V_FALSE_REJECT] + total.crash + total.hang;
+    long bad = total.v[V_WRONG] + total.v[V_MISSED] + total.v[V_FALSE_REJECT] + total.crash + total.hang +
+               total.over_time + total.over_rss;
     long stale = 0;
     for (int i = 0; i < g_nknown; i++)
         stale += g_known[i].hits == 0;
@@ -715,6 +760,10 @@ static int report(double seconds)
                     (size_t)g.nbases, total.tried, na, seconds);
             fprintf(f, "| requirement | result |\n|---|---|\n");
             fprintf(f, "| crashes | %ld |\n| hangs (watchdog %.0f s) | %ld |\n", total.crash, cfg.timeout, total.hang);
+            fprintf(f, "| mutations over the time budget (%.0f s each; slowest %.0f ms) | %ld |\n", cfg.case_seconds,
+                    total.max_ms, total.over_time);
+            fprintf(f, "| mutations over the memory budget (%ld MiB of a worker's peak RSS growth, an upper bound per mutation; largest %ld MiB) | %ld |\n",
+                    cfg.case_rss_mb, total.max_rss_mb, total.over_rss);
             fprintf(f, "| missed at full validation | %ld |\n", total.v[V_MISSED]);
             fprintf(f, "| header/TOC/index/metadata/strings mutations caught structurally | %ld / %ld |\n",
                     total.structural_ok, total.structural_need);
@@ -745,19 +794,24 @@ static int report(double seconds)
             fprintf(f, "{\"bases\":%d,\"tried\":%ld,\"as_expected\":%ld,\"alternative\":%ld,"
                        "\"wrong\":%ld,\"missed\":%ld,\"false_reject\":%ld,\"known\":%ld,"
                        "\"crashed\":%ld,\"hung\":%ld,\"structural_need\":%ld,\"structural_ok\":%ld,"
-                       "\"at_S\":%ld,\"at_A\":%ld,\"at_F\":%ld,\"at_K\":%ld,\"seconds\":%.1f}\n",
+                       "\"at_S\":%ld,\"at_A\":%ld,\"at_F\":%ld,\"at_K\":%ld,\"seconds\":%.1f,"
+                       "\"case_seconds_budget\":%.1f,\"case_rss_mb_budget\":%ld,\"over_time\":%ld,"
+                       "\"over_rss\":%ld,\"max_case_ms\":%.1f,\"max_case_rss_mb\":%ld}\n",
                     g.nbases, total.tried, total.v[V_OK], total.v[V_ALT], total.v[V_WRONG],
                     total.v[V_MISSED], total.v[V_FALSE_REJECT], total.known, total.crash, total.hang,
                     total.structural_need, total.structural_ok, total.at[LV_S], total.at[LV_A],
-                    total.at[LV_F], total.at[LV_K], seconds);
+                    total.at[LV_F], total.at[LV_K], seconds, cfg.case_seconds, cfg.case_rss_mb,
+                    total.over_time, total.over_rss, total.max_ms, total.max_rss_mb);
             fclose(f);
         }
     }
     printf("corruption suite: %d bases, %ld mutations, %.1f s\n", g.nbases, total.tried, seconds);
     printf("  as expected %ld (+%ld accepted alternative), wrong %ld, missed %ld, false rejections %ld,"
-           " known %ld, crashed %ld, hung %ld\n",
+           " known %ld, crashed %ld, hung %ld\n"
+           "  over budget: %ld in time (> %.0f s), %ld in memory (> %ld MiB); slowest %.0f ms, largest %ld MiB\n",
            total.v[V_OK], total.v[V_ALT], total.v[V_WRONG], total.v[V_MISSED], total.v[V_FALSE_REJECT],
-           total.known, total.crash, total.hang);
+           total.known, total.crash, total.hang, total.over_time, cfg.case_seconds, total.over_rss,
+           cfg.case_rss_mb, total.max_ms, total.max_rss_mb);
     printf("  caught at S %ld, A %ld, F %ld, K %ld; structure mutations caught structurally %ld/%ld\n",
            total.at[LV_S], total.at[LV_A], total.at[LV_F], total.at[LV_K], total.structural_ok,
            total.structural_need);
@@ -777,6 +831,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: corrupt [--gen EXPERT-GEN-SAMPLE --cli EXPERT-CLI] [--vectors DIR]\n"
             "               [--md OUT.md] [--json OUT.json] [--known FILE] [--timeout S]\n"
+            "               [--case-seconds S] [--case-rss-mb M]\n"
             "               [--outdir DIR] [--save-bases DIR] [--exhaustive] [--quick] [--only PATTERN] [--anomalies FILE]\n");
     exit(64);
 }
@@ -804,6 +859,8 @@ int main(int argc, char **argv)
         else if (OPT("--json")) cfg.json_out = v;
         else if (OPT("--known")) cfg.known = v;
         else if (OPT("--timeout")) cfg.timeout = atof(v);
+        else if (OPT("--case-seconds")) cfg.case_seconds = atof(v);
+        else if (OPT("--case-rss-mb")) cfg.case_rss_mb = atol(v);
         else if (OPT("--only")) cfg.only = v;
         else if (OPT("--anomalies")) anom = v;
         else if (OPT("--outdir")) outdir = v;

@@ -96,7 +96,10 @@ def main():
                    f"**{c['missed']} missed at full validation, {c['crashed']} crashed, {c['hung']} hung**; "
                    f"caught at structural {c['at_S']}, access {c['at_A']}, full {c['at_F']}, full+key {c['at_K']}; "
                    f"header/TOC/index/metadata/strings mutations caught structurally "
-                   f"{c['structural_ok']}/{c['structural_need']} |")
+                   f"{c['structural_ok']}/{c['structural_need']}"
+                   + (f"; over the per-mutation budgets ({c['case_seconds_budget']:.0f} s, "
+                      f"{c['case_rss_mb_budget']} MiB): {c['over_time']} in time, {c['over_rss']} in memory"
+                      if "over_time" in c else "") + " |")
     fz = os.path.join(a.fuzz, "reliability", "fuzz.json") if a.fuzz else find(a.build, "fuzz.json")
     fuzz = None
     if fz and os.path.exists(fz):
@@ -108,7 +111,11 @@ def main():
             secs = sum(v["seconds"] for v in fuzz.values())
             bad = [k for k, v in fuzz.items() if v["exit"] != 0]
             out.append(f"| fuzzing (libFuzzer, ASan+UBSan) | {len(fuzz)} targets, {total:,} executions in "
-                       f"{secs} s, " + ("**findings in: " + ", ".join(bad) + "**" if bad else "no crash, leak, "
+                       f"{secs} s" + (f" (-timeout={next(iter(fuzz.values()))['timeout_s']} "
+                                      f"-rss_limit_mb={next(iter(fuzz.values()))['rss_limit_mb']} "
+                                      f"-malloc_limit_mb={next(iter(fuzz.values()))['malloc_limit_mb']})"
+                                      if "timeout_s" in next(iter(fuzz.values()), {}) else "")
+                       + ", " + ("**findings in: " + ", ".join(bad) + "**" if bad else "no crash, leak, "
                        "timeout or OOM") + " |")
     fj = find(a.build, "faults.json")
     if fj:

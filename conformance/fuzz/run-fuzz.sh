@@ -16,6 +16,13 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 SECONDS_PER_TARGET=20
 BUILD=build-fuzz
+# Resources are findings: an input that takes more than TIMEOUT_S seconds,
+# or more memory than the library's bounds allow (3 threads x 2 frames of at
+# most 64 MiB, the 16 MiB metadata, the 16 MiB v1 limit of fuzz_v1, plus the
+# sanitizers' shadow and quarantine), fails the run like a crash.
+TIMEOUT_S=5
+RSS_LIMIT_MB=1536
+MALLOC_LIMIT_MB=256
 TARGETS="open verify metadata safetensors v1 decode"
 while (($#)); do
   case $1 in
@@ -75,8 +82,8 @@ for t in $TARGETS; do
   mkdir -p "$work" "$SEEDS/$t"
   log=$BUILD/fuzz-$t.log
   echo "== fuzz $t: ${SECONDS_PER_TARGET}s"
-  "$BUILD/conformance/fuzz/fuzz_$t" -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2560 \
-    -malloc_limit_mb=2048 -dict=conformance/fuzz/expert.dict -print_final_stats=1 \
+  "$BUILD/conformance/fuzz/fuzz_$t" -max_total_time="$SECONDS_PER_TARGET" -timeout="$TIMEOUT_S" \
+    -rss_limit_mb="$RSS_LIMIT_MB" -malloc_limit_mb="$MALLOC_LIMIT_MB" -dict=conformance/fuzz/expert.dict -print_final_stats=1 \
     -artifact_prefix="$BUILD/fuzz-artifacts/$t-" "$work" "conformance/fuzz/corpus/$t" "$SEEDS/$t" >"$log" 2>&1
   rc=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
@@ -87,7 +94,7 @@ for t in $TARGETS; do
     grep -E "ERROR|SUMMARY|invariant" "$log" | head -5
   fi
   echo "   ${execs:-0} executions, coverage ${cov:-?}"
-  stats+="\"$t\": {\"seconds\": $SECONDS_PER_TARGET, \"executions\": ${execs:-0}, \"coverage\": ${cov:-0}, \"exit\": $rc},"
+  stats+="\"$t\": {\"seconds\": $SECONDS_PER_TARGET, \"timeout_s\": $TIMEOUT_S, \"rss_limit_mb\": $RSS_LIMIT_MB, \"malloc_limit_mb\": $MALLOC_LIMIT_MB, \"executions\": ${execs:-0}, \"coverage\": ${cov:-0}, \"exit\": $rc},"
 done
 stats="${stats%,}}"
 echo "$stats" > "$BUILD/reliability/fuzz.json"
