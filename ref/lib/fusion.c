@@ -299,13 +299,50 @@ static double *row_buffer(size_t n, expert_error *err, expert_status *st)
 
 /* ---------------------------------------------------- (a) dense fusion */
 
-/* Shared body: mode 0 = merge (W := W'), 1 = delta (out := W' − W). */
+static expert_status all_finite(const float *p, uint64_t n, const char *what, expert_error *err)
+{
+    for (uint64_t i = 0; p != NULL && i < n; i++)
+        if (!isfinite(p[i]))
+            return FAIL(EXPERT_E_INVALID_ARGUMENT, "%s holds a non-finite value (%g) at element %llu",
+                        what, (double)p[i], (unsigned long long)i);
+    return EXPERT_OK;
+}
+
+/* A merged weight with an Inf or NaN is never what the caller wants (one
+ * Inf in a row makes DoRA's norm infinite and the whole row NaN), so every
+ * input is checked before anything is written. */
+static expert_status inputs_finite(const expert_adapter *a, const float *w_in, const float *bias,
+                                   expert_error *err)
+{
+    uint64_t out = a->out, in = a->in;
+    XP_TRY(all_finite(w_in, out * in, "the base weight", err));
+    XP_TRY(all_finite(bias, out, "the base bias", err));
+    switch (a->kind) {
+    case EXPERT_ADAPTER_LORA:
+    case EXPERT_ADAPTER_DORA:
+        XP_TRY(all_finite(a->A, a->r * in, "lora_A", err));
+        XP_TRY(all_finite(a->B, out * a->r, "lora_B", err));
+        return all_finite(a->magnitude, a->kind == EXPERT_ADAPTER_DORA ? out : 0, "the DoRA magnitude", err);
+    case EXPERT_ADAPTER_IA3:
+        return all_finite(a->l, a->feedforward ? in : out, "the IA3 vector", err);
+    default: /* OSD */
+        XP_TRY(all_finite(a->U, out * a->r, "OSD U", err));
+        XP_TRY(all_finite(a->S, a->r, "OSD S", err));
+        XP_TRY(all_finite(a->Vt, a->r * in, "OSD Vt", err));
+        return all_finite(a->sparse.values, a->sparse.nnz, "the OSD sparse values", err);
+    }
+}
+
+/* Shared body: mode 0 = merge (W := W'), 1 = delta (out := W' − W). Finite
+ * inputs can still overflow binary32 (|W'| > FLT_MAX): that row is refused
+ * before it is written, so W is then merged up to that row only. */
 static expert_status fuse(const expert_adapter *a, float *W, const float *Wc, float *bias,
                           float *delta, expert_error *err)
 {
     XP_TRY(expert_adapter_check(a, err));
     size_t out = (size_t)a->out, in = (size_t)a->in;
     const float *w_in = W != NULL ? W : Wc;
+    XP_TRY(inputs_finite(a, w_in, bias, err));
 
     if (a->kind == EXPERT_ADAPTER_IA3) {
         if (w_in == NULL)
@@ -340,8 +377,14 @@ static expert_status fuse(const expert_adapter *a, float *W, const float *Wc, fl
         else
             memset(v, 0, in * sizeof *v);
         add_delta_row(a, o, v);
+        double f = a->kind == EXPERT_ADAPTER_DORA ? dora_factor(a, o, v) : 1.0;
+        for (size_t i = 0; i < in; i++)
+            if (!isfinite((float)(f * v[i]))) {
+                xp_free(v);
+                return FAIL(EXPERT_E_INVALID_ARGUMENT,
+                            "the merged weight overflows binary32 at row %zu, column %zu", o, i);
+            }
         if (a->kind == EXPERT_ADAPTER_DORA) {
-            double f = dora_factor(a, o, v);
             for (size_t i = 0; i < in; i++) {
                 double m = f * v[i];
                 if (delta != NULL)

@@ -308,6 +308,30 @@ static void test_dora(void **state)
         assert_true(Wz[k] == 0.0f);
     /* DoRA needs the base weight for its delta */
     assert_int_equal(expert_adapter_delta(&a, NULL, Wz, &e), EXPERT_E_INVALID_ARGUMENT);
+
+    /* An Inf in the base would make the row's norm infinite and the merged
+     * row NaN: refused before anything is written. So are non-finite
+     * adapter values, and a result that overflows binary32. */
+    a.B = B;
+    memcpy(Wd, W, OUT * IN * sizeof *Wd);
+    Wd[3 * IN + 1] = INFINITY;
+    memcpy(Wl, Wd, OUT * IN * sizeof *Wl);
+    assert_int_equal(expert_adapter_merge(&a, Wd, NULL, &e), EXPERT_E_INVALID_ARGUMENT);
+    assert_non_null(strstr(e.message, "base weight"));
+    assert_memory_equal(Wd, Wl, OUT * IN * sizeof *Wd);
+    Wd[3 * IN + 1] = NAN;
+    assert_int_equal(expert_adapter_delta(&a, Wd, Wl, &e), EXPERT_E_INVALID_ARGUMENT);
+    memcpy(Wd, W, OUT * IN * sizeof *Wd);
+    A[5] = -INFINITY;
+    assert_int_equal(expert_adapter_merge(&a, Wd, NULL, &e), EXPERT_E_INVALID_ARGUMENT);
+    assert_non_null(strstr(e.message, "lora_A"));
+    A[5] = 0.1f;
+    a.kind = EXPERT_ADAPTER_LORA;
+    a.scale = 1e300; /* finite inputs, W' beyond FLT_MAX */
+    assert_int_equal(expert_adapter_merge(&a, Wd, NULL, &e), EXPERT_E_INVALID_ARGUMENT);
+    assert_non_null(strstr(e.message, "overflows"));
+    a.kind = EXPERT_ADAPTER_DORA;
+    a.scale = 2.0;
     free(Wz);
     free(Bz);
     free(f);
