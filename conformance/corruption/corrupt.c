@@ -85,7 +85,17 @@ static long g_worker_base_kb; /* ru_maxrss of a worker when it starts */
  * frames of at most 64 MiB (frame, scratch, and the access-level read of a
  * one-frame section), plus 64 MiB for the section a caller reads whole and
  * allocator/sanitizer slack. Over it, a mutation is a resource finding. */
-#define CASE_RSS_MB (3 * 64 + 64 + 128)
+#if defined(__SANITIZE_ADDRESS__)
+#define SANITIZER_RSS_MB 512 /* ASan: a 256 MiB quarantine of freed blocks, shadow, caches */
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SANITIZER_RSS_MB 512
+#endif
+#endif
+#ifndef SANITIZER_RSS_MB
+#define SANITIZER_RSS_MB 0
+#endif
+#define CASE_RSS_MB (3 * 64 + 64 + 128 + SANITIZER_RSS_MB)
 
 static struct {
     const char *gen, *cli, *vectors, *json_out, *md_out, *known, *only;
