@@ -142,8 +142,11 @@ expert_status xp_file_rebuild(expert_reader *r, uint32_t section, uint8_t **data
     *data = NULL;
     *size = 0;
     mem_sink m = {NULL, 0, 0, used};
-    /* exact for a FILE; for a safetensors file the header, grown by doubling */
-    if (si.decoded_length < SIZE_MAX && (m.p = xp_malloc(si.decoded_length ? (size_t)si.decoded_length : 1)) != NULL)
+    /* exact for a FILE; for a safetensors file the header, grown by doubling;
+     * never more than the reader would agree to decode */
+    expert_limits lim;
+    expert_reader_limits(r, &lim);
+    if (si.decoded_length < SIZE_MAX && si.decoded_length <= lim.max_decoded_bytes && (m.p = xp_malloc(si.decoded_length ? (size_t)si.decoded_length : 1)) != NULL)
         m.cap = si.decoded_length ? (size_t)si.decoded_length : 1;
     expert_status s = expert_file_write(r, section, mem_write, &m, err);
     if (s != EXPERT_OK) {
