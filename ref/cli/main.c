@@ -944,7 +944,9 @@ static expert_status extract_write(void *user, uint32_t section, const void *dat
 static expert_status extract_one(extract_job *job, uint32_t index, const char *name,
                                  expert_error *err)
 {
-    extract_sink k = {job, {0}, 0};
+    extract_sink k;
+    memset(&k, 0, sizeof k);
+    k.job = job;
     int dirfd = -1;
     expert_status s = extract_begin(job, name, &dirfd, &k.af, err);
     if (s != EXPERT_OK)

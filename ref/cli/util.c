@@ -611,158 +611,68 @@ static char *xstrdup(const char *s)
     return p;
 }
 
-static void atomic_reset(atomic_file *af)
-{
-    free(af->tmp_name);
-    free(af->final_name);
-    free(af->display);
-    af->tmp_name = af->final_name = af->display = NULL;
-    af->fd = -1;
-    af->dirfd = -1;
-}
-
+/* Temp files, modes, owners and the final link are outfile.c's (shared with
+ * the library's writer); this adds the CLI's messages. */
 expert_status atomic_begin(atomic_file *af, int dirfd, const char *leaf, const char *display,
                            expert_error *err)
 {
-    static unsigned counter;
-    size_t tmp_len = strlen(leaf) + 64;
-
-    af->dirfd = dirfd;
-    af->fd = -1;
-    af->tmp_name = malloc(tmp_len);
-    af->final_name = xstrdup(leaf);
     af->display = xstrdup(display);
-    if (af->tmp_name == NULL || af->final_name == NULL || af->display == NULL) {
-        atomic_reset(af);
+    if (af->display == NULL)
         return err_set(err, EXPERT_E_NOMEM, "out of memory");
-    }
-    for (int attempt = 0; attempt < 100; attempt++) {
-        /* keep the temp name within NAME_MAX even for long leaf names */
-        snprintf(af->tmp_name, tmp_len, ".%.200s.tmp.%ld.%u", leaf, (long)getpid(), counter++);
-        af->fd = openat(dirfd, af->tmp_name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
-                        0600);
-        if (af->fd >= 0)
-            return EXPERT_OK;
-        if (errno != EEXIST)
-            break;
-    }
-    {
-        expert_status s = err_errno(err, EXPERT_E_IO, errno, "cannot create a temporary file for '%s'",
-                                    display);
-        atomic_reset(af);
+    int e = xp_outfile_begin_at(&af->out, dirfd, leaf);
+    if (e != 0) {
+        expert_status s = err_errno(err, EXPERT_E_IO, e, "cannot %s for '%s'", af->out.step, display);
+        free(af->display);
+        af->display = NULL;
         return s;
     }
+    return EXPERT_OK;
 }
 
 expert_status atomic_write(atomic_file *af, const void *data, size_t n, expert_error *err)
 {
-    return write_full(af->fd, data, n, af->display, err);
+    return write_full(af->out.fd, data, n, af->display, err);
 }
 
 void atomic_abort(atomic_file *af)
 {
-    if (af->fd >= 0)
-        close(af->fd);
-    if (af->tmp_name != NULL && af->dirfd >= 0)
-        unlinkat(af->dirfd, af->tmp_name, 0);
-    atomic_reset(af);
+    if (af->display != NULL)
+        xp_outfile_abort(&af->out);
+    free(af->display);
+    af->display = NULL;
 }
 
 expert_status atomic_commit(atomic_file *af, int overwrite, expert_error *err)
 {
+    int e = xp_outfile_commit(&af->out, overwrite);
     expert_status s = EXPERT_OK;
-    int fd = af->fd;
-
-    af->fd = -1;
-    if (fchmod(fd, 0644) != 0 || fsync(fd) != 0) {
-        s = err_errno(err, EXPERT_E_IO, errno, "cannot flush '%s'", af->display);
-        close(fd);
-        atomic_abort(af);
-        return s;
-    }
-    if (close(fd) != 0) {
-        s = err_errno(err, EXPERT_E_IO, errno, "cannot close '%s'", af->display);
-        atomic_abort(af);
-        return s;
-    }
-    if (overwrite) {
-        if (renameat(af->dirfd, af->tmp_name, af->dirfd, af->final_name) != 0) {
-            s = err_errno(err, EXPERT_E_IO, errno, "cannot rename into '%s'", af->display);
-            atomic_abort(af);
-            return s;
-        }
-    } else if (linkat(af->dirfd, af->tmp_name, af->dirfd, af->final_name, 0) == 0) {
-        unlinkat(af->dirfd, af->tmp_name, 0); /* the name now lives on under final_name */
-    } else if (errno == EEXIST) {
-        s = err_set(err, EXPERT_E_IO, "'%s' already exists (use --force to overwrite)",
-                    af->display);
-        atomic_abort(af);
-        return s;
-    } else {
-        /* Filesystem without hard links: check, then rename (small race). */
-        struct stat st;
-        if (fstatat(af->dirfd, af->final_name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-            s = err_set(err, EXPERT_E_IO, "'%s' already exists (use --force to overwrite)",
-                        af->display);
-            atomic_abort(af);
-            return s;
-        }
-        if (renameat(af->dirfd, af->tmp_name, af->dirfd, af->final_name) != 0) {
-            s = err_errno(err, EXPERT_E_IO, errno, "cannot rename into '%s'", af->display);
-            atomic_abort(af);
-            return s;
-        }
-    }
-    if (fsync(af->dirfd) != 0 && errno != EINVAL && errno != EROFS)
-        s = err_errno(err, EXPERT_E_IO, errno, "cannot sync the directory of '%s'", af->display);
-    /* The temp name is gone; forget it so abort() does not unlink anything. */
-    free(af->tmp_name);
-    af->tmp_name = NULL;
-    atomic_reset(af);
+    if (e == EEXIST)
+        s = err_set(err, EXPERT_E_IO, "'%s' exists (use --force to replace it)", af->display);
+    else if (e != 0)
+        s = err_errno(err, EXPERT_E_IO, e, "cannot %s for '%s'", af->out.step, af->display);
+    free(af->display);
+    af->display = NULL;
     return s;
 }
 
 expert_status atomic_produce_path(const char *path, int overwrite, atomic_producer produce,
                                   void *ctx, expert_error *err)
 {
-    const char *slash = strrchr(path, '/');
-    const char *leaf = slash ? slash + 1 : path;
-    char *dir;
-    int dirfd;
     atomic_file af;
-    expert_status s;
-
-    if (*leaf == '\0' || strcmp(leaf, ".") == 0 || strcmp(leaf, "..") == 0)
-        return err_set(err, EXPERT_E_INVALID_ARGUMENT, "'%s' is not a file name", path);
-    if (slash == NULL) {
-        dir = xstrdup(".");
-    } else if (slash == path) {
-        dir = xstrdup("/");
-    } else {
-        dir = malloc((size_t)(slash - path) + 1);
-        if (dir != NULL) {
-            memcpy(dir, path, (size_t)(slash - path));
-            dir[slash - path] = '\0';
-        }
-    }
-    if (dir == NULL)
+    af.display = xstrdup(path);
+    if (af.display == NULL)
         return err_set(err, EXPERT_E_NOMEM, "out of memory");
-    dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dirfd < 0) {
-        s = err_errno(err, EXPERT_E_IO, errno, "cannot open directory '%s'", dir);
-        free(dir);
+    int e = xp_outfile_begin(&af.out, path);
+    if (e != 0) {
+        expert_status s = err_errno(err, e == EISDIR ? EXPERT_E_INVALID_ARGUMENT : EXPERT_E_IO, e,
+                                    "cannot %s for '%s'", af.out.step, path);
+        free(af.display);
         return s;
     }
-    free(dir);
-    s = atomic_begin(&af, dirfd, leaf, path, err);
-    if (s == EXPERT_OK) {
-        s = produce(ctx, &af, err);
-        if (s == EXPERT_OK)
-            s = atomic_commit(&af, overwrite, err);
-        else
-            atomic_abort(&af);
-    }
-    close(dirfd);
+    expert_status s = produce(ctx, &af, err);
+    if (s == EXPERT_OK)
+        return atomic_commit(&af, overwrite, err);
+    atomic_abort(&af);
     return s;
 }
 

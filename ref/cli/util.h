@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "expert.h"
+#include "outfile.h"
 
 #ifndef CLI_NAME /* programs that borrow these helpers name themselves */
 #define CLI_NAME "expert-cli"
@@ -148,14 +149,12 @@ expert_status read_small_file(const char *path, size_t max, char **out, size_t *
 /* 1 if path exists (lstat), 0 if not. */
 int path_exists(const char *path);
 
-/* Atomic file: data goes to a hidden temp file in the target directory;
- * commit fsyncs it, sets mode 0644 and renames it into place (refusing to
- * replace an existing entry unless overwrite), then fsyncs the directory. */
+/* Atomic file (outfile.h): nothing appears at the destination before commit
+ * and an interrupted write leaves no name (O_TMPFILE on Linux); a replaced
+ * file keeps its mode and owner, a new one gets 0666 & ~umask. Commit
+ * refuses to replace an existing entry unless overwrite. */
 typedef struct atomic_file {
-    int dirfd;        /* borrowed, must stay open until commit/abort */
-    int fd;
-    char *tmp_name;   /* leaf names inside dirfd */
-    char *final_name;
+    xp_outfile out;
     char *display;    /* path for messages */
 } atomic_file;
 

@@ -4,12 +4,11 @@
  * of the file alignment, so memory stays near one section. The structure
  * (metadata, TOC, index, strings) goes at the tail once everything is known;
  * then the header is filled in, the file hash is computed by reading the file
- * back, the structure hash and optional signature follow, and the temporary
- * file is fsynced and renamed into place. Until that rename nothing exists at
- * the target path. */
+ * back, the structure hash and optional signature follow, and the file is
+ * fsynced and linked into place (outfile.h): until then nothing exists at the
+ * target path, and an interrupted write leaves no temporary name on Linux. */
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +20,7 @@
 #include "alloc.h"
 #include "errors_internal.h"
 #include "format.h"
+#include "outfile.h"
 #include "v1.h" /* v1 compat: in-memory sink (xp_writer_open_memory) */
 
 typedef struct wsection {
@@ -31,8 +31,9 @@ typedef struct wsection {
 
 struct expert_writer {
     char *path;
-    char *tmp_path;
-    int fd;
+    xp_outfile out;
+    int has_out;       /* out holds a temporary to commit or drop */
+    int fd;            /* out.fd, or -1 for the in-memory sink */
     uint64_t pos;
     expert_writer_options opt;
     wsection *sections;
@@ -99,7 +100,7 @@ static expert_status write_all(expert_writer *w, const void *data, size_t length
             continue;
         if (k <= 0) {
             w->failed = 1;
-            return FAIL(EXPERT_E_IO, "write to %s failed: %s", w->tmp_path,
+            return FAIL(EXPERT_E_IO, "write to the temporary file for %s failed: %s", w->path,
                         k < 0 ? strerror(errno) : "no progress");
         }
         p += k;
@@ -153,21 +154,18 @@ expert_status expert_writer_open(const char *path, const expert_writer_options *
     w->fd = -1;
     size_t n = strlen(path);
     w->path = xp_strndup(path, n);
-    w->tmp_path = xp_malloc(n + 16);
-    if (w->path == NULL || w->tmp_path == NULL) {
+    if (w->path == NULL) {
         expert_writer_abort(w);
         return FAIL(EXPERT_E_NOMEM, "out of memory");
     }
-    /* Same directory as the target, so the final rename is atomic. */
-    snprintf(w->tmp_path, n + 16, "%s.tmp.XXXXXX", path);
-    w->fd = mkostemp(w->tmp_path, O_CLOEXEC);
-    if (w->fd < 0) {
-        expert_status s = FAIL(EXPERT_E_IO, "cannot create %s: %s", w->tmp_path, strerror(errno));
-        w->tmp_path[0] = '\0';
+    int e = xp_outfile_begin(&w->out, path);
+    if (e != 0) {
+        expert_status s = FAIL(EXPERT_E_IO, "cannot %s for %s: %s", w->out.step, path, strerror(e));
         expert_writer_abort(w);
         return s;
     }
-    fchmod(w->fd, 0644);
+    w->has_out = 1;
+    w->fd = w->out.fd;
     /* Placeholder header; rewritten by finish. */
     uint8_t zeros[XP_HEADER_SIZE] = {0};
     expert_status s = write_all(w, zeros, sizeof zeros, err);
@@ -342,7 +340,7 @@ static expert_status hash_file(expert_writer *w, const uint8_t *header, uint8_t 
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0) {
-            s = FAIL(EXPERT_E_IO, "reading back %s failed", w->tmp_path);
+            s = FAIL(EXPERT_E_IO, "reading back the temporary file for %s failed", w->path);
             break;
         }
         s = xp_sha256_update(c, buf, (size_t)k);
@@ -380,23 +378,11 @@ static expert_status header_write(expert_writer *w, const uint8_t *header, exper
     return pwrite_all(w->fd, header, XP_HEADER_SIZE, 0, err);
 }
 
-static expert_status sync_and_rename(int fd, const char *tmp, const char *path, expert_error *err)
+static expert_status commit(xp_outfile *o, const char *path, expert_error *err)
 {
-    if (fsync(fd) != 0)
-        return FAIL(EXPERT_E_IO, "fsync failed: %s", strerror(errno));
-    if (rename(tmp, path) != 0)
-        return FAIL(EXPERT_E_IO, "rename to %s failed: %s", path, strerror(errno));
-    /* Make the rename itself durable. */
-    size_t n = strlen(path);
-    char *dir = xp_strndup(path, n);
-    if (dir != NULL) {
-        int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            fsync(dfd);
-            close(dfd);
-        }
-        xp_free(dir);
-    }
+    int e = xp_outfile_commit(o, 1);
+    if (e != 0)
+        return FAIL(EXPERT_E_IO, "cannot %s (%s): %s", o->step, path, strerror(e));
     return EXPERT_OK;
 }
 
@@ -560,13 +546,16 @@ expert_status expert_writer_finish(expert_writer *w, const expert_private_key *k
          * structural validation of the temporary file before the rename
          * catches module/metadata inconsistencies the caller introduced. */
         expert_reader *check = NULL;
-        s = expert_open(w->tmp_path, NULL, &check, err); /* mmap: touches only the structure */
+        char self[64];
+        xp_outfile_reopen_path(&w->out, self, sizeof self);
+        s = expert_open(self, NULL, &check, err); /* mmap: touches only the structure */
         expert_close(check);
     }
-    if (s == EXPERT_OK)
-        s = sync_and_rename(w->fd, w->tmp_path, w->path, err);
-    if (s == EXPERT_OK)
-        w->tmp_path[0] = '\0'; /* renamed: nothing to remove */
+    if (s == EXPERT_OK) {
+        w->has_out = 0; /* commit releases it, whatever happens */
+        w->fd = -1;
+        s = commit(&w->out, w->path, err);
+    }
     expert_writer_abort(w);
     return s;
 }
@@ -575,17 +564,14 @@ void expert_writer_abort(expert_writer *w)
 {
     if (w == NULL)
         return;
-    if (w->fd >= 0)
-        close(w->fd);
-    if (w->tmp_path != NULL && w->tmp_path[0] != '\0')
-        unlink(w->tmp_path);
+    if (w->has_out)
+        xp_outfile_abort(&w->out);
     xp_free(w->mem_alloc); /* v1 compat: in-memory image not handed out */
     for (uint32_t i = 0; i < w->count; i++)
         xp_free(w->sections[i].name);
     xp_free(w->sections);
     xp_free(w->metadata);
     xp_free(w->path);
-    xp_free(w->tmp_path);
     xp_free(w);
 }
 
@@ -657,49 +643,48 @@ expert_status xp_writer_finish_memory(expert_writer *w, const expert_private_key
 
 /* ------------------------------------------------------------- signing */
 
+/* Signs the file a symbolic link points to (the link stays), after full
+ * validation: a signature must never vouch for content that cannot verify. */
 expert_status expert_sign_file(const char *path, const expert_private_key *key, expert_error *err)
 {
     if (path == NULL || key == NULL)
         return FAIL(EXPERT_E_INVALID_ARGUMENT, "path and key are required");
+    char *target = realpath(path, NULL);
+    if (target == NULL)
+        return FAIL(EXPERT_E_IO, "cannot resolve %s: %s", path, strerror(errno));
     expert_reader *r = NULL;
-    expert_open_options o = {.flags = EXPERT_OPEN_NO_MMAP, .threads = 1};
-    XP_TRY(expert_open(path, &o, &r, err)); /* v2 only: a v1 tar.gz is BAD_MAGIC */
-    expert_header_info h;
-    expert_header(r, &h);
-    uint8_t msg[XP_SIGN_DOMAIN_LEN + 32], sig[64];
-    memcpy(msg, XP_SIGN_DOMAIN, XP_SIGN_DOMAIN_LEN);
-    memcpy(msg + XP_SIGN_DOMAIN_LEN, h.structure_sha256, 32);
-    expert_status s = xp_ed25519_sign(key, msg, sizeof msg, sig, err);
-    if (s != EXPERT_OK) {
-        expert_close(r);
-        return s;
+    expert_open_options o = {.flags = EXPERT_OPEN_NO_MMAP, .threads = 1,
+                             .max_decoded_bytes = XP_MAX_TOTAL_DECODED};
+    expert_status s = expert_open(target, &o, &r, err); /* v2 only: a v1 tar.gz is BAD_MAGIC */
+    if (s == EXPERT_OK)
+        s = expert_verify_full(r, NULL, err);
+    uint8_t sig[64];
+    if (s == EXPERT_OK) {
+        expert_header_info h;
+        expert_header(r, &h);
+        uint8_t msg[XP_SIGN_DOMAIN_LEN + 32];
+        memcpy(msg, XP_SIGN_DOMAIN, XP_SIGN_DOMAIN_LEN);
+        memcpy(msg + XP_SIGN_DOMAIN_LEN, h.structure_sha256, 32);
+        s = xp_ed25519_sign(key, msg, sizeof msg, sig, err);
     }
-    /* Copy with the new signature into a temp file, then rename: a crash
-     * leaves either the old file or the signed one. */
-    size_t len = 0;
-    const uint8_t *data = expert_reader_bytes(r, &len);
-    size_t n = strlen(path);
-    char *tmp = xp_malloc(n + 16);
-    if (tmp == NULL) {
-        expert_close(r);
-        return FAIL(EXPERT_E_NOMEM, "out of memory");
-    }
-    snprintf(tmp, n + 16, "%s.tmp.XXXXXX", path);
-    int fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0) {
-        s = FAIL(EXPERT_E_IO, "cannot create %s: %s", tmp, strerror(errno));
-    } else {
-        fchmod(fd, 0644);
-        s = pwrite_all(fd, data, len, 0, err);
+    /* The signed copy replaces the file: a crash leaves the old file or the
+     * signed one, never a mix, and keeps the file's mode and owner. */
+    xp_outfile out;
+    int e = s == EXPERT_OK ? xp_outfile_begin(&out, target) : 0;
+    if (e != 0)
+        s = FAIL(EXPERT_E_IO, "cannot %s for %s: %s", out.step, target, strerror(e));
+    if (s == EXPERT_OK && e == 0) {
+        size_t len = 0;
+        const uint8_t *data = expert_reader_bytes(r, &len);
+        s = pwrite_all(out.fd, data, len, 0, err);
         if (s == EXPERT_OK)
-            s = pwrite_all(fd, sig, 64, XP_OFF_SIGNATURE, err);
+            s = pwrite_all(out.fd, sig, 64, XP_OFF_SIGNATURE, err);
         if (s == EXPERT_OK)
-            s = sync_and_rename(fd, tmp, path, err);
-        close(fd);
-        if (s != EXPERT_OK)
-            unlink(tmp);
+            s = commit(&out, target, err);
+        else
+            xp_outfile_abort(&out);
     }
-    xp_free(tmp);
     expert_close(r);
+    free(target); /* realpath allocates with malloc */
     return s;
 }

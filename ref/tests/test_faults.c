@@ -148,6 +148,28 @@ int rename(const char *a, const char *b)
     return real_rename(a, b);
 }
 
+/* The publish step of outfile.c: renameat over the destination, or linkat
+ * of the unnamed O_TMPFILE inode; both fail like rename. */
+int renameat(int da, const char *a, int db, const char *b)
+{
+    REAL(renameat, int, int, const char *, int, const char *);
+    if (atomic_load(&io.armed) && io.fail_rename) {
+        errno = EIO;
+        return -1;
+    }
+    return real_renameat(da, a, db, b);
+}
+
+int linkat(int da, const char *a, int db, const char *b, int flags)
+{
+    REAL(linkat, int, int, const char *, int, const char *, int);
+    if (atomic_load(&io.armed) && io.fail_rename) {
+        errno = EIO;
+        return -1;
+    }
+    return real_linkat(da, a, db, b, flags);
+}
+
 void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
     REAL(mmap, void *, void *, size_t, int, int, int, off_t);
