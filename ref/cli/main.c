@@ -58,7 +58,9 @@ static const char k_help_pack[] =
     "packages, so `pack DIR` and `convert DIR.tar.gz` give the same sections.\n"
     "\n"
     "Options:\n"
-    "  -o, --output FILE      output file (written atomically)\n"
+    "  -o, --output FILE      output file, written atomically: with --force an\n"
+    "                         existing OUT is replaced (not edited; it keeps its\n"
+    "                         mode and owner, other hard links keep the old copy)\n"
     "  -f, --force            replace OUT if it exists\n"
     "  --codec C              raw | zstd | shuffle+zstd for tensors (default\n"
     "                         shuffle+zstd); files and the header use zstd unless raw\n"
@@ -120,8 +122,8 @@ static const char k_help_extract[] =
     "byte-exactly from its SAFETENSORS_HEADER section and tensor sections. Names\n"
     "that are absolute or contain '..', '.', empty components, backslashes or NUL\n"
     "are refused; nothing is written outside DIR (symlinks are not followed).\n"
-    "Each file is written atomically (temp file, fsync, rename); directories get\n"
-    "mode 0755, files 0644. Every section's SHA-256 is checked as it is decoded.\n"
+    "Each file is written atomically (unnamed temp file, fsync, link into place);\n"
+    "directories get mode 0755, files 0666 & ~umask. Every section's SHA-256 is checked as it is decoded.\n"
     "Names are bytes: where the file system normalises or folds names (macOS,\n"
     "Windows), two names that differ only in Unicode normalisation or case are\n"
     "one file, and extract stops at the second (with --force the later wins).\n"
@@ -160,8 +162,13 @@ static const char k_help_keygen[] =
 static const char k_help_sign[] =
     "Usage: expert-cli sign FILE --key PRIV.pem [--json]\n"
     "\n"
-    "Signs FILE in place with an Ed25519 private key (only the 64 signature\n"
-    "bytes change; the file is validated structurally first).\n";
+    "Signs FILE with an Ed25519 private key: only the 64 signature bytes change.\n"
+    "FILE must pass full validation first (a signature never vouches for content\n"
+    "that cannot verify); otherwise nothing changes and the exit status is the\n"
+    "validation's class. The file is replaced, not edited: a signed copy is\n"
+    "written beside it and renamed over it, keeping its mode and owner, so other\n"
+    "hard links keep the unsigned copy. A symbolic link is followed: its target\n"
+    "is signed and the link stays.\n";
 
 static const char k_help_verify[] =
     "Usage: expert-cli verify FILE --key PUB.pem [--threads N] [--json]\n"
