@@ -683,19 +683,24 @@ static void result_json(strbuf *sb, const conv_result *r)
 static void print_single(const conv_opts *o, const conv_result *r)
 {
     char b1[32], b2[32];
-    printf("converted %s (v%d, %s) -> %s (v%d, %s): ratio %.3fx in %.3f s\n", r->input, r->from,
-           fmt_size(r->bytes_before, b1), r->output, r->to, fmt_size(r->bytes_after, b2),
+    char *in = term_text(r->input), *out = term_text(r->output);
+    printf("converted %s (v%d, %s) -> %s (v%d, %s): ratio %.3fx in %.3f s\n", in, r->from,
+           fmt_size(r->bytes_before, b1), out, r->to, fmt_size(r->bytes_after, b2),
            r->bytes_after ? (double)r->bytes_before / (double)r->bytes_after : 0.0, r->seconds);
     if (r->to == 2)
         printf("  sections: %" PRIu32 " (%" PRIu32 " tensors, %" PRIu32 " files), codec %s\n",
                r->sections, r->tensors, r->files, expert_codec_name(o->tensor_codec));
     else
-        printf("  also wrote %s.sha256\n", r->output);
+        printf("  also wrote %s.sha256\n", out);
+    free(in);
+    free(out);
     if (r->sidecar)
         printf("  v1 sidecar (IN.sha256): %s\n", sidecar_name(r->sidecar));
-    if (r->sig_checked)
-        printf("  v1 signature: %s%s%s\n", sig_name(r->sig_status), r->sig_detail[0] ? ": " : "",
-               r->sig_detail);
+    if (r->sig_checked) {
+        printf("  v1 signature: %s%s", sig_name(r->sig_status), r->sig_detail[0] ? ": " : "");
+        fput_term(stdout, r->sig_detail, strlen(r->sig_detail));
+        putchar('\n');
+    }
     if (r->lossy_tensors > 0)
         printf("  LOSSY: %" PRIu32 " F32 tensors stored as %s; max abs error %.6g, max rel error "
                "%.6g\n",
@@ -988,18 +993,25 @@ static int run_batch(const cli_cmd *cmd, conv_opts *o, const char *in_dir, const
             sb_print_line(&sb, &err);
             sb_free(&sb);
         } else if (!o->quiet) {
+            char *in = term_text(in_dir), *out = term_text(out_dir);
             printf("batch %s -> %s: %zu files, converted %zu, skipped %zu, failed %zu; %s -> %s",
-                   in_dir, out_dir, b.count, b.converted, b.skipped, b.failed, fmt_size(before, b1),
+                   in, out, b.count, b.converted, b.skipped, b.failed, fmt_size(before, b1),
                    fmt_size(after, b2));
+            free(in);
+            free(out);
             if (after)
                 printf(" (ratio %.3fx)", (double)before / (double)after);
             printf(" in %.2f s\n", seconds);
         }
         for (size_t i = 0; i < b.count; i++)
             if (b.res[i].state == R_FAILED) {
-                if (!o->json)
-                    fprintf(stderr, "%s convert: %s: %s: %s\n", CLI_NAME, b.res[i].input,
-                            expert_status_name(b.res[i].status), b.res[i].err.message);
+                if (!o->json) {
+                    fprintf(stderr, "%s convert: ", CLI_NAME);
+                    fput_term(stderr, b.res[i].input, strlen(b.res[i].input));
+                    fprintf(stderr, ": %s: ", expert_status_name(b.res[i].status));
+                    fput_term(stderr, b.res[i].err.message, strlen(b.res[i].err.message));
+                    fputc('\n', stderr);
+                }
                 if (rc == 0)
                     rc = (int)b.res[i].status;
             }

@@ -102,9 +102,19 @@ static const char k_help_validate[] =
     "  access       structural + decode every section and check its SHA-256\n"
     "  full         access + padding + file SHA-256 (+ signature with --key)\n"
     "\n"
+    "Without --key, validation proves the file is intact, not who made it: a\n"
+    "forger can write a valid file. Only --key (or 'verify') authenticates; in a\n"
+    "pipeline that must accept only signed files, use --key with\n"
+    "--require-signature.\n"
+    "\n"
     "Options:\n"
     "  --level L          structural | access | full (default full)\n"
     "  --key PUBLIC.pem   check the signature too (implies --level full)\n"
+    "  --require-signature\n"
+    "                     fail unless the signature was checked and is valid:\n"
+    "                     UNSIGNED (36) for an unsigned file, BAD_KEY (37) for\n"
+    "                     a signed file without --key, BAD_SIGNATURE (35) for a\n"
+    "                     signature that does not verify\n"
     "  --threads N        decode/verify threads (default: caller's thread only)\n"
     "  --no-mmap          read the file with read() instead of mapping it\n"
     MAX_DECODED_HELP
@@ -122,8 +132,13 @@ static const char k_help_extract[] =
     "byte-exactly from its SAFETENSORS_HEADER section and tensor sections. Names\n"
     "that are absolute or contain '..', '.', empty components, backslashes or NUL\n"
     "are refused; nothing is written outside DIR (symlinks are not followed).\n"
-    "Each file is written atomically (unnamed temp file, fsync, link into place);\n"
-    "directories get mode 0755, files 0666 & ~umask. Every section's SHA-256 is checked as it is decoded.\n"
+    "Every section's SHA-256 is checked as it is decoded. All or nothing: each\n"
+    "file is written and fsynced under a hidden name beside its destination, and\n"
+    "only when every file is complete are they all renamed into place; on any\n"
+    "failure the hidden files, the directories this run created and DIR itself\n"
+    "(if this run created it) are removed, and nothing existing is touched. With\n"
+    "--force, a file replaced before a later rename fails cannot be restored.\n"
+    "Directories get mode 0755, files 0666 & ~umask.\n"
     "Names are bytes: where the file system normalises or folds names (macOS,\n"
     "Windows), two names that differ only in Unicode normalisation or case are\n"
     "one file, and extract stops at the second (with --force the later wins).\n"
@@ -590,7 +605,9 @@ static int cmd_inspect(const cli_cmd *cmd, int argc, char **argv)
     } else {
         char hex[65], b1[32], b2[32], b3[32], shape[128], tb[16];
         int name_w = 4;
-        printf("file:             %s\n", pos[0]);
+        char *text = term_text(pos[0]);
+        printf("file:             %s\n", text);
+        free(text);
         printf("format:           .expert v%u.%u, header %" PRIu32 " bytes, alignment %" PRIu32
                ", flags 0x%08" PRIx32 "\n",
                (unsigned)h.major, (unsigned)h.minor, h.header_size, h.alignment, h.flags);
@@ -599,16 +616,26 @@ static int cmd_inspect(const cli_cmd *cmd, int argc, char **argv)
         printf("signed:           %s\n", h.is_signed ? "yes" : "no");
         printf("file sha256:      %s\n", fmt_hex(h.file_sha256, 32, hex));
         printf("structure sha256: %s\n", fmt_hex(h.structure_sha256, 32, hex));
-        printf("name:             %s\n", expert_name(r) ? expert_name(r) : "?");
-        printf("version:          %s\n", expert_package_version(r) ? expert_package_version(r) : "?");
+        text = term_text(expert_name(r) ? expert_name(r) : "?");
+        printf("name:             %s\n", text);
+        free(text);
+        text = term_text(expert_package_version(r) ? expert_package_version(r) : "?");
+        printf("version:          %s\n", text);
+        free(text);
         printf("modules:          %" PRIu32 "\n", expert_module_count(r));
         printf("metadata:         %s stored, %s JSON\n", fmt_size(h.metadata_length, b1),
                fmt_size(h.metadata_decoded_length, b2));
         printf("sections:         %" PRIu32 "\n", count);
         for (uint32_t i = 0; show_sections && i < count; i++) {
             expert_section_info si;
-            if (expert_section(r, i, &si) == EXPERT_OK && si.name_length > name_w)
-                name_w = si.name_length;
+            if (expert_section(r, i, &si) == EXPERT_OK) {
+                strbuf nb;
+                sb_init(&nb);
+                sb_term_string(&nb, si.name, si.name_length);
+                if (nb.len > (size_t)name_w && nb.len < 4096)
+                    name_w = (int)nb.len;
+                sb_free(&nb);
+            }
         }
         if (show_sections && count > 0)
             printf("\n%5s  %-*s  %-18s %-12s %-5s %-14s %5s %10s %10s %7s\n", "#", name_w, "name",
@@ -630,11 +657,15 @@ static int cmd_inspect(const cli_cmd *cmd, int argc, char **argv)
                 snprintf(layer, sizeof layer, "-");
             else
                 snprintf(layer, sizeof layer, "%" PRIu32, si.layer);
-            printf("%5" PRIu32 "  %-*.*s  %-18s %-12s %-5s %-14s %5s %10s %10s %7s\n", i, name_w,
-                   (int)si.name_length, si.name, type_label(si.type, tb), codec_label(si.codec),
+            strbuf nb;
+            sb_init(&nb);
+            sb_term_string(&nb, si.name, si.name_length);
+            printf("%5" PRIu32 "  %-*s  %-18s %-12s %-5s %-14s %5s %10s %10s %7s\n", i, name_w,
+                   nb.failed ? "?" : nb.data ? nb.data : "", type_label(si.type, tb), codec_label(si.codec),
                    dtype_label(si.dtype), fmt_shape(si.dims, si.rank, shape), layer,
                    fmt_size(si.stored_length, b1), fmt_size(si.decoded_length, b2),
                    fmt_ratio(si.decoded_length, si.stored_length, b3));
+            sb_free(&nb);
         }
         if (s == EXPERT_OK) {
             totals_print("by codec", &by_codec, 0);
@@ -656,7 +687,7 @@ static const char *const k_level_names[] = {"structural", "access", "full"};
 typedef struct validate_job {
     const char *path;
     level lvl;
-    int no_mmap, json;
+    int no_mmap, json, require_signature;
     unsigned threads;
     uint64_t repeat;
     expert_public_key *key;
@@ -673,6 +704,15 @@ static expert_status validate_once(validate_job *job, expert_reader **keep, expe
         s = expert_verify_access(r, err);
     else if (s == EXPERT_OK && job->lvl == LEVEL_FULL)
         s = expert_verify_full(r, job->key, err);
+    if (s == EXPERT_OK && (job->key != NULL || job->require_signature)) {
+        expert_header_info h;
+        expert_header(r, &h);
+        if (!h.is_signed)
+            s = err_set(err, EXPERT_E_UNSIGNED, "the file has no signature");
+        else if (job->key == NULL) /* a signature checked against no key proves nothing */
+            s = err_set(err, EXPERT_E_BAD_KEY, "the file is signed, but without --key the signature "
+                                               "cannot be checked (--require-signature)");
+    }
     if (keep != NULL)
         *keep = r;
     else
@@ -769,11 +809,11 @@ static int run_timing(validate_job *job)
     return s == EXPERT_OK ? 0 : cli_report(job->json, NULL, s, &err);
 }
 
-enum { V_LEVEL, V_KEY, V_THREADS, V_JSON, V_REPEAT, V_NO_MMAP, V_MAX_DECODED, V_COUNT };
+enum { V_LEVEL, V_KEY, V_THREADS, V_JSON, V_REPEAT, V_NO_MMAP, V_MAX_DECODED, V_REQUIRE_SIG, V_COUNT };
 static const cli_opt_spec k_validate_opts[V_COUNT] = {
     [V_LEVEL] = {"level", 0, 1},   [V_KEY] = {"key", 0, 1},       [V_THREADS] = {"threads", 0, 1},
     [V_JSON] = {"json", 0, 0},     [V_REPEAT] = {"repeat", 0, 1}, [V_NO_MMAP] = {"no-mmap", 0, 0},
-    [V_MAX_DECODED] = {"max-decoded", 0, 1},
+    [V_MAX_DECODED] = {"max-decoded", 0, 1}, [V_REQUIRE_SIG] = {"require-signature", 0, 0},
 };
 
 /* Validates once and prints "OK <level>" or the error. */
@@ -792,8 +832,6 @@ static int validate_report(validate_job *job)
         expert_header(r, &h);
         is_signed = h.is_signed;
     }
-    if (s == EXPERT_OK && job->key != NULL && !is_signed)
-        s = err_set(&err, EXPERT_E_UNSIGNED, "the file has no signature");
     if (s != EXPERT_OK) {
         rc = cli_report(job->json, r, s, &err);
         expert_close(r);
@@ -853,8 +891,10 @@ static int cmd_validate(const cli_cmd *cmd, int argc, char **argv)
         else
             return cli_usage_error(cmd, "--level must be structural, access or full");
     }
-    if (v[V_KEY].seen && job.lvl != LEVEL_FULL)
-        return cli_usage_error(cmd, "--key needs --level full (the signature is checked there)");
+    job.require_signature = v[V_REQUIRE_SIG].seen;
+    if ((v[V_KEY].seen || job.require_signature) && job.lvl != LEVEL_FULL)
+        return cli_usage_error(cmd, "--key and --require-signature need --level full (the signature "
+                                    "is checked there)");
     if ((rc = parse_threads(cmd, &v[V_THREADS], &job.threads)) != 0)
         return rc;
     if (v[V_REPEAT].seen &&
@@ -873,6 +913,12 @@ static int cmd_validate(const cli_cmd *cmd, int argc, char **argv)
 
 /* ================================================================ extract */
 
+/* A file written in full under a hidden name, waiting for the others. */
+typedef struct staged_file {
+    char *name;          /* destination, relative to the output directory */
+    char tmp[320];       /* hidden name beside it */
+} staged_file;
+
 typedef struct extract_job {
     expert_reader *r;
     const char *dir;
@@ -880,7 +926,42 @@ typedef struct extract_job {
     unsigned char *used; /* per section: consumed by a package file */
     strbuf files_json;   /* [{"name":..,"bytes":..},...] */
     uint64_t files, bytes;
+    staged_file *staged; /* all or nothing: placed together at the end */
+    size_t nstaged, cap_staged;
+    char **created;      /* directories this run created, in creation order */
+    size_t ncreated, cap_created;
+    size_t placed;       /* staged files moved into place so far */
 } extract_job;
+
+static int note_created_dir(void *ctx, const char *reldir, size_t len)
+{
+    extract_job *job = ctx;
+    if (job->ncreated == job->cap_created) {
+        size_t cap = job->cap_created ? 2 * job->cap_created : 16;
+        char **p = realloc(job->created, cap * sizeof *p);
+        if (p == NULL)
+            return -1;
+        job->created = p;
+        job->cap_created = cap;
+    }
+    char *d = malloc(len + 1);
+    if (d == NULL)
+        return -1;
+    memcpy(d, reldir, len);
+    d[len] = '\0';
+    job->created[job->ncreated++] = d;
+    return 0;
+}
+
+/* "DIR/name", as the user will see it; NULL when out of memory. */
+static char *output_path(const extract_job *job, const char *name)
+{
+    size_t n = strlen(job->dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p != NULL)
+        snprintf(p, n, "%s/%s", job->dir, name);
+    return p;
+}
 
 /* Opens the parent directory of `name` inside the output tree and starts an
  * atomic file for its last component. */
@@ -892,17 +973,13 @@ static expert_status extract_begin(extract_job *job, const char *name, int *dirf
     char *display;
     expert_status s;
 
-    s = open_subdir(job->rootfd, name, dir_len, 1, dirfd, err);
+    s = open_subdir(job->rootfd, name, dir_len, 1, note_created_dir, job, dirfd, err);
     if (s != EXPERT_OK)
         return s;
-    {
-        size_t n = strlen(job->dir) + strlen(name) + 2;
-        display = malloc(n);
-        if (display == NULL) {
-            close(*dirfd);
-            return err_set(err, EXPERT_E_NOMEM, "out of memory");
-        }
-        snprintf(display, n, "%s/%s", job->dir, name);
+    display = output_path(job, name);
+    if (display == NULL) {
+        close(*dirfd);
+        return err_set(err, EXPERT_E_NOMEM, "out of memory");
     }
     s = atomic_begin(af, *dirfd, slash ? slash + 1 : name, display, err);
     free(display);
@@ -911,13 +988,37 @@ static expert_status extract_begin(extract_job *job, const char *name, int *dirf
     return s;
 }
 
+/* A new slot in the staged list holding a copy of name; NULL when out of memory. */
+static staged_file *stage_slot(extract_job *job, const char *name)
+{
+    if (job->nstaged == job->cap_staged) {
+        size_t cap = job->cap_staged ? 2 * job->cap_staged : 16;
+        staged_file *p = realloc(job->staged, cap * sizeof *p);
+        if (p == NULL)
+            return NULL;
+        job->staged = p;
+        job->cap_staged = cap;
+    }
+    staged_file *sf = &job->staged[job->nstaged];
+    sf->name = strdup(name);
+    return sf->name != NULL ? sf : NULL;
+}
+
 static expert_status extract_finish(extract_job *job, const char *name, uint64_t bytes,
                                     int dirfd, atomic_file *af, expert_status s, expert_error *err)
 {
-    if (s == EXPERT_OK)
-        s = atomic_commit(af, job->force, err);
-    else
+    staged_file *sf = s == EXPERT_OK ? stage_slot(job, name) : NULL;
+    if (s == EXPERT_OK && sf == NULL)
+        s = err_set(err, EXPERT_E_NOMEM, "out of memory");
+    if (sf != NULL) {
+        s = atomic_stage(af, sf->tmp, err);
+        if (s == EXPERT_OK)
+            job->nstaged++;
+        else
+            free(sf->name);
+    } else {
         atomic_abort(af);
+    }
     close(dirfd);
     if (s == EXPERT_OK) {
         if (job->files > 0)
@@ -1014,6 +1115,55 @@ static expert_status extract_precheck(extract_job *job, expert_error *err)
     return EXPERT_OK;
 }
 
+/* The parent directory of a staged file, reopened safely (no symlinks). */
+static int staged_dir(extract_job *job, const char *name, const char **leaf)
+{
+    const char *slash = strrchr(name, '/');
+    int fd = -1;
+    expert_error ignored;
+    *leaf = slash ? slash + 1 : name;
+    if (open_subdir(job->rootfd, name, slash ? (size_t)(slash - name) : 0, 0, NULL, NULL, &fd,
+                    &ignored) != EXPERT_OK)
+        return -1;
+    return fd;
+}
+
+/* All or nothing: when every file was written and verified, the staged
+ * files are moved into place; otherwise they are removed, and so are the
+ * directories this run created, so a failed extract leaves the output as it
+ * found it. */
+static expert_status extract_settle(extract_job *job, expert_status s, expert_error *err)
+{
+    size_t placed = 0;
+    for (; s == EXPERT_OK && placed < job->nstaged; placed++) {
+        staged_file *f = &job->staged[placed];
+        const char *leaf;
+        int fd = staged_dir(job, f->name, &leaf);
+        char *display = output_path(job, f->name);
+        s = fd < 0 ? err_set(err, EXPERT_E_IO, "cannot reopen the directory of '%s'", f->name)
+                   : atomic_place(fd, f->tmp, leaf, job->force, display ? display : f->name, err);
+        free(display);
+        if (fd >= 0)
+            close(fd);
+        if (s != EXPERT_OK)
+            break;
+    }
+    if (s != EXPERT_OK) {
+        for (size_t i = placed; i < job->nstaged; i++) {
+            const char *leaf;
+            int fd = staged_dir(job, job->staged[i].name, &leaf);
+            if (fd >= 0) {
+                unlinkat(fd, job->staged[i].tmp, 0);
+                close(fd);
+            }
+        }
+        for (size_t i = job->ncreated; placed == 0 && i-- > 0;)
+            unlinkat(job->rootfd, job->created[i], AT_REMOVEDIR); /* fails, harmlessly, if not empty */
+    }
+    job->placed = placed;
+    return s;
+}
+
 static expert_status extract_all(extract_job *job, expert_error *err)
 {
     uint32_t n = expert_section_count(job->r);
@@ -1034,6 +1184,7 @@ static expert_status extract_all(extract_job *job, expert_error *err)
         s = extract_one(job, i, name, err);
         free(name);
     }
+    s = extract_settle(job, s, err);
     for (uint32_t i = 0; s == EXPERT_OK && i < n; i++)
         skipped += !job->used[i];
     if (s == EXPERT_OK && skipped > 0 && !job->quiet)
@@ -1058,7 +1209,7 @@ static int cmd_extract(const cli_cmd *cmd, int argc, char **argv)
     expert_error err;
     expert_status s;
     unsigned threads;
-    int rc;
+    int rc, made_root = 0;
 
     memset(&job, 0, sizeof job);
     job.rootfd = -1;
@@ -1083,8 +1234,11 @@ static int cmd_extract(const cli_cmd *cmd, int argc, char **argv)
         if (job.used == NULL)
             s = err_set(&err, EXPERT_E_NOMEM, "out of memory");
     }
-    if (s == EXPERT_OK)
+    if (s == EXPERT_OK) {
+        struct stat st;
+        made_root = stat(job.dir, &st) != 0;
         s = make_dirs(job.dir, &err);
+    }
     if (s == EXPERT_OK) {
         job.rootfd = open(job.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (job.rootfd < 0)
@@ -1107,12 +1261,21 @@ static int cmd_extract(const cli_cmd *cmd, int argc, char **argv)
         sb_free(&sb);
     } else if (s == EXPERT_OK && !job.quiet) {
         char b[32];
-        printf("extracted %" PRIu64 " file(s), %s, to %s\n", job.files, fmt_size(job.bytes, b),
-               job.dir);
+        char *dir = term_text(job.dir);
+        printf("extracted %" PRIu64 " file(s), %s, to %s\n", job.files, fmt_size(job.bytes, b), dir);
+        free(dir);
     }
     rc = s == EXPERT_OK ? 0 : cli_report(job.json, job.r, s, &err);
     if (job.rootfd >= 0)
         close(job.rootfd);
+    if (s != EXPERT_OK && made_root && job.placed == 0)
+        rmdir(job.dir); /* only the last component, and only if empty */
+    for (size_t i = 0; i < job.nstaged; i++)
+        free(job.staged[i].name);
+    for (size_t i = 0; i < job.ncreated; i++)
+        free(job.created[i]);
+    free(job.staged);
+    free(job.created);
     free(job.used);
     sb_free(&job.files_json);
     expert_close(job.r);

@@ -55,11 +55,20 @@ static void warn(const pack_job *job, const char *fmt, ...)
     va_list ap;
     if (job->quiet)
         return;
-    fprintf(stderr, "%s pack: warning: ", CLI_NAME);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
+    char *msg = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (msg == NULL)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(msg, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    /* the message holds names from the directory */
+    fprintf(stderr, "%s pack: warning: ", CLI_NAME);
+    fput_term(stderr, msg, (size_t)n);
     fputc('\n', stderr);
+    free(msg);
 }
 
 /* Maps one listed file read-only, checking it is still the regular file of
@@ -210,7 +219,10 @@ static expert_status print_summary(pack_job *job, double seconds, int is_signed,
         s = sb_print_line(&sb, err);
         sb_free(&sb);
     } else if (!job->quiet) {
-        printf("packed %s -> %s\n", job->dir, job->out);
+        char *dir = term_text(job->dir), *out = term_text(job->out);
+        printf("packed %s -> %s\n", dir, out);
+        free(dir);
+        free(out);
         printf("  sections: %" PRIu32 " (%zu tensors%s, %zu files), %zu modules\n", h.section_count,
                job->result.tensors, job->result.tensors ? " + safetensors header" : "", job->result.files,
                job->result.modules);

@@ -244,15 +244,20 @@ int cli_report(int json, const expert_reader *r, expert_status st, const expert_
         sb_free(&sb);
     } else {
         fprintf(stderr, "%s: %s", CLI_NAME, cls);
-        if (msg[0] != '\0')
-            fprintf(stderr, ": %s", msg);
+        if (msg[0] != '\0') {
+            fputs(": ", stderr);
+            fput_term(stderr, msg, strlen(msg));
+        }
         if (section != EXPERT_NO_SECTION || offset != EXPERT_NO_OFFSET) {
             const char *sep = "";
             fputs(" (", stderr);
             if (section != EXPERT_NO_SECTION) {
                 fprintf(stderr, "section %" PRIu32, section);
-                if (sname != NULL)
-                    fprintf(stderr, " '%s'", sname);
+                if (sname != NULL) {
+                    fputs(" '", stderr);
+                    fput_term(stderr, sname, strlen(sname));
+                    fputc('\'', stderr);
+                }
                 sep = ", ";
             }
             if (offset != EXPERT_NO_OFFSET)
@@ -347,23 +352,26 @@ void sb_printf(strbuf *sb, const char *fmt, ...)
     sb->len += (size_t)n;
 }
 
-/* Length of the valid UTF-8 sequence at s[0..n), or 0 if invalid. */
-static size_t utf8_seq_len(const unsigned char *s, size_t n)
+/* Length of the valid UTF-8 sequence at s[0..n) with its code point in
+ * *cp, or 0 if invalid (overlong, surrogate, past U+10FFFF, truncated). */
+static size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
 {
     unsigned c = s[0];
     size_t len;
-    uint32_t cp;
-    if (c < 0x80)
+    uint32_t v;
+    if (c < 0x80) {
+        *cp = c;
         return 1;
+    }
     if (c >= 0xC2 && c <= 0xDF) {
         len = 2;
-        cp = c & 0x1F;
+        v = c & 0x1F;
     } else if (c >= 0xE0 && c <= 0xEF) {
         len = 3;
-        cp = c & 0x0F;
+        v = c & 0x0F;
     } else if (c >= 0xF0 && c <= 0xF4) {
         len = 4;
-        cp = c & 0x07;
+        v = c & 0x07;
     } else {
         return 0;
     }
@@ -372,12 +380,80 @@ static size_t utf8_seq_len(const unsigned char *s, size_t n)
     for (size_t i = 1; i < len; i++) {
         if ((s[i] & 0xC0) != 0x80)
             return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
+        v = (v << 6) | (s[i] & 0x3F);
     }
-    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-        (cp >= 0xD800 && cp <= 0xDFFF))
+    if ((len == 3 && v < 0x800) || (len == 4 && (v < 0x10000 || v > 0x10FFFF)) ||
+        (v >= 0xD800 && v <= 0xDFFF))
         return 0;
+    *cp = v;
     return len;
+}
+
+/* Characters a terminal acts on, or that hide or reorder the text around
+ * them: C1 controls, bidirectional marks, embeddings, overrides and
+ * isolates, zero-width and invisible formatting characters, line and
+ * paragraph separators, the byte order mark. */
+static int is_deceptive(uint32_t cp)
+{
+    return (cp >= 0x80 && cp <= 0x9F) || cp == 0xAD || cp == 0x061C || cp == 0x180E ||
+           (cp >= 0x200B && cp <= 0x200F) || (cp >= 0x2028 && cp <= 0x202E) ||
+           (cp >= 0x2060 && cp <= 0x206F) || cp == 0xFEFF || (cp >= 0xFFF9 && cp <= 0xFFFB);
+}
+
+void sb_term_string(strbuf *sb, const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0, run = 0;
+    while (i < n) {
+        uint32_t cp = 0;
+        size_t len = utf8_decode(p + i, n - i, &cp);
+        char buf[16];
+        if (len == 1 && cp >= 0x20 && cp != 0x7F) {
+            run++;
+            i++;
+            continue;
+        }
+        if (len > 1 && !is_deceptive(cp)) {
+            run += len;
+            i += len;
+            continue;
+        }
+        sb_append(sb, s + i - run, run);
+        run = 0;
+        if (len <= 1) { /* C0, DEL, or a byte that is not UTF-8 */
+            snprintf(buf, sizeof buf, "\\x%02X", p[i]);
+            i++;
+        } else {
+            snprintf(buf, sizeof buf, "\\u{%04" PRIX32 "}", cp);
+            i += len;
+        }
+        sb_puts(sb, buf);
+    }
+    sb_append(sb, s + n - run, run);
+}
+
+char *term_text(const char *s)
+{
+    strbuf sb;
+    sb_init(&sb);
+    sb_term_string(&sb, s ? s : "", s ? strlen(s) : 0);
+    if (sb.failed || sb.data == NULL) {
+        sb_free(&sb);
+        return strdup("?");
+    }
+    return sb.data;
+}
+
+void fput_term(FILE *f, const char *s, size_t n)
+{
+    strbuf sb;
+    sb_init(&sb);
+    sb_term_string(&sb, s, n);
+    if (!sb.failed && sb.data != NULL)
+        fputs(sb.data, f);
+    else if (sb.failed)
+        fputs("?", f);
+    sb_free(&sb);
 }
 
 void sb_json_string(strbuf *sb, const char *s, size_t n)
@@ -414,7 +490,8 @@ void sb_json_string(strbuf *sb, const char *s, size_t n)
             i++;
             continue;
         }
-        len = utf8_seq_len(p + i, n - i);
+        uint32_t cp;
+        len = utf8_decode(p + i, n - i, &cp);
         if (len == 0) {
             sb_append(sb, s + i - run, run);
             run = 0;
@@ -655,6 +732,27 @@ expert_status atomic_commit(atomic_file *af, int overwrite, expert_error *err)
     return s;
 }
 
+expert_status atomic_stage(atomic_file *af, char tmp[320], expert_error *err)
+{
+    int e = xp_outfile_stage(&af->out);
+    expert_status s = e == 0 ? EXPERT_OK
+                             : err_errno(err, EXPERT_E_IO, e, "cannot %s for '%s'", af->out.step, af->display);
+    if (e == 0)
+        memcpy(tmp, af->out.tmp, sizeof af->out.tmp);
+    free(af->display);
+    af->display = NULL;
+    return s;
+}
+
+expert_status atomic_place(int dirfd, const char *tmp, const char *leaf, int overwrite, const char *display,
+                           expert_error *err)
+{
+    int e = xp_outfile_place(dirfd, tmp, leaf, overwrite);
+    if (e == EEXIST)
+        return err_set(err, EXPERT_E_IO, "'%s' exists (use --force to replace it)", display);
+    return e == 0 ? EXPERT_OK : err_errno(err, EXPERT_E_IO, e, "cannot move '%s' into place", display);
+}
+
 expert_status atomic_produce_path(const char *path, int overwrite, atomic_producer produce,
                                   void *ctx, expert_error *err)
 {
@@ -745,7 +843,7 @@ int is_safe_relpath(const char *name, size_t len)
 }
 
 expert_status open_subdir(int dirfd, const char *reldir, size_t reldir_len, int create,
-                          int *out_fd, expert_error *err)
+                          dir_created_fn on_create, void *ctx, int *out_fd, expert_error *err)
 {
     int cur = dup(dirfd);
     size_t start = 0;
@@ -765,11 +863,18 @@ expert_status open_subdir(int dirfd, const char *reldir, size_t reldir_len, int 
         }
         memcpy(comp, reldir + start, end - start);
         comp[end - start] = '\0';
-        if (create && mkdirat(cur, comp, 0755) != 0 && errno != EEXIST) {
-            expert_status s = err_errno(err, EXPERT_E_IO, errno, "cannot create directory '%.*s'",
-                                        (int)end, reldir);
-            close(cur);
-            return s;
+        if (create) {
+            if (mkdirat(cur, comp, 0755) == 0) {
+                if (on_create != NULL && on_create(ctx, reldir, end) != 0) {
+                    close(cur);
+                    return err_set(err, EXPERT_E_NOMEM, "out of memory");
+                }
+            } else if (errno != EEXIST) {
+                expert_status s = err_errno(err, EXPERT_E_IO, errno, "cannot create directory '%.*s'",
+                                            (int)end, reldir);
+                close(cur);
+                return s;
+            }
         }
         next = openat(cur, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (next < 0) {

@@ -8,6 +8,7 @@
 #define EXPERT_CLI_UTIL_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "expert.h"
@@ -119,6 +120,16 @@ void sb_json_cstr(strbuf *sb, const char *s); /* NULL -> null */
 /* A finite double in the shortest form that reads back exactly; non-finite
  * values become null (JSON has no NaN/Infinity). */
 void sb_json_double(strbuf *sb, double v);
+/* Appends s[0..n) made safe for a person's terminal: printable UTF-8 as
+ * is; C0 controls, DEL and bytes that are not UTF-8 as \xNN; C1 controls
+ * and characters that hide or reorder text (bidi overrides, zero-width) as
+ * \u{XXXX}. Every name or string from a file, printed for a person, goes
+ * through here (JSON output uses sb_json_string instead). */
+void sb_term_string(strbuf *sb, const char *s, size_t n);
+/* The same as a malloc'd string (s may be NULL: ""); "?" when out of memory. */
+char *term_text(const char *s);
+/* The same, written to f. */
+void fput_term(FILE *f, const char *s, size_t n);
 /* Writes the buffer plus '\n' to stdout; EXPERT_E_NOMEM if sb->failed. */
 expert_status sb_print_line(strbuf *sb, expert_error *err);
 
@@ -162,6 +173,11 @@ expert_status atomic_begin(atomic_file *af, int dirfd, const char *leaf, const c
                            expert_error *err);
 expert_status atomic_write(atomic_file *af, const void *data, size_t n, expert_error *err);
 expert_status atomic_commit(atomic_file *af, int overwrite, expert_error *err);
+/* For files that must appear together: finish the file under a hidden
+ * name beside its destination (copied to tmp), to be placed later. */
+expert_status atomic_stage(atomic_file *af, char tmp[320], expert_error *err);
+expert_status atomic_place(int dirfd, const char *tmp, const char *leaf, int overwrite, const char *display,
+                           expert_error *err);
 void atomic_abort(atomic_file *af); /* removes the temp file; safe after commit */
 /* Writes path atomically with what `produce` writes into af (opens the
  * parent directory); nothing replaces path unless produce returns OK. */
@@ -174,11 +190,14 @@ expert_status atomic_write_path(const char *path, const void *data, size_t n, in
 
 /* mkdir -p for an ordinary user-given path (symlinks allowed), mode 0755. */
 expert_status make_dirs(const char *path, expert_error *err);
+/* Told of each directory open_subdir creates (its first len bytes of
+ * reldir); nonzero means out of memory. */
+typedef int (*dir_created_fn)(void *ctx, const char *reldir, size_t len);
 /* Opens (creating with 0755 when create) the directory `reldir` below dirfd,
  * one component at a time and never following symlinks, so the result lies
- * inside dirfd's tree. reldir "" gives a dup of dirfd. */
+ * inside dirfd's tree. reldir "" gives a dup of dirfd. on_create may be NULL. */
 expert_status open_subdir(int dirfd, const char *reldir, size_t reldir_len, int create,
-                          int *out_fd, expert_error *err);
+                          dir_created_fn on_create, void *ctx, int *out_fd, expert_error *err);
 /* 1 if name[0..len) is a safe relative path: not empty, not absolute, no
  * empty, "." or ".." components, no backslash, no NUL. */
 int is_safe_relpath(const char *name, size_t len);

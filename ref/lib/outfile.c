@@ -124,6 +124,39 @@ static int link_anonymous(xp_outfile *o, const char *name)
     return linkat(AT_FDCWD, self, o->dirfd, name, AT_SYMLINK_FOLLOW) == 0 ? 0 : errno;
 }
 
+/* Renames (overwrite) or links (not) the named temporary into place. */
+static int place_named(int dirfd, const char *tmp, const char *leaf, int overwrite)
+{
+    if (overwrite)
+        return renameat(dirfd, tmp, dirfd, leaf) == 0 ? 0 : errno;
+    if (linkat(dirfd, tmp, dirfd, leaf, 0) == 0) {
+        unlinkat(dirfd, tmp, 0);
+        return 0;
+    }
+    if (errno == EEXIST)
+        return EEXIST;
+    /* a file system without hard links: check, then rename (small race) */
+    struct stat st;
+    if (fstatat(dirfd, leaf, &st, AT_SYMLINK_NOFOLLOW) == 0)
+        return EEXIST;
+    return renameat(dirfd, tmp, dirfd, leaf) == 0 ? 0 : errno;
+}
+
+/* Gives an unnamed inode a fresh hidden name in o->tmp. */
+static int name_anonymous(xp_outfile *o)
+{
+    int e = EEXIST;
+    for (int attempt = 0; e == EEXIST && attempt < 100; attempt++) {
+        next_tmp_name(o);
+        e = link_anonymous(o, o->tmp);
+    }
+    if (e != 0)
+        o->tmp[0] = '\0';
+    else
+        o->anonymous = 0;
+    return e;
+}
+
 static int publish(xp_outfile *o, int overwrite)
 {
     if (o->anonymous && !overwrite) {
@@ -134,41 +167,23 @@ static int publish(xp_outfile *o, int overwrite)
         /* linkat cannot replace: link under a temporary name, then rename
          * over the destination (only this instant can leave a name behind) */
         o->step = "link the file";
-        int e = EEXIST;
-        for (int attempt = 0; e == EEXIST && attempt < 100; attempt++) {
-            next_tmp_name(o);
-            e = link_anonymous(o, o->tmp);
-        }
-        if (e != 0) {
-            o->tmp[0] = '\0';
+        int e = name_anonymous(o);
+        if (e != 0)
             return e;
-        }
     }
     o->step = "rename the file into place";
-    if (overwrite)
-        return renameat(o->dirfd, o->tmp, o->dirfd, o->leaf) == 0 ? 0 : errno;
-    if (linkat(o->dirfd, o->tmp, o->dirfd, o->leaf, 0) == 0) {
-        unlinkat(o->dirfd, o->tmp, 0);
+    int e = place_named(o->dirfd, o->tmp, o->leaf, overwrite);
+    if (e == 0 && !overwrite)
         o->tmp[0] = '\0';
-        return 0;
-    }
-    if (errno == EEXIST)
-        return EEXIST;
-    /* a file system without hard links: check, then rename (small race) */
-    struct stat st;
-    if (fstatat(o->dirfd, o->leaf, &st, AT_SYMLINK_NOFOLLOW) == 0)
-        return EEXIST;
-    return renameat(o->dirfd, o->tmp, o->dirfd, o->leaf) == 0 ? 0 : errno;
+    return e;
 }
 
-int xp_outfile_commit(xp_outfile *o, int overwrite)
+/* fsync, then the mode and owner the destination should have. */
+static int finish_inode(xp_outfile *o)
 {
     o->step = "flush the file to disk";
-    if (fsync(o->fd) != 0) {
-        int e = errno;
-        xp_outfile_abort(o);
-        return e;
-    }
+    if (fsync(o->fd) != 0)
+        return errno;
     fchmod(o->fd, o->mode);
     if (o->replacing) { /* owner and group where permitted; a user's own group otherwise */
         struct stat st;
@@ -176,7 +191,37 @@ int xp_outfile_commit(xp_outfile *o, int overwrite)
             fchown(o->fd, o->uid, o->gid) != 0 && fchown(o->fd, (uid_t)-1, o->gid) != 0)
             fchmod(o->fd, o->mode & 0777); /* set-id bits never outlive an owner change */
     }
-    int e = publish(o, overwrite);
+    return 0;
+}
+
+int xp_outfile_stage(xp_outfile *o)
+{
+    int e = finish_inode(o);
+    if (e == 0 && o->anonymous) {
+        o->step = "link the file";
+        e = name_anonymous(o);
+    }
+    if (e != 0) {
+        xp_outfile_abort(o);
+        return e;
+    }
+    release(o);
+    return 0;
+}
+
+int xp_outfile_place(int dirfd, const char *tmp, const char *leaf, int overwrite)
+{
+    int e = place_named(dirfd, tmp, leaf, overwrite);
+    if (e == 0)
+        fsync(dirfd);
+    return e;
+}
+
+int xp_outfile_commit(xp_outfile *o, int overwrite)
+{
+    int e = finish_inode(o);
+    if (e == 0)
+        e = publish(o, overwrite);
     if (e != 0) {
         xp_outfile_abort(o);
         return e;

@@ -44,6 +44,12 @@ void xp_outfile_reopen_path(const xp_outfile *o, char *buf, size_t n);
  * overwrite, else EEXIST if the destination exists. The directory is
  * fsynced too. On failure the destination is untouched. Releases o. */
 int xp_outfile_commit(xp_outfile *o, int overwrite);
+/* For a set of files that must appear together: like commit, but the file
+ * gets the hidden name o->tmp beside its destination and stays there; o is
+ * released (tmp and leaf stay readable). Place it, or unlink tmp, later. */
+int xp_outfile_stage(xp_outfile *o);
+/* Moves a staged file into place (as commit would) and fsyncs dirfd. */
+int xp_outfile_place(int dirfd, const char *tmp, const char *leaf, int overwrite);
 /* Drops the temporary; safe after any begin (failed or not) and after commit. */
 void xp_outfile_abort(xp_outfile *o);
 

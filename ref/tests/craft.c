@@ -5,10 +5,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -619,4 +621,21 @@ expert_status open_mem(const uint8_t *p, size_t n, unsigned threads, void **mem,
         *mem = NULL;
     }
     return st;
+}
+
+int run_cmd(const char *out_path, const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof cmd - 64)
+        return -1;
+    if (out_path != NULL) {
+        size_t k = strlen(cmd);
+        snprintf(cmd + k, sizeof cmd - k, " > '%s'", out_path);
+    }
+    int st = system(cmd);
+    return st == -1 ? -1 : (WIFEXITED(st) ? WEXITSTATUS(st) : 128);
 }

@@ -192,4 +192,7 @@ void *aligned_copy(const void *p, size_t n);
 expert_status open_mem(const uint8_t *p, size_t n, unsigned threads, void **mem, expert_reader **r,
                        expert_error *err);
 
+/* Runs a shell command, stdout to out_path (may be NULL); returns the exit status. */
+int run_cmd(const char *out_path, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 #endif

@@ -2,7 +2,10 @@
  * test_outputs.c — what a rewrite leaves behind: a replaced file keeps its
  * mode, a new file gets 0666 & ~umask, an interrupted write leaves no name,
  * `sign` follows a symbolic link to its target and refuses files that do
- * not pass full validation (and leaves them as they were).
+ * not pass full validation (and leaves them as they were); and, through
+ * expert-cli, what a person or a pipeline sees: an extract that fails leaves
+ * nothing, stored names cannot drive the terminal, and --require-signature
+ * accepts only a signature checked against a key.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -18,6 +21,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <fcntl.h>
 
 #include "craft.h"
 #include "expert.h"
@@ -186,6 +190,215 @@ static void test_kill_leaves_nothing(void **state)
     }
 }
 
+/* ------------------------------------------------------- through the CLI */
+
+static const char *g_cli;
+
+static const uint8_t k_other[8192] = {9, 8, 7};
+
+/* Writes sections named names[0..n) (raw FILE sections, distinct bytes). */
+static expert_status write_named(const char *path, const char *const *names, size_t n,
+                                 const expert_private_key *key)
+{
+    tsec s[8];
+    assert_true(n <= 8);
+    memset(s, 0, sizeof s);
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *data = i % 2 ? k_other : k_data;
+        size_t len = i % 2 ? sizeof k_other : sizeof k_data;
+        s[i].d = (expert_section_desc){names[i], 0, EXPERT_SECTION_FILE, EXPERT_CODEC_RAW, EXPERT_DTYPE_BYTES, 1,
+                                       0, EXPERT_LAYER_NONE, EXPERT_MODULE_NONE, {len, 0, 0, 0}};
+        s[i].d.name_length = (uint16_t)strlen(names[i]);
+        s[i].data = data;
+        s[i].len = len;
+    }
+    return write_expert(path, NULL, META_MIN, s, n, key);
+}
+
+/* TOC index of the section called name. */
+static uint32_t index_of(const char *path, const char *name)
+{
+    expert_reader *r = NULL;
+    expert_error e;
+    uint32_t i = 0;
+    assert_int_equal(expert_open(path, NULL, &r, &e), EXPERT_OK);
+    assert_int_equal(expert_find(r, name, strlen(name), &i), EXPERT_OK);
+    expert_close(r);
+    return i;
+}
+
+/* Flips one stored byte of section i; the file hash is recomputed, so only
+ * the section's own digest is wrong (found when it is decoded). */
+static void corrupt_section(const char *path, uint32_t i)
+{
+    cbuf b;
+    assert_int_equal(file_load(path, &b), 0);
+    uint64_t off = rd64(toc_entry(b.p, i) + T_OFFSET);
+    b.p[off + rd64(toc_entry(b.p, i) + T_STORED) / 2] ^= 0x40;
+    craft_rehash(b.p, b.n);
+    assert_int_equal(file_save(path, b.p, b.n), 0);
+    cbuf_free(&b);
+}
+
+/* An extract that fails at its second file leaves no file, no hidden
+ * temporary and no directory it created; an existing directory keeps just
+ * what it had. */
+static void test_extract_all_or_nothing(void **state)
+{
+    (void)state;
+    char *d = tmpdir_make("extract");
+    char *f = path_join(d, "x.expert"), *fresh = path_join(d, "fresh"), *kept = path_join(d, "kept"),
+         *good = path_join(d, "good"), *keep = path_join(kept, "keep");
+    static const char *const names[] = {"a.txt", "sub/b.txt"};
+    assert_int_equal(write_named(f, names, 2, NULL), EXPERT_OK);
+    assert_int_equal(run_cmd(NULL, "'%s' extract -q '%s' -o '%s'", g_cli, f, good), 0);
+    assert_int_equal(dir_count(good), 2); /* a.txt, sub */
+    uint32_t a = index_of(f, "a.txt"), b = index_of(f, "sub/b.txt");
+    corrupt_section(f, a > b ? a : b); /* the file written second */
+
+    assert_int_equal(run_cmd(NULL, "'%s' extract -q '%s' -o '%s' 2>/dev/null", g_cli, f, fresh),
+                     EXPERT_E_SECTION_HASH_MISMATCH);
+    assert_false(file_exists(fresh));
+
+    assert_int_equal(mkdir(kept, 0755), 0);
+    assert_int_equal(file_save(keep, "mine", 4), 0);
+    assert_int_equal(run_cmd(NULL, "'%s' extract -q '%s' -o '%s' 2>/dev/null", g_cli, f, kept),
+                     EXPERT_E_SECTION_HASH_MISMATCH);
+    assert_int_equal(dir_count(kept), 1);
+    assert_true(file_exists(keep));
+
+    free(keep);
+    free(good);
+    free(kept);
+    free(fresh);
+    free(f);
+    tmpdir_remove(d);
+}
+
+static void assert_no_byte(const cbuf *b, const char *bytes, const char *what)
+{
+    for (const char *c = bytes; *c; c++)
+        if (memchr(b->p, *c, b->n) != NULL)
+            fail_msg("%s holds the raw byte 0x%02X", what, (unsigned char)*c);
+}
+
+static int holds(const cbuf *b, const char *text)
+{
+    size_t n = strlen(text);
+    for (size_t i = 0; i + n <= b->n; i++)
+        if (memcmp(b->p + i, text, n) == 0)
+            return 1;
+    return 0;
+}
+
+/* Names holding ESC sequences, CR, BEL, DEL, a C1 CSI, an invalid byte and
+ * U+202E (right-to-left override) reach the terminal escaped, in listings
+ * and in error messages; --json keeps them as exact JSON. */
+static void test_terminal_escaping(void **state)
+{
+    (void)state;
+    char *d = tmpdir_make("escape");
+    char *f = path_join(d, "e.expert"), *out = path_join(d, "out.txt"), *errf = path_join(d, "err.txt"),
+         *json = path_join(d, "out.json");
+    static const char *const names[] = {
+        "LICENSE\x1b[2K\x1b[1G\x1b[8m", "cr\rOK full", "bel\a\x7f", "csi\xc2\x9b""31m",
+        "rtl\xe2\x80\xaetxt.exe",
+    };
+    assert_int_equal(write_named(f, names, 5, NULL), EXPERT_OK);
+    static const char raw[] = "\x1b\r\a\x7f\xff";
+    cbuf b;
+
+    assert_int_equal(run_cmd(out, "'%s' inspect '%s'", g_cli, f), 0);
+    assert_int_equal(file_load(out, &b), 0);
+    assert_no_byte(&b, raw, "inspect");
+    assert_false(holds(&b, "\xe2\x80\xae"));
+    assert_false(holds(&b, "\xc2\x9b"));
+    assert_true(holds(&b, "LICENSE\\x1B[2K\\x1B[1G\\x1B[8m"));
+    assert_true(holds(&b, "cr\\x0DOK full"));
+    assert_true(holds(&b, "bel\\x07\\x7F"));
+    assert_true(holds(&b, "csi\\u{009B}31m"));
+    assert_true(holds(&b, "rtl\\u{202E}txt.exe"));
+    cbuf_free(&b);
+
+    /* names must be UTF-8 (the reader refuses others), but a path need not be */
+    char *odd = path_join(d, "bad\xff.expert");
+    assert_int_equal(rename(f, odd), 0);
+    assert_int_equal(run_cmd(out, "'%s' inspect '%s'", g_cli, odd), 0);
+    assert_int_equal(file_load(out, &b), 0);
+    assert_no_byte(&b, raw, "inspect of an odd path");
+    assert_true(holds(&b, "bad\\xFF.expert"));
+    cbuf_free(&b);
+    assert_int_equal(rename(odd, f), 0);
+    free(odd);
+
+    assert_int_equal(run_cmd(json, "'%s' inspect --json '%s'", g_cli, f), 0);
+    assert_int_equal(file_load(json, &b), 0);
+    assert_no_byte(&b, "\x1b\r\a", "inspect --json");
+    assert_true(holds(&b, "\"LICENSE\\u001b[2K\\u001b[1G\\u001b[8m\""));
+    assert_true(holds(&b, "rtl\xe2\x80\xaetxt.exe")); /* valid UTF-8 stays as it is in JSON */
+    cbuf_free(&b);
+
+    /* the error line names the section: escaped too */
+    corrupt_section(f, index_of(f, names[0]));
+    assert_int_equal(run_cmd(NULL, "'%s' validate '%s' 2>'%s'", g_cli, f, errf),
+                     EXPERT_E_SECTION_HASH_MISMATCH);
+    assert_int_equal(file_load(errf, &b), 0);
+    assert_no_byte(&b, raw, "validate's error");
+    assert_true(holds(&b, "SECTION_HASH_MISMATCH"));
+    assert_true(holds(&b, "LICENSE\\x1B[2K"));
+    cbuf_free(&b);
+
+    free(json);
+    free(errf);
+    free(out);
+    free(f);
+    tmpdir_remove(d);
+}
+
+/* validate --require-signature passes only a signature checked against a
+ * key: unsigned -> UNSIGNED, signed without --key -> BAD_KEY, another
+ * signer's key -> BAD_SIGNATURE. */
+static void test_require_signature(void **state)
+{
+    (void)state;
+    char *d = tmpdir_make("require");
+    char *u = path_join(d, "u.expert"), *sgn = path_join(d, "s.expert"), *priv = path_join(d, "k.pem"),
+         *pub = path_join(d, "k.pub"), *priv2 = path_join(d, "k2.pem"), *pub2 = path_join(d, "k2.pub");
+    expert_error e;
+    expert_private_key *key = NULL;
+    assert_int_equal(expert_keygen(priv, pub, &e), EXPERT_OK);
+    assert_int_equal(expert_keygen(priv2, pub2, &e), EXPERT_OK);
+    assert_int_equal(expert_private_key_load(priv, &key, &e), EXPERT_OK);
+    static const char *const names[] = {"a.txt"};
+    assert_int_equal(write_named(u, names, 1, NULL), EXPERT_OK);
+    assert_int_equal(write_named(sgn, names, 1, key), EXPERT_OK);
+    expert_private_key_free(key);
+
+    const char *q = ">/dev/null 2>&1";
+    assert_int_equal(run_cmd(NULL, "'%s' validate '%s' %s", g_cli, sgn, q), 0); /* intact, not authenticated */
+    assert_int_equal(run_cmd(NULL, "'%s' validate --require-signature '%s' %s", g_cli, sgn, q),
+                     EXPERT_E_BAD_KEY);
+    assert_int_equal(run_cmd(NULL, "'%s' validate --require-signature --key '%s' '%s' %s", g_cli, pub, sgn, q),
+                     0);
+    assert_int_equal(run_cmd(NULL, "'%s' validate --require-signature --key '%s' '%s' %s", g_cli, pub2, sgn, q),
+                     EXPERT_E_BAD_SIGNATURE);
+    assert_int_equal(run_cmd(NULL, "'%s' validate --require-signature '%s' %s", g_cli, u, q), EXPERT_E_UNSIGNED);
+    assert_int_equal(run_cmd(NULL, "'%s' validate --require-signature --key '%s' '%s' %s", g_cli, pub, u, q),
+                     EXPERT_E_UNSIGNED);
+    assert_int_equal(run_cmd(NULL, "'%s' validate --require-signature --repeat 2 '%s' %s", g_cli, u, q),
+                     EXPERT_E_UNSIGNED);
+    assert_int_not_equal(run_cmd(NULL, "'%s' validate --require-signature --level access '%s' %s", g_cli, sgn, q),
+                         0);
+
+    free(pub2);
+    free(priv2);
+    free(pub);
+    free(priv);
+    free(sgn);
+    free(u);
+    tmpdir_remove(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -193,6 +406,14 @@ int main(void)
         cmocka_unit_test(test_sign_through_symlink),
         cmocka_unit_test(test_sign_validates_fully),
         cmocka_unit_test(test_kill_leaves_nothing),
+        cmocka_unit_test(test_extract_all_or_nothing),
+        cmocka_unit_test(test_terminal_escaping),
+        cmocka_unit_test(test_require_signature),
     };
+    g_cli = getenv("EXPERT_CLI");
+    if (g_cli == NULL) {
+        fprintf(stderr, "EXPERT_CLI is not set (run through meson test)\n");
+        return 1;
+    }
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -687,20 +687,3 @@ int check_pkg_dir(const char *dir, pkg *p, char *msg, size_t cap)
     }
     return 0;
 }
-
-int run_cmd(const char *out_path, const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof cmd - 64)
-        return -1;
-    if (out_path != NULL) {
-        size_t k = strlen(cmd);
-        snprintf(cmd + k, sizeof cmd - k, " > '%s'", out_path);
-    }
-    int st = system(cmd);
-    return st == -1 ? -1 : (WIFEXITED(st) ? WEXITSTATUS(st) : 128);
-}

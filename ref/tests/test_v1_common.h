@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "expert.h"
+#include "craft.h" /* run_cmd */
 #include "expert_v1.h"
 
 /* ------------------------------------------------------------ buffers */
@@ -99,7 +100,5 @@ int check_pkg_tensors(expert_reader *r, pkg *p, char *msg, size_t cap);
 int check_pkg_files(expert_reader *r, pkg *p, char *msg, size_t cap);
 /* Every file of p equals dir/<name> on disk. */
 int check_pkg_dir(const char *dir, pkg *p, char *msg, size_t cap);
-/* Runs a shell command, stdout to out_path (may be NULL); returns the exit status. */
-int run_cmd(const char *out_path, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif
