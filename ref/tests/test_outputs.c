@@ -301,7 +301,7 @@ static void test_terminal_escaping(void **state)
     char *f = path_join(d, "e.expert"), *out = path_join(d, "out.txt"), *errf = path_join(d, "err.txt"),
          *json = path_join(d, "out.json");
     static const char *const names[] = {
-        "LICENSE\x1b[2K\x1b[1G\x1b[8m", "cr\rOK full", "bel\a\x7f", "csi\xc2\x9b""31m",
+        "LICENSE\x1b[2K\x1b[1G\x1b[8m", "cr\rOK full", "bel\a\x7f", "csi\302\23331m",
         "rtl\xe2\x80\xaetxt.exe",
     };
     assert_int_equal(write_named(f, names, 5, NULL), EXPERT_OK);
