@@ -7,6 +7,7 @@ directory's reliability/ folder:
   faults.md / faults.json           ref/tests/test_faults.c
   concurrency.md                    ref/tests/test_concurrency.c (also from a -Db_sanitize=thread build)
   memory.md                         ref/tests/test_memory.c
+  outputs.md                        ref/tests/test_outputs.c
   fuzz.json                         conformance/fuzz/run-fuzz.sh
 plus conformance/corruption/library-bugs.md (the library bugs it found).
 
@@ -137,10 +138,16 @@ def main():
         out.append(f"| resource bounds | {len(rows)} hostile or large files, peak RSS within the bound in "
                    f"{len(rows) - len(over)}" + (f"; {len(over)} over the bound (known issue)" if over else "") +
                    f", wall time within the budget in {len(rows) - len(slow)} |")
+    op = find(a.build, "outputs.md")
+    if op:
+        rows = [l for l in read(op).splitlines() if l.startswith("| ") and not l.startswith("| case")]
+        ok = [l for l in rows if l.rstrip().endswith("| passed |")]
+        out.append(f"| outputs (rewrites, kill -9, extract, terminal, signatures) | {len(ok)}/{len(rows)} cases "
+                   f"passed |")
     out.append("")
 
     # ---- sections
-    for name, title in [("corruption.md", None), ("faults.md", None), ("memory.md", None)]:
+    for name in ["corruption.md", "faults.md", "memory.md", "outputs.md"]:
         p = find(a.build, name)
         if p:
             out.append(read(p))

@@ -198,7 +198,8 @@ static int gpu_vram(const cli_cmd *cmd, int argc, char **argv)
         if (st != EXPERT_OK) {
             sb_free(&sb);
             expert_close(r);
-            fprintf(stderr, "%s: %s\n", pos[f], e.message);
+            fput_term(stderr, pos[f], strlen(pos[f]));
+            fputs(":\n", stderr);
             return cli_report(json, NULL, st, &e);
         }
         expert_gpu_totals t;
@@ -257,11 +258,13 @@ static int gpu_vram(const cli_cmd *cmd, int argc, char **argv)
         if (!json) {
             char b1[32], b2[32], b3[32], b4[32], b5[32], b6[32];
             const char *base = strrchr(pos[f], '/');
-            printf("%-32.32s %10s %10s %10s %12s %7.2f%% %12s %12s %s\n", base ? base + 1 : pos[f],
+            char *shown = term_text(base ? base + 1 : pos[f]);
+            printf("%-32.32s %10s %10s %10s %12s %7.2f%% %12s %12s %s\n", shown,
                    fmt_size(t.payload_bytes, b1), fmt_size(t.resident_bytes, b2),
                    fmt_size(t.reserved_bytes, b3), fmt_size(t.dense_delta_bytes, b4),
                    100.0 * ratio, fmt_size(m.have ? m.one : t.reserved_bytes, b5),
                    fmt_size(m.have ? m.many : pred_many, b6), under ? "yes" : "NO");
+            term_free(shown);
         }
         expert_gpu_plan_free(p);
         expert_close(r);
@@ -382,7 +385,8 @@ static int gpu_load(const cli_cmd *cmd, int argc, char **argv)
             st = expert_gpu_copy_floor(bytes, (unsigned)repeat, &t_floor[0], &e);
         if (st != EXPERT_OK) {
             sb_free(&sb);
-            fprintf(stderr, "%s: %s\n", pos[f], e.message);
+            fput_term(stderr, pos[f], strlen(pos[f]));
+            fputs(":\n", stderr);
             return cli_report(json, NULL, st, &e);
         }
         double open_s = median(t_open, (unsigned)repeat), first_s = median(t_first, (unsigned)repeat),

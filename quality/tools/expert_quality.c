@@ -145,8 +145,8 @@ static void text_report(const xq_report *r, const char *in, const char *out, int
         dens = (double)kept / (double)total;
     char *in_text = term_text(in), *out_text = term_text(out);
     printf("%s -> %s: %s\n", in_text, out_text, r->method);
-    free(in_text);
-    free(out_text);
+    term_free(in_text);
+    term_free(out_text);
     printf("  budget %s (%" PRIu64 " B; reference %s), file %s (%" PRIu64 " B, %.2f%% of budget)\n",
            fmt_size(r->budget, a), r->budget, fmt_size(r->reference_size, b), fmt_size(r->file_size, c),
            r->file_size, 100.0 * (double)r->file_size / (double)r->budget);
@@ -363,8 +363,8 @@ static int q_diff(const cli_cmd *cmd, int argc, char **argv)
             char *path = term_text(r->path), *note = term_text(r->note);
             printf("%-62s %-5s %-5s %10.6f %10.6f  %s\n", path, r->type_a, r->type_b, r->rel_fro,
                    r->rel_spec, note);
-            free(path);
-            free(note);
+            term_free(path);
+            term_free(note);
         }
         printf("%zu modules compared (%zu only in A, %zu only in B); relative Frobenius error: "
                "pooled %.6f, mean %.6f, max %.6f; %.2f s\n",

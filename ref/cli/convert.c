@@ -692,8 +692,8 @@ static void print_single(const conv_opts *o, const conv_result *r)
                r->sections, r->tensors, r->files, expert_codec_name(o->tensor_codec));
     else
         printf("  also wrote %s.sha256\n", out);
-    free(in);
-    free(out);
+    term_free(in);
+    term_free(out);
     if (r->sidecar)
         printf("  v1 sidecar (IN.sha256): %s\n", sidecar_name(r->sidecar));
     if (r->sig_checked) {
@@ -997,8 +997,8 @@ static int run_batch(const cli_cmd *cmd, conv_opts *o, const char *in_dir, const
             printf("batch %s -> %s: %zu files, converted %zu, skipped %zu, failed %zu; %s -> %s",
                    in, out, b.count, b.converted, b.skipped, b.failed, fmt_size(before, b1),
                    fmt_size(after, b2));
-            free(in);
-            free(out);
+            term_free(in);
+            term_free(out);
             if (after)
                 printf(" (ratio %.3fx)", (double)before / (double)after);
             printf(" in %.2f s\n", seconds);

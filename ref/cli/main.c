@@ -607,7 +607,7 @@ static int cmd_inspect(const cli_cmd *cmd, int argc, char **argv)
         int name_w = 4;
         char *text = term_text(pos[0]);
         printf("file:             %s\n", text);
-        free(text);
+        term_free(text);
         printf("format:           .expert v%u.%u, header %" PRIu32 " bytes, alignment %" PRIu32
                ", flags 0x%08" PRIx32 "\n",
                (unsigned)h.major, (unsigned)h.minor, h.header_size, h.alignment, h.flags);
@@ -618,10 +618,10 @@ static int cmd_inspect(const cli_cmd *cmd, int argc, char **argv)
         printf("structure sha256: %s\n", fmt_hex(h.structure_sha256, 32, hex));
         text = term_text(expert_name(r) ? expert_name(r) : "?");
         printf("name:             %s\n", text);
-        free(text);
+        term_free(text);
         text = term_text(expert_package_version(r) ? expert_package_version(r) : "?");
         printf("version:          %s\n", text);
-        free(text);
+        term_free(text);
         printf("modules:          %" PRIu32 "\n", expert_module_count(r));
         printf("metadata:         %s stored, %s JSON\n", fmt_size(h.metadata_length, b1),
                fmt_size(h.metadata_decoded_length, b2));
@@ -1263,7 +1263,7 @@ static int cmd_extract(const cli_cmd *cmd, int argc, char **argv)
         char b[32];
         char *dir = term_text(job.dir);
         printf("extracted %" PRIu64 " file(s), %s, to %s\n", job.files, fmt_size(job.bytes, b), dir);
-        free(dir);
+        term_free(dir);
     }
     rc = s == EXPERT_OK ? 0 : cli_report(job.json, job.r, s, &err);
     if (job.rootfd >= 0)

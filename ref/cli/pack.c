@@ -221,8 +221,8 @@ static expert_status print_summary(pack_job *job, double seconds, int is_signed,
     } else if (!job->quiet) {
         char *dir = term_text(job->dir), *out = term_text(job->out);
         printf("packed %s -> %s\n", dir, out);
-        free(dir);
-        free(out);
+        term_free(dir);
+        term_free(out);
         printf("  sections: %" PRIu32 " (%zu tensors%s, %zu files), %zu modules\n", h.section_count,
                job->result.tensors, job->result.tensors ? " + safetensors header" : "", job->result.files,
                job->result.modules);

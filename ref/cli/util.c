@@ -432,6 +432,9 @@ void sb_term_string(strbuf *sb, const char *s, size_t n)
     sb_append(sb, s + n - run, run);
 }
 
+/* What term_text gives when it cannot allocate: never NULL, never freed. */
+static char k_term_unavailable[] = "?";
+
 char *term_text(const char *s)
 {
     strbuf sb;
@@ -439,9 +442,15 @@ char *term_text(const char *s)
     sb_term_string(&sb, s ? s : "", s ? strlen(s) : 0);
     if (sb.failed || sb.data == NULL) {
         sb_free(&sb);
-        return strdup("?");
+        return k_term_unavailable;
     }
     return sb.data;
+}
+
+void term_free(char *text)
+{
+    if (text != k_term_unavailable)
+        free(text);
 }
 
 void fput_term(FILE *f, const char *s, size_t n)

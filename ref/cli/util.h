@@ -126,8 +126,10 @@ void sb_json_double(strbuf *sb, double v);
  * \u{XXXX}. Every name or string from a file, printed for a person, goes
  * through here (JSON output uses sb_json_string instead). */
 void sb_term_string(strbuf *sb, const char *s, size_t n);
-/* The same as a malloc'd string (s may be NULL: ""); "?" when out of memory. */
+/* The same as a string to release with term_free (s may be NULL: ""); never
+ * NULL: "?" when out of memory. */
 char *term_text(const char *s);
+void term_free(char *text);
 /* The same, written to f. */
 void fput_term(FILE *f, const char *s, size_t n);
 /* Writes the buffer plus '\n' to stdout; EXPERT_E_NOMEM if sb->failed. */
