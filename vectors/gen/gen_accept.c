@@ -558,6 +558,28 @@ static void limits(void)
         buf_free(&b);
     }
     {
+        /* every name hashes to slot 0 of 2048: one probe chain 1024 long.
+         * Valid, so it must be accepted; a reader that walks the chain for
+         * each name does n^2/2 comparisons, which at 65536 names is hours. */
+        enum { FLOOD = 1024 };
+        S *s = A(FLOOD * sizeof *s);
+        uint32_t mask = slot_count(FLOOD) - 1;
+        int got = 0;
+        for (uint32_t k = 0; got < FLOOD; k++) {
+            char name[32];
+            int len = snprintf(name, sizeof name, "flood.%08x", (unsigned)k);
+            if ((fnv1a64(name, (size_t)len) & mask) != 0)
+                continue;
+            s[got] = tensor(AS("%s", name), EXPERT_DTYPE_U8, 0, 1, 1, 0, 0, 0, 820u + (unsigned)got);
+            got++;
+        }
+        F f = {META_MIN, s, FLOOD, 64, 0, 0};
+        add_built("index-one-probe-chain",
+                  "1024 names whose FNV-1a hashes all select slot 0 of 2048: the canonical index is one probe "
+                  "chain of 1024 (valid; a reader's index check must not cost a comparison per pair of names)",
+                  &f, 1);
+    }
+    {
         S s[4];
         static const char *names[4] = {"name.\xc3\xa9\xe6\x97\xa5\xe6\x9c\xac", "name.\xf4\x8f\xbf\xbf",
                                        "name.\xef\xbf\xbf\xee\x80\x80", "e\xcc\x81"};
