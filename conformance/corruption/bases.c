@@ -59,21 +59,21 @@ char *meta_json_of(const base *b, size_t *len)
 uint8_t *plain_of(const base *b, uint32_t i, size_t *len)
 {
     const xm_section *s = &b->m.sec[i];
-    uint8_t codec = s->entry[XM_T_CODEC];
-    uint64_t dec = xm_rd64(s->entry + XM_T_DECODED);
+    uint8_t codec = s->entry[T_CODEC];
+    uint64_t dec = rd64(s->entry + T_DECODED);
     uint8_t *out = xm_alloc((size_t)dec);
     *len = (size_t)dec;
     if (codec == 0) {
         memcpy(out, s->data, (size_t)dec);
         return out;
     }
-    uint32_t fs = xm_rd32(s->entry + XM_T_FRAME);
+    uint32_t fs = rd32(s->entry + T_FRAME);
     uint64_t nf = dec == 0 ? 0 : (dec - 1) / fs + 1;
-    size_t e = xm_dtype_size(s->entry[XM_T_DTYPE]);
+    size_t e = xm_dtype_size(s->entry[T_DTYPE]);
     size_t pos = (size_t)(4 * nf);
     uint8_t *tmp = xm_alloc(fs);
     for (uint64_t f = 0; f < nf; f++) {
-        size_t c = xm_rd32(s->data + 4 * f);
+        size_t c = rd32(s->data + 4 * f);
         size_t L = (size_t)(dec - f * fs < fs ? dec - f * fs : fs);
         size_t r = ZSTD_decompress(tmp, L, s->data + pos, c);
         if (ZSTD_isError(r) || r != L)
@@ -122,11 +122,11 @@ static int add_base(const char *name, uint8_t *img, size_t n, int key, const cha
         fprintf(stderr, "corrupt: base %s: the independent model cannot parse it\n", name);
         return -1;
     }
-    b->meta_off = xm_rd64(img + XM_H_META_OFF);
-    b->toc_off = xm_rd64(img + XM_H_TOC_OFF);
-    b->index_off = xm_rd64(img + XM_H_INDEX_OFF);
-    b->index_len = xm_rd64(img + XM_H_INDEX_LEN);
-    b->str_off = xm_rd64(img + XM_H_STR_OFF);
+    b->meta_off = rd64(img + H_META_OFF);
+    b->toc_off = rd64(img + H_TOC_OFF);
+    b->index_off = rd64(img + H_INDEX_OFF);
+    b->index_len = rd64(img + H_INDEX_LEN);
+    b->str_off = rd64(img + H_STR_OFF);
     size_t jl = 0;
     char *json = meta_json_of(b, &jl);
     json_t *root = json ? json_loadb(json, jl, 0, NULL) : NULL;
@@ -416,7 +416,7 @@ static void build_vectors(const char *vdir)
         snprintf(bn, sizeof bn, "vec:%s", name);
         int signed_ = 0;
         for (int s = 0; s < 64 && n >= 0x74; s++)
-            signed_ |= img[XM_H_SIG + s] != 0;
+            signed_ |= img[H_SIG + s] != 0;
         if (signed_ && k < 0)
             k = -2;
         int bi = add_base(bn, img, n, k, NULL);

@@ -151,7 +151,7 @@ static ival *zones_of(const base *b, size_t *count)
     v[n++] = (ival){0xA0, 0x100, Z_HDR, 0};
     if (hs > 256)
         v[n++] = (ival){0x100, hs, Z_EXT, 0};
-    uint64_t r[4][2] = {{b->meta_off, b->m.meta_len}, {b->toc_off, (uint64_t)b->m.n * XM_TOC},
+    uint64_t r[4][2] = {{b->meta_off, b->m.meta_len}, {b->toc_off, (uint64_t)b->m.n * TOC_ENTRY},
                         {b->index_off, b->index_len}, {b->str_off, b->m.strings_len}};
     int rz[4] = {Z_META, Z_TOC, Z_INDEX, Z_STRINGS};
     for (int k = 0; k < 4; k++)
@@ -161,11 +161,11 @@ static ival *zones_of(const base *b, size_t *count)
         const xm_section *s = &b->m.sec[i];
         if (s->len == 0)
             continue;
-        uint64_t o = xm_rd64(s->entry + XM_T_OFFSET);
-        if (s->entry[XM_T_CODEC] == 0) {
+        uint64_t o = rd64(s->entry + T_OFFSET);
+        if (s->entry[T_CODEC] == 0) {
             v[n++] = (ival){o, o + s->len, Z_BODY_RAW, i};
         } else {
-            uint64_t dec = xm_rd64(s->entry + XM_T_DECODED), fs = xm_rd32(s->entry + XM_T_FRAME);
+            uint64_t dec = rd64(s->entry + T_DECODED), fs = rd32(s->entry + T_FRAME);
             uint64_t t = 4 * ((dec - 1) / fs + 1);
             v[n++] = (ival){o, o + t, Z_FTABLE, i};
             v[n++] = (ival){o + t, o + s->len, Z_BODY_FRAMED, i};
@@ -231,7 +231,7 @@ static void enumerate(uint16_t bi)
         }
     }
     for (uint32_t i = 0; i < b->m.n; i++) { /* section boundaries */
-        uint64_t o = xm_rd64(b->m.sec[i].entry + XM_T_OFFSET), e = o + b->m.sec[i].len;
+        uint64_t o = rd64(b->m.sec[i].entry + T_OFFSET), e = o + b->m.sec[i].len;
         uint64_t c[4] = {o, o + 1, e - (e > o), e};
         for (int k = 0; k < 4; k++)
             if (b->m.sec[i].len && c[k] < b->n && !len_seen[c[k]]) {
@@ -452,7 +452,7 @@ static void run_one(size_t idx)
         }
         /* a valid edit of a signed file changes what the signature covers */
         if (e.level == LV_NONE && b->key >= 0 && n >= 256 &&
-            memcmp(p + XM_H_STRUCT_SHA, b->img + XM_H_STRUCT_SHA, 32) != 0) {
+            memcmp(p + H_STRUCT_SHA, b->img + H_STRUCT_SHA, 32) != 0) {
             e.level = LV_K;
             e.mask = CLS(EXPERT_E_BAD_SIGNATURE);
         }
@@ -460,7 +460,7 @@ static void run_one(size_t idx)
 
     int sig_nonzero = 0;
     for (int k = 0; n >= 0x74 && k < 64 && !sig_nonzero; k++)
-        sig_nonzero = p[XM_H_SIG + k] != 0;
+        sig_nonzero = p[H_SIG + k] != 0;
     /* key -2: signed with a key we do not have (a vector without "key"):
      * only signature mutations are checked with a key (any key must fail) */
     int run_k = b->key >= 0 || (sig_nonzero && b->key == -1) || e.level == LV_K;

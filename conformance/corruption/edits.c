@@ -31,9 +31,16 @@ static void copy_img(const base *b, xb *out)
     xb_put(out, b->img, b->n);
 }
 
+/* A hand-built frame of raw blocks; the options used here are all valid ones. */
+static void raw_frame(xb *f, const void *content, size_t n, const zf_opts *o)
+{
+    if (zframe(f, content, n, o) != 0)
+        abort();
+}
+
 static uint8_t *entry_of(xb *out, const base *b, uint32_t i)
 {
-    return out->p + b->toc_off + (uint64_t)i * XM_TOC;
+    return out->p + b->toc_off + (uint64_t)i * TOC_ENTRY;
 }
 
 static int is_adapter(uint16_t t) { return (t >= 0x10 && t <= 0x13) || (t >= 0x20 && t <= 0x25); }
@@ -56,10 +63,10 @@ static int select_section(const base *b, int sel)
 {
     for (uint32_t i = 0; i < b->m.n; i++) {
         const uint8_t *e = b->m.sec[i].entry;
-        uint16_t t = xm_rd16(e + XM_T_TYPE);
-        uint8_t codec = e[XM_T_CODEC];
-        uint64_t dec = xm_rd64(e + XM_T_DECODED), st = xm_rd64(e + XM_T_STORED);
-        uint32_t mod = xm_rd32(e + XM_T_MODULE);
+        uint16_t t = rd16(e + T_TYPE);
+        uint8_t codec = e[T_CODEC];
+        uint64_t dec = rd64(e + T_DECODED), st = rd64(e + T_STORED);
+        uint32_t mod = rd32(e + T_MODULE);
         switch (sel) {
         case SEL_FIRST: return 0;
         case SEL_FRAMED: if (codec != 0 && dec > 0) return (int)i; break;
@@ -69,7 +76,7 @@ static int select_section(const base *b, int sel)
         case SEL_FREEFILE: if (t == 1 && !referenced(b, i)) return (int)i; break;
         case SEL_NOMODULE: if (mod == UINT32_MAX && t < 0x8000) return (int)i; break;
         case SEL_RANK1_FRAMED:
-            if (codec != 0 && dec > 0 && e[XM_T_RANK] == 1 && mod == UINT32_MAX && t < 0x8000 &&
+            if (codec != 0 && dec > 0 && e[T_RANK] == 1 && mod == UINT32_MAX && t < 0x8000 &&
                 t != 0x23 && t != 0x24)
                 return (int)i;
             break;
@@ -95,51 +102,51 @@ typedef struct hpatch {
 } hpatch;
 
 static const hpatch k_hpatch[] = {
-    {"hdr/major=3", XM_H_MAJOR, 2, OP_SET, 3, LV_S, 0},
-    {"hdr/major=0", XM_H_MAJOR, 2, OP_SET, 0, LV_S, 0},
-    {"hdr/minor=7 (valid)", XM_H_MINOR, 2, OP_SET, 7, LV_NONE, 0},
-    {"hdr/header_size=252", XM_H_HEADER_SIZE, 4, OP_SET, 252, LV_S, 0},
-    {"hdr/header_size=257", XM_H_HEADER_SIZE, 4, OP_SET, 257, LV_S, 0},
-    {"hdr/header_size=4104", XM_H_HEADER_SIZE, 4, OP_SET, 4104, LV_S, 0},
-    {"hdr/header_size=2^32-8", XM_H_HEADER_SIZE, 4, OP_SET, 0xFFFFFFF8u, LV_S, 0},
-    {"hdr/alignment=128", XM_H_ALIGN, 4, OP_SET, 128, LV_S, 0},
-    {"hdr/alignment=0", XM_H_ALIGN, 4, OP_SET, 0, LV_S, 0},
-    {"hdr/flags bit 0", XM_H_FLAGS, 4, OP_OR, 1, LV_S, 0},
-    {"hdr/flags bit 15", XM_H_FLAGS, 4, OP_OR, 0x8000, LV_S, 0},
-    {"hdr/flags bit 16 (must-ignore)", XM_H_FLAGS, 4, OP_OR, 0x10000, LV_NONE, 0},
-    {"hdr/flags bit 31 (must-ignore)", XM_H_FLAGS, 4, OP_OR, 0x80000000u, LV_NONE, 0},
-    {"hdr/toc_entry_size=64", XM_H_TOC_ENTRY_SIZE, 4, OP_SET, 64, LV_S, 0},
-    {"hdr/reserved 0xE8", XM_H_RESERVED, 1, OP_SET, 1, LV_S, 0},
+    {"hdr/major=3", H_MAJOR, 2, OP_SET, 3, LV_S, 0},
+    {"hdr/major=0", H_MAJOR, 2, OP_SET, 0, LV_S, 0},
+    {"hdr/minor=7 (valid)", H_MINOR, 2, OP_SET, 7, LV_NONE, 0},
+    {"hdr/header_size=252", H_HEADER_SIZE, 4, OP_SET, 252, LV_S, 0},
+    {"hdr/header_size=257", H_HEADER_SIZE, 4, OP_SET, 257, LV_S, 0},
+    {"hdr/header_size=4104", H_HEADER_SIZE, 4, OP_SET, 4104, LV_S, 0},
+    {"hdr/header_size=2^32-8", H_HEADER_SIZE, 4, OP_SET, 0xFFFFFFF8u, LV_S, 0},
+    {"hdr/alignment=128", H_ALIGN, 4, OP_SET, 128, LV_S, 0},
+    {"hdr/alignment=0", H_ALIGN, 4, OP_SET, 0, LV_S, 0},
+    {"hdr/flags bit 0", H_FLAGS, 4, OP_OR, 1, LV_S, 0},
+    {"hdr/flags bit 15", H_FLAGS, 4, OP_OR, 0x8000, LV_S, 0},
+    {"hdr/flags bit 16 (must-ignore)", H_FLAGS, 4, OP_OR, 0x10000, LV_NONE, 0},
+    {"hdr/flags bit 31 (must-ignore)", H_FLAGS, 4, OP_OR, 0x80000000u, LV_NONE, 0},
+    {"hdr/toc_entry_size=64", H_TOC_ENTRY_SIZE, 4, OP_SET, 64, LV_S, 0},
+    {"hdr/reserved 0xE8", H_RESERVED, 1, OP_SET, 1, LV_S, 0},
     {"hdr/reserved 0xFF", 0xFF, 1, OP_SET, 0x80, LV_S, 0},
-    {"hdr/toc_count=65537", XM_H_TOC_COUNT, 4, OP_SET, 65537, LV_S, 0},
-    {"hdr/toc_count=2^32-1", XM_H_TOC_COUNT, 4, OP_SET, 0xFFFFFFFFu, LV_S, 0},
-    {"hdr/toc_count+1", XM_H_TOC_COUNT, 4, OP_ADD, 1, LV_S, ANY_CLASS},
-    {"hdr/metadata_length=0", XM_H_META_LEN, 8, OP_SET, 0, LV_S, 0},
-    {"hdr/metadata_length=2^24+1", XM_H_META_LEN, 8, OP_SET, (1u << 24) + 1, LV_S, 0},
-    {"hdr/metadata_length=2^64-1", XM_H_META_LEN, 8, OP_SET, UINT64_MAX, LV_S, 0},
-    {"hdr/metadata_decoded_length=1", XM_H_META_DEC, 8, OP_SET, 1, LV_S, 0},
-    {"hdr/metadata_decoded_length=2^24+1", XM_H_META_DEC, 8, OP_SET, (1u << 24) + 1, LV_S, 0},
-    {"hdr/metadata_decoded_length=2^64-1", XM_H_META_DEC, 8, OP_SET, UINT64_MAX, LV_S, 0},
-    {"hdr/metadata_decoded_length+1 (lie)", XM_H_META_DEC, 8, OP_ADD, 1, LV_S, C(BAD_METADATA)},
-    {"hdr/metadata_decoded_length-1 (lie)", XM_H_META_DEC, 8, OP_SUB, 1, LV_S, C(BAD_METADATA)},
-    {"hdr/strings_length=2^26+1", XM_H_STR_LEN, 8, OP_SET, (1u << 26) + 1, LV_S, 0},
-    {"hdr/strings_length=2^64-1", XM_H_STR_LEN, 8, OP_SET, UINT64_MAX, LV_S, 0},
-    {"hdr/index_length+4", XM_H_INDEX_LEN, 8, OP_ADD, 4, LV_S, 0},
-    {"hdr/index_length=2^64-4", XM_H_INDEX_LEN, 8, OP_SET, UINT64_MAX - 3, LV_S, 0},
-    {"hdr/metadata_offset+1", XM_H_META_OFF, 8, OP_ADD, 1, LV_S, 0},
-    {"hdr/metadata_offset=0", XM_H_META_OFF, 8, OP_SET, 0, LV_S, 0},
-    {"hdr/metadata_offset=2^64-8 (wraps)", XM_H_META_OFF, 8, OP_SET, UINT64_MAX - 7, LV_S, 0},
-    {"hdr/toc_offset=2^64-8 (wraps)", XM_H_TOC_OFF, 8, OP_SET, UINT64_MAX - 7, LV_S, 0},
-    {"hdr/toc_offset+4", XM_H_TOC_OFF, 8, OP_ADD, 4, LV_S, 0},
-    {"hdr/index_offset=2^64-8 (wraps)", XM_H_INDEX_OFF, 8, OP_SET, UINT64_MAX - 7, LV_S, 0},
-    {"hdr/index_offset+4", XM_H_INDEX_OFF, 8, OP_ADD, 4, LV_S, 0},
-    {"hdr/strings_offset=2^64-1 (wraps)", XM_H_STR_OFF, 8, OP_SET, UINT64_MAX, LV_S, 0},
-    {"hdr/strings_offset past EOF", XM_H_STR_OFF, 8, OP_ADD, 1, LV_S, ANY_CLASS},
-    {"hdr/file_length+1", XM_H_FILE_LEN, 8, OP_ADD, 1, LV_S, 0},
-    {"hdr/file_length-1", XM_H_FILE_LEN, 8, OP_SUB, 1, LV_S, 0},
-    {"hdr/file_length=2^64-1", XM_H_FILE_LEN, 8, OP_SET, UINT64_MAX, LV_S, 0},
+    {"hdr/toc_count=65537", H_TOC_COUNT, 4, OP_SET, 65537, LV_S, 0},
+    {"hdr/toc_count=2^32-1", H_TOC_COUNT, 4, OP_SET, 0xFFFFFFFFu, LV_S, 0},
+    {"hdr/toc_count+1", H_TOC_COUNT, 4, OP_ADD, 1, LV_S, ANY_CLASS},
+    {"hdr/metadata_length=0", H_META_LEN, 8, OP_SET, 0, LV_S, 0},
+    {"hdr/metadata_length=2^24+1", H_META_LEN, 8, OP_SET, (1u << 24) + 1, LV_S, 0},
+    {"hdr/metadata_length=2^64-1", H_META_LEN, 8, OP_SET, UINT64_MAX, LV_S, 0},
+    {"hdr/metadata_decoded_length=1", H_META_DEC, 8, OP_SET, 1, LV_S, 0},
+    {"hdr/metadata_decoded_length=2^24+1", H_META_DEC, 8, OP_SET, (1u << 24) + 1, LV_S, 0},
+    {"hdr/metadata_decoded_length=2^64-1", H_META_DEC, 8, OP_SET, UINT64_MAX, LV_S, 0},
+    {"hdr/metadata_decoded_length+1 (lie)", H_META_DEC, 8, OP_ADD, 1, LV_S, C(BAD_METADATA)},
+    {"hdr/metadata_decoded_length-1 (lie)", H_META_DEC, 8, OP_SUB, 1, LV_S, C(BAD_METADATA)},
+    {"hdr/strings_length=2^26+1", H_STR_LEN, 8, OP_SET, (1u << 26) + 1, LV_S, 0},
+    {"hdr/strings_length=2^64-1", H_STR_LEN, 8, OP_SET, UINT64_MAX, LV_S, 0},
+    {"hdr/index_length+4", H_INDEX_LEN, 8, OP_ADD, 4, LV_S, 0},
+    {"hdr/index_length=2^64-4", H_INDEX_LEN, 8, OP_SET, UINT64_MAX - 3, LV_S, 0},
+    {"hdr/metadata_offset+1", H_META_OFF, 8, OP_ADD, 1, LV_S, 0},
+    {"hdr/metadata_offset=0", H_META_OFF, 8, OP_SET, 0, LV_S, 0},
+    {"hdr/metadata_offset=2^64-8 (wraps)", H_META_OFF, 8, OP_SET, UINT64_MAX - 7, LV_S, 0},
+    {"hdr/toc_offset=2^64-8 (wraps)", H_TOC_OFF, 8, OP_SET, UINT64_MAX - 7, LV_S, 0},
+    {"hdr/toc_offset+4", H_TOC_OFF, 8, OP_ADD, 4, LV_S, 0},
+    {"hdr/index_offset=2^64-8 (wraps)", H_INDEX_OFF, 8, OP_SET, UINT64_MAX - 7, LV_S, 0},
+    {"hdr/index_offset+4", H_INDEX_OFF, 8, OP_ADD, 4, LV_S, 0},
+    {"hdr/strings_offset=2^64-1 (wraps)", H_STR_OFF, 8, OP_SET, UINT64_MAX, LV_S, 0},
+    {"hdr/strings_offset past EOF", H_STR_OFF, 8, OP_ADD, 1, LV_S, ANY_CLASS},
+    {"hdr/file_length+1", H_FILE_LEN, 8, OP_ADD, 1, LV_S, 0},
+    {"hdr/file_length-1", H_FILE_LEN, 8, OP_SUB, 1, LV_S, 0},
+    {"hdr/file_length=2^64-1", H_FILE_LEN, 8, OP_SET, UINT64_MAX, LV_S, 0},
     /* metadata region moved onto the TOC: a region that does not hold a zstd frame */
-    {"layout/metadata_offset=toc_offset", XM_H_META_OFF, 8, OP_COPY, XM_H_TOC_OFF, LV_S, C(BAD_METADATA)},
+    {"layout/metadata_offset=toc_offset", H_META_OFF, 8, OP_COPY, H_TOC_OFF, LV_S, C(BAD_METADATA)},
 };
 
 static uint64_t rdn(const uint8_t *p, unsigned w)
@@ -195,56 +202,56 @@ typedef struct tpatch {
 
 #define TP(n, s, o, w, op, v, lv, m) {n, s, o, w, op, V_LIT, v, lv, m}
 static const tpatch k_tpatch[] = {
-    TP("toc/reserved byte 11", SEL_FIRST, XM_T_RES1, 1, OP_SET, 1, LV_S, C(BAD_TOC)),
-    TP("toc/reserved bytes 28-31", SEL_FIRST, XM_T_RES2, 4, OP_SET, 0x01000000u, LV_S, C(BAD_TOC)),
+    TP("toc/reserved byte 11", SEL_FIRST, T_RES1, 1, OP_SET, 1, LV_S, C(BAD_TOC)),
+    TP("toc/reserved bytes 28-31", SEL_FIRST, T_RES2, 4, OP_SET, 0x01000000u, LV_S, C(BAD_TOC)),
     TP("toc/reserved byte 127", SEL_FIRST, 127, 1, OP_SET, 0x80, LV_S, C(BAD_TOC)),
-    TP("toc/codec=3", SEL_FIRST, XM_T_CODEC, 1, OP_SET, 3, LV_S, C(UNKNOWN_CODEC)),
-    TP("toc/codec=255", SEL_FIRST, XM_T_CODEC, 1, OP_SET, 255, LV_S, C(UNKNOWN_CODEC)),
-    TP("toc/dtype=14", SEL_FIRST, XM_T_DTYPE, 1, OP_SET, 14, LV_S, C(UNKNOWN_DTYPE)),
-    TP("toc/dtype=255", SEL_FIRST, XM_T_DTYPE, 1, OP_SET, 255, LV_S, C(UNKNOWN_DTYPE)),
-    TP("toc/section_type=0", SEL_FIRST, XM_T_TYPE, 2, OP_SET, 0, LV_S, C(UNKNOWN_SECTION_TYPE)),
-    TP("toc/section_type=0x0003", SEL_FIRST, XM_T_TYPE, 2, OP_SET, 3, LV_S, C(UNKNOWN_SECTION_TYPE)),
-    TP("toc/section_type=0x7FFF", SEL_FIRST, XM_T_TYPE, 2, OP_SET, 0x7FFF, LV_S, C(UNKNOWN_SECTION_TYPE)),
-    TP("toc/adapter section made must-ignore (0x8000)", SEL_ADAPTER, XM_T_TYPE, 2, OP_SET, 0x8000, LV_S, C(BAD_TOC)),
-    TP("toc/free FILE made must-ignore (valid)", SEL_FREEFILE, XM_T_TYPE, 2, OP_SET, 0xFFFF, LV_NONE, 0),
-    TP("toc/flags bit 0", SEL_FIRST, XM_T_FLAGS, 4, OP_OR, 1, LV_S, C(UNKNOWN_FLAG)),
-    TP("toc/flags bit 15", SEL_FIRST, XM_T_FLAGS, 4, OP_OR, 0x8000, LV_S, C(UNKNOWN_FLAG)),
-    TP("toc/flags bit 16 (must-ignore)", SEL_FIRST, XM_T_FLAGS, 4, OP_OR, 0x10000, LV_NONE, 0),
-    TP("toc/rank=5", SEL_FIRST, XM_T_RANK, 1, OP_SET, 5, LV_S, C(BAD_TOC)),
-    TP("toc/rank=255", SEL_FIRST, XM_T_RANK, 1, OP_SET, 255, LV_S, C(BAD_TOC)),
-    TP("toc/dims[3] beyond rank", SEL_FIRST, XM_T_DIMS + 24, 8, OP_SET, 1, LV_S, C(BAD_TOC)),
-    TP("toc/decoded_length=2^32+1", SEL_FIRST, XM_T_DECODED, 8, OP_SET, (UINT64_C(1) << 32) + 1, LV_S, C(LIMIT_EXCEEDED)),
-    TP("toc/decoded_length=2^64-1", SEL_FIRST, XM_T_DECODED, 8, OP_SET, UINT64_MAX, LV_S, C(LIMIT_EXCEEDED)),
-    TP("toc/decoded_length+1 (shape lie)", SEL_NONEMPTY, XM_T_DECODED, 8, OP_ADD, 1, LV_S, C(SIZE_MISMATCH)),
-    TP("toc/dims[0]=2^63 (numel overflow)", SEL_NONEMPTY, XM_T_DIMS, 8, OP_SET, UINT64_C(1) << 63, LV_S, C(SIZE_MISMATCH)),
-    TP("toc/raw stored_length+1", SEL_RAW, XM_T_STORED, 8, OP_ADD, 1, LV_S, C(SIZE_MISMATCH)),
-    TP("toc/raw stored_length=2^64-1", SEL_RAW, XM_T_STORED, 8, OP_SET, UINT64_MAX, LV_S, C(SIZE_MISMATCH)),
-    TP("toc/raw frame_size=65536", SEL_RAW, XM_T_FRAME, 4, OP_SET, 65536, LV_S, C(BAD_TOC)),
-    TP("toc/framed frame_size=0", SEL_FRAMED, XM_T_FRAME, 4, OP_SET, 0, LV_S, C(BAD_TOC)),
-    TP("toc/framed frame_size=32768", SEL_FRAMED, XM_T_FRAME, 4, OP_SET, 32768, LV_S, C(BAD_TOC)),
-    TP("toc/framed frame_size=65537", SEL_FRAMED, XM_T_FRAME, 4, OP_SET, 65537, LV_S, C(BAD_TOC)),
-    TP("toc/framed frame_size=2^27", SEL_FRAMED, XM_T_FRAME, 4, OP_SET, 1u << 27, LV_S, C(BAD_TOC)),
-    TP("toc/framed stored_length=2^64-1 (wraps)", SEL_FRAMED, XM_T_STORED, 8, OP_SET, UINT64_MAX, LV_S, C(OUT_OF_BOUNDS)),
-    TP("toc/name_length=0", SEL_FIRST, XM_T_NAME_LEN, 2, OP_SET, 0, LV_S, C(BAD_TOC)),
-    TP("toc/name_length=1025", SEL_FIRST, XM_T_NAME_LEN, 2, OP_SET, 1025, LV_S, C(BAD_TOC)),
-    TP("toc/name_length=65535", SEL_FIRST, XM_T_NAME_LEN, 2, OP_SET, 65535, LV_S, C(BAD_TOC)),
-    {"toc/name_offset=strings_length", SEL_FIRST, XM_T_NAME_OFF, 4, OP_SET, V_STRLEN, 0, LV_S, C(OUT_OF_BOUNDS)},
-    TP("toc/name_offset=2^32-1 (wraps)", SEL_FIRST, XM_T_NAME_OFF, 4, OP_SET, 0xFFFFFFFFu, LV_S, C(OUT_OF_BOUNDS)),
-    TP("toc/layer=65536", SEL_FIRST, XM_T_LAYER, 4, OP_SET, 65536, LV_S, C(BAD_TOC)),
-    TP("toc/layer=2^32-2", SEL_FIRST, XM_T_LAYER, 4, OP_SET, 0xFFFFFFFEu, LV_S, C(BAD_TOC)),
-    {"toc/module=module count", SEL_NOMODULE, XM_T_MODULE, 4, OP_SET, V_MODCOUNT, 0, LV_S, C(BAD_TOC)},
-    TP("toc/module=2^32-2", SEL_FIRST, XM_T_MODULE, 4, OP_SET, 0xFFFFFFFEu, LV_S, C(BAD_TOC)),
-    TP("toc/adapter module=NONE", SEL_ADAPTER, XM_T_MODULE, 4, OP_SET, 0xFFFFFFFFu, LV_S, C(BAD_TOC)),
-    TP("toc/adapter layer+1 (module layer mismatch)", SEL_ADAPTER, XM_T_LAYER, 4, OP_ADD, 1, LV_S, C(BAD_TOC)),
-    TP("toc/adapter dtype=BYTES", SEL_ADAPTER, XM_T_DTYPE, 1, OP_SET, 0, LV_S, C(BAD_TOC)),
-    TP("toc/adapter dtype=I32", SEL_ADAPTER, XM_T_DTYPE, 1, OP_SET, 9, LV_S, C(BAD_TOC) | C(SIZE_MISMATCH)),
-    TP("toc/LORA_B retyped LORA_A (module composition)", SEL_LORA_B, XM_T_TYPE, 2, OP_SET, 0x10, LV_S, C(BAD_TOC)),
-    {"layout/section offset past EOF", SEL_NONEMPTY, XM_T_OFFSET, 8, OP_SET, V_PAST_EOF, 0, LV_S, C(OUT_OF_BOUNDS)},
-    {"layout/section offset=2^64-alignment (wraps)", SEL_NONEMPTY, XM_T_OFFSET, 8, OP_SET, V_WRAP_ALIGN, 0, LV_S, C(OUT_OF_BOUNDS)},
-    {"layout/empty section offset past EOF", SEL_EMPTY, XM_T_OFFSET, 8, OP_SET, V_PAST_EOF, 0, LV_S, C(OUT_OF_BOUNDS)},
-    TP("layout/empty section offset=8 (misaligned)", SEL_EMPTY, XM_T_OFFSET, 8, OP_SET, 8, LV_S, C(MISALIGNED)),
-    TP("layout/empty section offset=alignment (valid)", SEL_EMPTY, XM_T_OFFSET, 8, OP_SET, 4096, LV_NONE, 0),
-    {"toc/sha256 bit flip (rehashed)", SEL_FIRST, XM_T_SHA, 1, OP_SET, V_FLIP, 0, LV_A, C(SECTION_HASH_MISMATCH)},
+    TP("toc/codec=3", SEL_FIRST, T_CODEC, 1, OP_SET, 3, LV_S, C(UNKNOWN_CODEC)),
+    TP("toc/codec=255", SEL_FIRST, T_CODEC, 1, OP_SET, 255, LV_S, C(UNKNOWN_CODEC)),
+    TP("toc/dtype=14", SEL_FIRST, T_DTYPE, 1, OP_SET, 14, LV_S, C(UNKNOWN_DTYPE)),
+    TP("toc/dtype=255", SEL_FIRST, T_DTYPE, 1, OP_SET, 255, LV_S, C(UNKNOWN_DTYPE)),
+    TP("toc/section_type=0", SEL_FIRST, T_TYPE, 2, OP_SET, 0, LV_S, C(UNKNOWN_SECTION_TYPE)),
+    TP("toc/section_type=0x0003", SEL_FIRST, T_TYPE, 2, OP_SET, 3, LV_S, C(UNKNOWN_SECTION_TYPE)),
+    TP("toc/section_type=0x7FFF", SEL_FIRST, T_TYPE, 2, OP_SET, 0x7FFF, LV_S, C(UNKNOWN_SECTION_TYPE)),
+    TP("toc/adapter section made must-ignore (0x8000)", SEL_ADAPTER, T_TYPE, 2, OP_SET, 0x8000, LV_S, C(BAD_TOC)),
+    TP("toc/free FILE made must-ignore (valid)", SEL_FREEFILE, T_TYPE, 2, OP_SET, 0xFFFF, LV_NONE, 0),
+    TP("toc/flags bit 0", SEL_FIRST, T_FLAGS, 4, OP_OR, 1, LV_S, C(UNKNOWN_FLAG)),
+    TP("toc/flags bit 15", SEL_FIRST, T_FLAGS, 4, OP_OR, 0x8000, LV_S, C(UNKNOWN_FLAG)),
+    TP("toc/flags bit 16 (must-ignore)", SEL_FIRST, T_FLAGS, 4, OP_OR, 0x10000, LV_NONE, 0),
+    TP("toc/rank=5", SEL_FIRST, T_RANK, 1, OP_SET, 5, LV_S, C(BAD_TOC)),
+    TP("toc/rank=255", SEL_FIRST, T_RANK, 1, OP_SET, 255, LV_S, C(BAD_TOC)),
+    TP("toc/dims[3] beyond rank", SEL_FIRST, T_DIMS + 24, 8, OP_SET, 1, LV_S, C(BAD_TOC)),
+    TP("toc/decoded_length=2^32+1", SEL_FIRST, T_DECODED, 8, OP_SET, (UINT64_C(1) << 32) + 1, LV_S, C(LIMIT_EXCEEDED)),
+    TP("toc/decoded_length=2^64-1", SEL_FIRST, T_DECODED, 8, OP_SET, UINT64_MAX, LV_S, C(LIMIT_EXCEEDED)),
+    TP("toc/decoded_length+1 (shape lie)", SEL_NONEMPTY, T_DECODED, 8, OP_ADD, 1, LV_S, C(SIZE_MISMATCH)),
+    TP("toc/dims[0]=2^63 (numel overflow)", SEL_NONEMPTY, T_DIMS, 8, OP_SET, UINT64_C(1) << 63, LV_S, C(SIZE_MISMATCH)),
+    TP("toc/raw stored_length+1", SEL_RAW, T_STORED, 8, OP_ADD, 1, LV_S, C(SIZE_MISMATCH)),
+    TP("toc/raw stored_length=2^64-1", SEL_RAW, T_STORED, 8, OP_SET, UINT64_MAX, LV_S, C(SIZE_MISMATCH)),
+    TP("toc/raw frame_size=65536", SEL_RAW, T_FRAME, 4, OP_SET, 65536, LV_S, C(BAD_TOC)),
+    TP("toc/framed frame_size=0", SEL_FRAMED, T_FRAME, 4, OP_SET, 0, LV_S, C(BAD_TOC)),
+    TP("toc/framed frame_size=32768", SEL_FRAMED, T_FRAME, 4, OP_SET, 32768, LV_S, C(BAD_TOC)),
+    TP("toc/framed frame_size=65537", SEL_FRAMED, T_FRAME, 4, OP_SET, 65537, LV_S, C(BAD_TOC)),
+    TP("toc/framed frame_size=2^27", SEL_FRAMED, T_FRAME, 4, OP_SET, 1u << 27, LV_S, C(BAD_TOC)),
+    TP("toc/framed stored_length=2^64-1 (wraps)", SEL_FRAMED, T_STORED, 8, OP_SET, UINT64_MAX, LV_S, C(OUT_OF_BOUNDS)),
+    TP("toc/name_length=0", SEL_FIRST, T_NAME_LEN, 2, OP_SET, 0, LV_S, C(BAD_TOC)),
+    TP("toc/name_length=1025", SEL_FIRST, T_NAME_LEN, 2, OP_SET, 1025, LV_S, C(BAD_TOC)),
+    TP("toc/name_length=65535", SEL_FIRST, T_NAME_LEN, 2, OP_SET, 65535, LV_S, C(BAD_TOC)),
+    {"toc/name_offset=strings_length", SEL_FIRST, T_NAME_OFF, 4, OP_SET, V_STRLEN, 0, LV_S, C(OUT_OF_BOUNDS)},
+    TP("toc/name_offset=2^32-1 (wraps)", SEL_FIRST, T_NAME_OFF, 4, OP_SET, 0xFFFFFFFFu, LV_S, C(OUT_OF_BOUNDS)),
+    TP("toc/layer=65536", SEL_FIRST, T_LAYER, 4, OP_SET, 65536, LV_S, C(BAD_TOC)),
+    TP("toc/layer=2^32-2", SEL_FIRST, T_LAYER, 4, OP_SET, 0xFFFFFFFEu, LV_S, C(BAD_TOC)),
+    {"toc/module=module count", SEL_NOMODULE, T_MODULE, 4, OP_SET, V_MODCOUNT, 0, LV_S, C(BAD_TOC)},
+    TP("toc/module=2^32-2", SEL_FIRST, T_MODULE, 4, OP_SET, 0xFFFFFFFEu, LV_S, C(BAD_TOC)),
+    TP("toc/adapter module=NONE", SEL_ADAPTER, T_MODULE, 4, OP_SET, 0xFFFFFFFFu, LV_S, C(BAD_TOC)),
+    TP("toc/adapter layer+1 (module layer mismatch)", SEL_ADAPTER, T_LAYER, 4, OP_ADD, 1, LV_S, C(BAD_TOC)),
+    TP("toc/adapter dtype=BYTES", SEL_ADAPTER, T_DTYPE, 1, OP_SET, 0, LV_S, C(BAD_TOC)),
+    TP("toc/adapter dtype=I32", SEL_ADAPTER, T_DTYPE, 1, OP_SET, 9, LV_S, C(BAD_TOC) | C(SIZE_MISMATCH)),
+    TP("toc/LORA_B retyped LORA_A (module composition)", SEL_LORA_B, T_TYPE, 2, OP_SET, 0x10, LV_S, C(BAD_TOC)),
+    {"layout/section offset past EOF", SEL_NONEMPTY, T_OFFSET, 8, OP_SET, V_PAST_EOF, 0, LV_S, C(OUT_OF_BOUNDS)},
+    {"layout/section offset=2^64-alignment (wraps)", SEL_NONEMPTY, T_OFFSET, 8, OP_SET, V_WRAP_ALIGN, 0, LV_S, C(OUT_OF_BOUNDS)},
+    {"layout/empty section offset past EOF", SEL_EMPTY, T_OFFSET, 8, OP_SET, V_PAST_EOF, 0, LV_S, C(OUT_OF_BOUNDS)},
+    TP("layout/empty section offset=8 (misaligned)", SEL_EMPTY, T_OFFSET, 8, OP_SET, 8, LV_S, C(MISALIGNED)),
+    TP("layout/empty section offset=alignment (valid)", SEL_EMPTY, T_OFFSET, 8, OP_SET, 4096, LV_NONE, 0),
+    {"toc/sha256 bit flip (rehashed)", SEL_FIRST, T_SHA, 1, OP_SET, V_FLIP, 0, LV_A, C(SECTION_HASH_MISMATCH)},
 };
 
 static int edit_tpatch(const base *b, int arg, xb *out, expect *e)
@@ -254,13 +261,13 @@ static int edit_tpatch(const base *b, int arg, xb *out, expect *e)
     if (i < 0 || b->m.n == 0)
         return -1;
     const uint8_t *be = b->m.sec[i].entry;
-    if (t->off == XM_T_DIMS + 24 && be[XM_T_RANK] >= 4)
+    if (t->off == T_DIMS + 24 && be[T_RANK] >= 4)
         return -1;
-    if (t->off == XM_T_DIMS && be[XM_T_RANK] == 0)
+    if (t->off == T_DIMS && be[T_RANK] == 0)
         return -1;
     copy_img(b, out);
     uint8_t *p = entry_of(out, b, (uint32_t)i) + t->off;
-    uint64_t v = rdn(p, t->width), al = b->m.alignment, fl = b->n;
+    uint64_t v = rdn(p, t->width), al = rd32(b->m.header + H_ALIGN), fl = b->n;
     uint64_t lit = t->v;
     switch (t->vkind) {
     case V_STRLEN: lit = b->m.strings_len; break;
@@ -275,7 +282,7 @@ static int edit_tpatch(const base *b, int arg, xb *out, expect *e)
     case OP_ADD: v += lit; break;
     case OP_SUB: v -= lit; break;
     }
-    if (t->off == XM_T_OFFSET && t->vkind == V_LIT && t->v == 4096)
+    if (t->off == T_OFFSET && t->vkind == V_LIT && t->v == 4096)
         v = al; /* "offset = alignment" for an empty section */
     wrn(p, t->width, v);
     xm_rehash(out->p, out->n);
@@ -288,9 +295,9 @@ static int edit_tpatch(const base *b, int arg, xb *out, expect *e)
 /* extents of a base in file order, for the overlap/misalignment edits */
 static int next_gap_after(const base *b, uint32_t i, uint64_t *before, uint64_t *after)
 {
-    uint64_t s = xm_rd64(b->m.sec[i].entry + XM_T_OFFSET), end = s + b->m.sec[i].len;
+    uint64_t s = rd64(b->m.sec[i].entry + T_OFFSET), end = s + b->m.sec[i].len;
     uint64_t prev_end = b->m.header_size, next = b->n;
-    uint64_t r[4][2] = {{b->meta_off, b->m.meta_len}, {b->toc_off, (uint64_t)b->m.n * XM_TOC},
+    uint64_t r[4][2] = {{b->meta_off, b->m.meta_len}, {b->toc_off, (uint64_t)b->m.n * TOC_ENTRY},
                         {b->index_off, b->index_len}, {b->str_off, b->m.strings_len}};
     for (int k = 0; k < 4; k++) {
         if (r[k][1] == 0)
@@ -303,7 +310,7 @@ static int next_gap_after(const base *b, uint32_t i, uint64_t *before, uint64_t 
     for (uint32_t j = 0; j < b->m.n; j++) {
         if (j == i || b->m.sec[j].len == 0)
             continue;
-        uint64_t o = xm_rd64(b->m.sec[j].entry + XM_T_OFFSET), oe = o + b->m.sec[j].len;
+        uint64_t o = rd64(b->m.sec[j].entry + T_OFFSET), oe = o + b->m.sec[j].len;
         if (o >= end && o < next)
             next = o;
         if (oe <= s && oe > prev_end)
@@ -326,8 +333,8 @@ static int edit_misaligned(const base *b, int arg, xb *out, expect *e)
         if (delta == 0)
             continue;
         copy_img(b, out);
-        uint8_t *p = entry_of(out, b, i) + XM_T_OFFSET;
-        xm_wr64(p, xm_rd64(p) + (uint64_t)delta);
+        uint8_t *p = entry_of(out, b, i) + T_OFFSET;
+        wr64(p, rd64(p) + (uint64_t)delta);
         xm_rehash(out->p, out->n);
         expect_set(e, LV_S, C(MISALIGNED));
         return 0;
@@ -341,12 +348,12 @@ static int edit_overlap(const base *b, int arg, xb *out, expect *e)
         for (uint32_t j = i + 1; j < b->m.n; j++) {
             if (b->m.sec[i].len == 0 || b->m.sec[j].len == 0)
                 continue;
-            uint64_t target = arg == 0 ? xm_rd64(b->m.sec[i].entry + XM_T_OFFSET)
-                                       : b->toc_off / b->m.alignment * b->m.alignment;
+            uint64_t target = arg == 0 ? rd64(b->m.sec[i].entry + T_OFFSET)
+                                       : b->toc_off / rd32(b->m.header + H_ALIGN) * rd32(b->m.header + H_ALIGN);
             if (target < b->m.header_size || target + b->m.sec[j].len > b->n)
                 continue;
             copy_img(b, out);
-            xm_wr64(entry_of(out, b, j) + XM_T_OFFSET, target);
+            wr64(entry_of(out, b, j) + T_OFFSET, target);
             xm_rehash(out->p, out->n);
             expect_set(e, LV_S, C(OVERLAP));
             return 0;
@@ -358,14 +365,16 @@ static int edit_overlap(const base *b, int arg, xb *out, expect *e)
 static int edit_serialize(const base *b, int arg, xb *out, expect *e)
 {
     xm_model m = xm_clone(&b->m);
+    xm_layout L = {0};
+    uint8_t ext[24];
     switch (arg) {
-    case 0: m.gap_before_meta = 8; expect_set(e, LV_S, C(BAD_PADDING)); break;
-    case 1: m.trailing = 1; expect_set(e, LV_S, C(TRAILING_DATA)); break;
-    case 2: m.regions_first = 1; expect_set(e, LV_NONE, 0); break;
+    case 0: L.gap_meta = 8; expect_set(e, LV_S, C(BAD_PADDING)); break;
+    case 1: L.trailing = 1; expect_set(e, LV_S, C(TRAILING_DATA)); break;
+    case 2: L.regions_first = 1; expect_set(e, LV_NONE, 0); break;
     case 3: /* header extension: 24 bytes of anything, hashed */
-        m.header_size = 280;
-        for (int k = 256; k < 280; k++)
-            m.header[k] = (uint8_t)(k * 13 + 1);
+        for (int k = 0; k < 24; k++)
+            ext[k] = (uint8_t)((k + 256) * 13 + 1);
+        xm_set_header_size(&m, 280, ext);
         expect_set(e, LV_NONE, 0);
         break;
     case 4: /* bytes in the strings region that belong to no name */
@@ -375,7 +384,8 @@ static int edit_serialize(const base *b, int arg, xb *out, expect *e)
         expect_set(e, LV_NONE, 0);
         break;
     }
-    xm_serialize(&m, out);
+    xb_free(out);
+    xm_serialize(&m, &L, out);
     xm_free(&m);
     return 0;
 }
@@ -396,18 +406,18 @@ static int edit_total_decoded(const base *b, int arg, xb *out, expect *e)
         return -1;
     for (uint32_t i = 0; i < 17; i++) {
         const uint8_t *en = b->m.sec[i].entry;
-        if (en[XM_T_CODEC] == 0 || en[XM_T_RANK] == 0 || xm_rd16(en + XM_T_TYPE) >= 0x8000)
+        if (en[T_CODEC] == 0 || en[T_RANK] == 0 || rd16(en + T_TYPE) >= 0x8000)
             return -1;
     }
     copy_img(b, out);
     for (uint32_t i = 0; i < 17; i++) {
         uint8_t *en = entry_of(out, b, i);
-        unsigned r = en[XM_T_RANK];
-        size_t el = xm_dtype_size(en[XM_T_DTYPE]);
+        unsigned r = en[T_RANK];
+        size_t el = xm_dtype_size(en[T_DTYPE]);
         for (unsigned k = 0; k + 1 < r; k++)
-            xm_wr64(en + XM_T_DIMS + 8 * k, 1);
-        xm_wr64(en + XM_T_DIMS + 8 * (r - 1), (UINT64_C(1) << 32) / el);
-        xm_wr64(en + XM_T_DECODED, UINT64_C(1) << 32);
+            wr64(en + T_DIMS + 8 * k, 1);
+        wr64(en + T_DIMS + 8 * (r - 1), (UINT64_C(1) << 32) / el);
+        wr64(en + T_DECODED, UINT64_C(1) << 32);
     }
     xm_rehash(out->p, out->n);
     expect_set(e, LV_S, C(LIMIT_EXCEEDED));
@@ -420,12 +430,12 @@ static int edit_total_decoded(const base *b, int arg, xb *out, expect *e)
 static uint8_t *frame0_content(const base *b, uint32_t i, size_t *len)
 {
     const xm_section *s = &b->m.sec[i];
-    uint64_t dec = xm_rd64(s->entry + XM_T_DECODED);
-    uint32_t fs = xm_rd32(s->entry + XM_T_FRAME);
+    uint64_t dec = rd64(s->entry + T_DECODED);
+    uint32_t fs = rd32(s->entry + T_FRAME);
     uint64_t nf = (dec - 1) / fs + 1;
     size_t L = (size_t)(dec < fs ? dec : fs);
     uint8_t *t = xm_alloc(L);
-    size_t c = xm_rd32(s->data);
+    size_t c = rd32(s->data);
     size_t r = ZSTD_decompress(t, L, s->data + 4 * nf, c);
     if (ZSTD_isError(r) || r != L)
         abort();
@@ -469,24 +479,24 @@ static int edit_frame(const base *b, int arg, xb *out, expect *e)
         return -1;
     uint32_t i = (uint32_t)si;
     const xm_section *s = &b->m.sec[i];
-    uint64_t dec = xm_rd64(s->entry + XM_T_DECODED);
-    uint32_t fs = xm_rd32(s->entry + XM_T_FRAME);
+    uint64_t dec = rd64(s->entry + T_DECODED);
+    uint32_t fs = rd32(s->entry + T_FRAME);
     uint64_t nf = (dec - 1) / fs + 1;
-    size_t c0 = xm_rd32(s->data);
+    size_t c0 = rd32(s->data);
     size_t L = 0;
     uint8_t *t = frame0_content(b, i, &L);
     xb f = {0};
-    xm_frame_opts o = {1, 0, 1, 0, 0, 0, 0};
+    zf_opts o = {.no_rle = 1};
     expect_set(e, LV_A, C(DECODE_FAILED));
     switch (arg) {
-    case FR_FCS_PLUS: o.fcs = 2; o.fcs_value = L + 1; o.single_segment = 0; xm_frame_raw(&f, t, L, &o); break;
-    case FR_FCS_MINUS: o.fcs = 2; o.fcs_value = L - 1; o.single_segment = 0; xm_frame_raw(&f, t, L, &o); break;
-    case FR_FCS_ABSENT: o.fcs = 0; o.single_segment = 0; xm_frame_raw(&f, t, L, &o); break;
-    case FR_DICT: o.dict_id = 7; xm_frame_raw(&f, t, L, &o); break;
-    case FR_WIN28: o.single_segment = 0; o.window_log = 28; xm_frame_raw(&f, t, L, &o); break;
-    case FR_WIN27: o.single_segment = 0; o.window_log = 27; xm_frame_raw(&f, t, L, &o);
+    case FR_FCS_PLUS: o.fcs_set = 1; o.fcs = L + 1; o.window_log = 17; raw_frame(&f, t, L, &o); break;
+    case FR_FCS_MINUS: o.fcs_set = 1; o.fcs = L - 1; o.window_log = 17; raw_frame(&f, t, L, &o); break;
+    case FR_FCS_ABSENT: o.no_fcs = 1; o.window_log = 17; raw_frame(&f, t, L, &o); break;
+    case FR_DICT: o.dict_id = 7; raw_frame(&f, t, L, &o); break;
+    case FR_WIN28: o.window_log = 28; raw_frame(&f, t, L, &o); break;
+    case FR_WIN27: o.window_log = 27; raw_frame(&f, t, L, &o);
         expect_set(e, LV_NONE, 0); break;
-    case FR_CKSUM_BAD: o.checksum = 1; xm_frame_raw(&f, t, L, &o); break;
+    case FR_CKSUM_BAD: o.checksum = 2; raw_frame(&f, t, L, &o); break;
     case FR_CKSUM_OK: {
         size_t cl;
         uint8_t *c = xm_zstd(t, L, 3, 1, 1, &cl);
@@ -495,14 +505,14 @@ static int edit_frame(const base *b, int arg, xb *out, expect *e)
         expect_set(e, LV_NONE, 0);
         break;
     }
-    case FR_SKIPPABLE: o.magic = 0x184D2A50u; xm_frame_raw(&f, t, L, &o); break;
-    case FR_LEGACY: o.magic = 0xFD2FB527u; xm_frame_raw(&f, t, L, &o); break;
-    case FR_TRAILING: xm_frame_raw(&f, t, L, &o); xb_put(&f, "xyz", 3); break;
+    case FR_SKIPPABLE: o.magic = 0x184D2A50u; raw_frame(&f, t, L, &o); break;
+    case FR_LEGACY: o.magic = 0xFD2FB527u; raw_frame(&f, t, L, &o); break;
+    case FR_TRAILING: raw_frame(&f, t, L, &o); xb_put(&f, "xyz", 3); break;
     case FR_TWO:
         if (L < 2) { free(t); return -1; }
-        o.fcs = 1; xm_frame_raw(&f, t, L / 2, &o); xm_frame_raw(&f, t + L / 2, L - L / 2, &o); break;
+        raw_frame(&f, t, L / 2, &o); raw_frame(&f, t + L / 2, L - L / 2, &o); break;
     case FR_EMPTY: break;
-    case FR_RAWBLOCKS: xm_frame_raw(&f, t, L, &o); expect_set(e, LV_NONE, 0); break;
+    case FR_RAWBLOCKS: raw_frame(&f, t, L, &o); expect_set(e, LV_NONE, 0); break;
     case FR_BOMB: case FR_BOMB_NOFCS:
         if (heavy_skip(b)) { free(t); return -1; }
         make_bombs();
@@ -513,7 +523,7 @@ static int edit_frame(const base *b, int arg, xb *out, expect *e)
         break;
     case FR_SHORT:
         if (L < 2) { free(t); return -1; }
-        o.fcs = 2; o.fcs_value = L; o.single_segment = 0; xm_frame_raw(&f, t, L - 1, &o); break;
+        o.fcs_set = 1; o.fcs = L; o.window_log = 17; raw_frame(&f, t, L - 1, &o); break;
     case FR_TABLE_PLUS: case FR_TABLE_SHORT: case FR_TABLE_HUGE: break;
     }
     free(t);
@@ -522,10 +532,10 @@ static int edit_frame(const base *b, int arg, xb *out, expect *e)
         xb_put(&st, s->data, 2);
     } else if (arg == FR_TABLE_PLUS || arg == FR_TABLE_HUGE) {
         xb_put(&st, s->data, s->len);
-        xm_wr32(st.p, arg == FR_TABLE_PLUS ? (uint32_t)c0 + 1 : 0xFFFFFFFFu);
+        wr32(st.p, arg == FR_TABLE_PLUS ? (uint32_t)c0 + 1 : 0xFFFFFFFFu);
     } else {
         xb_put(&st, s->data, (size_t)(4 * nf));
-        xm_wr32(st.p, (uint32_t)f.n);
+        wr32(st.p, (uint32_t)f.n);
         xb_put(&st, f.p, f.n);
         xb_put(&st, s->data + 4 * nf + c0, s->len - 4 * nf - c0);
     }
@@ -533,7 +543,8 @@ static int edit_frame(const base *b, int arg, xb *out, expect *e)
         expect_set(e, LV_A, C(SIZE_MISMATCH));
     xm_model m = xm_clone(&b->m);
     xm_set_section(&m, i, st.p, st.n);
-    xm_serialize(&m, out);
+    xb_free(out);
+    xm_serialize(&m, NULL, out);
     xm_free(&m);
     xb_free(&st);
     xb_free(&f);
@@ -550,18 +561,19 @@ static int edit_decoded_lie(const base *b, int arg, xb *out, expect *e)
         return -1;
     xm_model m = xm_clone(&b->m);
     uint8_t *en = m.sec[si].entry;
-    uint64_t dec = xm_rd64(en + XM_T_DECODED), fs = xm_rd32(en + XM_T_FRAME);
-    size_t el = xm_dtype_size(en[XM_T_DTYPE]);
+    uint64_t dec = rd64(en + T_DECODED), fs = rd32(en + T_FRAME);
+    size_t el = xm_dtype_size(en[T_DTYPE]);
     uint64_t nd = arg == 0 ? dec + el : arg == 1 ? dec - el : dec + fs;
     if (nd == 0) {
         xm_free(&m);
         return -1;
     }
-    xm_wr64(en + XM_T_DECODED, nd);
-    xm_wr64(en + XM_T_DIMS, nd / el);
+    wr64(en + T_DECODED, nd);
+    wr64(en + T_DIMS, nd / el);
     uint64_t n0 = (dec - 1) / fs + 1, n1 = (nd - 1) / fs + 1;
     expect_set(e, LV_A, n0 == n1 ? C(DECODE_FAILED) : C(SIZE_MISMATCH));
-    xm_serialize(&m, out);
+    xb_free(out);
+    xm_serialize(&m, NULL, out);
     xm_free(&m);
     return 0;
 }
@@ -572,7 +584,8 @@ static void meta_replace(const base *b, xb *out, const void *stored, size_t n, u
 {
     xm_model m = xm_clone(&b->m);
     xm_set_meta_stored(&m, stored, n, dec);
-    xm_serialize(&m, out);
+    xb_free(out);
+    xm_serialize(&m, NULL, out);
     xm_free(&m);
 }
 
@@ -580,7 +593,8 @@ static void meta_json(const base *b, xb *out, const char *json, size_t n)
 {
     xm_model m = xm_clone(&b->m);
     xm_set_metadata_json(&m, json, n);
-    xm_serialize(&m, out);
+    xb_free(out);
+    xm_serialize(&m, NULL, out);
     xm_free(&m);
 }
 
@@ -603,21 +617,21 @@ static int edit_meta_frame(const base *b, int arg, xb *out, expect *e)
     xb f = {0};
     size_t cl;
     uint8_t *c;
-    xm_frame_opts o = {1, 0, 1, 0, 0, 0, 0};
+    zf_opts o = {.no_rle = 1};
     expect_set(e, LV_S, C(BAD_METADATA));
     switch (arg) {
     case MF_NOT_ZSTD: xb_put(&f, j, jl); break;
     case MF_NO_FCS: c = xm_zstd(j, jl, 3, 0, 0, &cl); xb_put(&f, c, cl); free(c); break;
     case MF_TRAILING: c = xm_zstd(j, jl, 3, 1, 0, &cl); xb_put(&f, c, cl); xb_u8(&f, 0); free(c); break;
     case MF_TWO:
-        xm_frame_raw(&f, j, jl / 2, &o);
-        xm_frame_raw(&f, j + jl / 2, jl - jl / 2, &o);
+        raw_frame(&f, j, jl / 2, &o);
+        raw_frame(&f, j + jl / 2, jl - jl / 2, &o);
         break;
     case MF_SKIPPABLE_FIRST:
         xb_u32(&f, 0x184D2A50u);
         xb_u32(&f, 4);
         xb_u32(&f, 0);
-        xm_frame_raw(&f, j, jl, &o);
+        raw_frame(&f, j, jl, &o);
         break;
     case MF_BOMB: case MF_BOMB_NOFCS: {
         /* the JSON followed by 64 MiB of spaces: valid JSON, enormous */
@@ -632,12 +646,12 @@ static int edit_meta_frame(const base *b, int arg, xb *out, expect *e)
         free(c);
         break;
     }
-    case MF_WIN28: o.single_segment = 0; o.window_log = 28; xm_frame_raw(&f, j, jl, &o); break;
-    case MF_DICT: o.dict_id = 0x10000; xm_frame_raw(&f, j, jl, &o); break;
-    case MF_CKSUM_BAD: o.checksum = 1; xm_frame_raw(&f, j, jl, &o); break;
+    case MF_WIN28: o.window_log = 28; raw_frame(&f, j, jl, &o); break;
+    case MF_DICT: o.dict_id = 0x10000; raw_frame(&f, j, jl, &o); break;
+    case MF_CKSUM_BAD: o.checksum = 2; raw_frame(&f, j, jl, &o); break;
     case MF_CKSUM_OK: c = xm_zstd(j, jl, 3, 1, 1, &cl); xb_put(&f, c, cl); free(c);
         expect_set(e, LV_NONE, 0); break;
-    case MF_RAWBLOCKS: xm_frame_raw(&f, j, jl, &o); expect_set(e, LV_NONE, 0); break;
+    case MF_RAWBLOCKS: raw_frame(&f, j, jl, &o); expect_set(e, LV_NONE, 0); break;
     }
     meta_replace(b, out, f.p, f.n, jl);
     xb_free(&f);
@@ -813,7 +827,7 @@ static int edit_schema(const base *b, int arg, xb *out, expect *e)
     case JS_AC_NOT_FILE: {
         ok = 0;
         for (uint32_t i = 0; i < b->m.n && !ok; i++) {
-            if (xm_rd16(b->m.sec[i].entry + XM_T_TYPE) == 1)
+            if (rd16(b->m.sec[i].entry + T_TYPE) == 1)
                 continue;
             size_t l;
             const uint8_t *nm = xm_name(&b->m, i, &l);
@@ -859,7 +873,7 @@ static int edit_name(const base *b, int arg, xb *out, expect *e)
     switch (arg) {
     case NM_DUP:
         if (m.n < 2) { xm_free(&m); return -1; }
-        memcpy(m.sec[1].entry + XM_T_NAME_OFF, m.sec[0].entry + XM_T_NAME_OFF, 6);
+        memcpy(m.sec[1].entry + T_NAME_OFF, m.sec[0].entry + T_NAME_OFF, 6);
         expect_set(e, LV_S, C(DUPLICATE_NAME));
         break;
     case NM_FF: nm = "abc\xff"; break;
@@ -886,7 +900,8 @@ static int edit_name(const base *b, int arg, xb *out, expect *e)
     }
     if (nm)
         xm_set_name(&m, (uint32_t)i, nm, nl ? nl : strlen(nm));
-    xm_serialize(&m, out);
+    xb_free(out);
+    xm_serialize(&m, NULL, out);
     xm_free(&m);
     return 0;
 }
@@ -895,24 +910,24 @@ static int edit_index(const base *b, int arg, xb *out, expect *e)
 {
     copy_img(b, out);
     uint8_t *ix = out->p + b->index_off;
-    uint32_t slots = xm_rd32(ix);
+    uint32_t slots = rd32(ix);
     switch (arg) {
     case 0: { /* swap the first two used slots */
         int a = -1, c = -1;
         for (uint32_t k = 0; k < slots; k++)
-            if (xm_rd32(ix + 8 + 4 * k)) {
+            if (rd32(ix + 8 + 4 * k)) {
                 if (a < 0) a = (int)k; else { c = (int)k; break; }
             }
         if (c < 0)
             return -1;
-        uint32_t va = xm_rd32(ix + 8 + 4 * a), vc = xm_rd32(ix + 8 + 4 * c);
-        xm_wr32(ix + 8 + 4 * a, vc);
-        xm_wr32(ix + 8 + 4 * c, va);
+        uint32_t va = rd32(ix + 8 + 4 * a), vc = rd32(ix + 8 + 4 * c);
+        wr32(ix + 8 + 4 * a, vc);
+        wr32(ix + 8 + 4 * c, va);
         break;
     }
-    case 1: xm_wr32(ix + 4, 1); break;            /* reserved */
-    case 2: xm_wr32(ix, slots * 2); break;        /* slot_count */
-    case 3: xm_wr32(ix + 8 + 4 * (slots - 1), xm_rd32(ix + 8 + 4 * (slots - 1)) ? 0 : 1); break;
+    case 1: wr32(ix + 4, 1); break;            /* reserved */
+    case 2: wr32(ix, slots * 2); break;        /* slot_count */
+    case 3: wr32(ix + 8 + 4 * (slots - 1), rd32(ix + 8 + 4 * (slots - 1)) ? 0 : 1); break;
     }
     xm_rehash(out->p, out->n);
     expect_set(e, LV_S, C(BAD_INDEX));
@@ -924,12 +939,12 @@ static int edit_second_st_header(const base *b, int arg, xb *out, expect *e)
     (void)arg;
     int has = 0;
     for (uint32_t i = 0; i < b->m.n; i++)
-        has |= xm_rd16(b->m.sec[i].entry + XM_T_TYPE) == 2;
+        has |= rd16(b->m.sec[i].entry + T_TYPE) == 2;
     int f = select_section(b, SEL_FREEFILE);
     if (!has || f < 0)
         return -1;
     copy_img(b, out);
-    xm_wr16(entry_of(out, b, (uint32_t)f) + XM_T_TYPE, 2);
+    wr16(entry_of(out, b, (uint32_t)f) + T_TYPE, 2);
     xm_rehash(out->p, out->n);
     expect_set(e, LV_S, C(BAD_TOC));
     return 0;
@@ -958,12 +973,12 @@ static int find_padding_byte(const base *b, uint64_t *pos)
     /* a byte outside every extent */
     for (uint64_t p = b->m.header_size; p < b->n; p++) {
         int inside = 0;
-        uint64_t r[4][2] = {{b->meta_off, b->m.meta_len}, {b->toc_off, (uint64_t)b->m.n * XM_TOC},
+        uint64_t r[4][2] = {{b->meta_off, b->m.meta_len}, {b->toc_off, (uint64_t)b->m.n * TOC_ENTRY},
                             {b->index_off, b->index_len}, {b->str_off, b->m.strings_len}};
         for (int k = 0; k < 4 && !inside; k++)
             inside = p >= r[k][0] && p < r[k][0] + r[k][1];
         for (uint32_t i = 0; i < b->m.n && !inside; i++) {
-            uint64_t o = xm_rd64(b->m.sec[i].entry + XM_T_OFFSET);
+            uint64_t o = rd64(b->m.sec[i].entry + T_OFFSET);
             inside = b->m.sec[i].len && p >= o && p < o + b->m.sec[i].len;
         }
         if (!inside) {
@@ -978,7 +993,7 @@ static int edit_trust(const base *b, int arg, xb *out, expect *e)
 {
     int sig = b->key >= 0; /* signed with a key we hold */
     copy_img(b, out);
-    uint8_t *s = out->p + XM_H_SIG;
+    uint8_t *s = out->p + H_SIG;
     switch (arg) {
     case TR_OTHER_FILE: {
         if (!sig)
@@ -986,18 +1001,18 @@ static int edit_trust(const base *b, int arg, xb *out, expect *e)
         const base *o = NULL;
         for (int k = 0; k < g.nbases && !o; k++)
             if (&g.bases[k] != b && g.bases[k].key == b->key &&
-                memcmp(g.bases[k].img + XM_H_STRUCT_SHA, b->img + XM_H_STRUCT_SHA, 32) != 0)
+                memcmp(g.bases[k].img + H_STRUCT_SHA, b->img + H_STRUCT_SHA, 32) != 0)
                 o = &g.bases[k];
         if (!o)
             return -1;
-        memcpy(s, o->img + XM_H_SIG, 64);
+        memcpy(s, o->img + H_SIG, 64);
         expect_set(e, LV_K, C(BAD_SIGNATURE));
         return 0;
     }
     case TR_OTHER_KEY:
         if (!sig || b->sibling < 0)
             return -1;
-        memcpy(s, g.bases[b->sibling].img + XM_H_SIG, 64);
+        memcpy(s, g.bases[b->sibling].img + H_SIG, 64);
         expect_set(e, LV_K, C(BAD_SIGNATURE));
         return 0;
     case TR_STRIPPED:
@@ -1028,11 +1043,11 @@ static int edit_trust(const base *b, int arg, xb *out, expect *e)
         int i = select_section(b, SEL_RAW_NONCSR);
         if (i < 0)
             return -1;
-        uint64_t off = xm_rd64(b->m.sec[i].entry + XM_T_OFFSET);
+        uint64_t off = rd64(b->m.sec[i].entry + T_OFFSET);
         out->p[off] ^= 0x01;
         uint8_t d[32];
-        xm_sha256(out->p + off, b->m.sec[i].len, d);
-        memcpy(entry_of(out, b, (uint32_t)i) + XM_T_SHA, d, 32);
+        sha256(out->p + off, b->m.sec[i].len, d);
+        memcpy(entry_of(out, b, (uint32_t)i) + T_SHA, d, 32);
         if (arg == TR_SWAP) {
             xm_rehash(out->p, out->n);
             if (sig)
@@ -1048,12 +1063,12 @@ static int edit_trust(const base *b, int arg, xb *out, expect *e)
         return 0;
     }
     case TR_FILE_FIELD:
-        out->p[XM_H_FILE_SHA + 5] ^= 0x40;
+        out->p[H_FILE_SHA + 5] ^= 0x40;
         xm_rehash_structure(out->p, out->n);
         expect_set(e, LV_F, C(FILE_HASH_MISMATCH));
         return 0;
     case TR_KEY_UNSIGNED:
-        if (sig || b->n < 256 || memcmp(b->img + XM_H_SIG, (uint8_t[64]){0}, 64) != 0)
+        if (sig || b->n < 256 || memcmp(b->img + H_SIG, (uint8_t[64]){0}, 64) != 0)
             return -1;
         expect_set(e, LV_K, C(UNSIGNED));
         return 0;
@@ -1083,7 +1098,7 @@ static int edit_csr(const base *b, int arg, xb *out, expect *e)
 {
     int ip = -1, ix = -1;
     for (uint32_t i = 0; i < b->m.n; i++) {
-        uint16_t t = xm_rd16(b->m.sec[i].entry + XM_T_TYPE);
+        uint16_t t = rd16(b->m.sec[i].entry + T_TYPE);
         if (t == 0x23 && ip < 0) ip = (int)i;
         if (t == 0x24 && ix < 0) ix = (int)i;
     }
@@ -1093,10 +1108,10 @@ static int edit_csr(const base *b, int arg, xb *out, expect *e)
     size_t len;
     uint8_t *p = plain_of(b, (uint32_t)which, &len);
     const uint8_t *en = b->m.sec[which].entry;
-    size_t el = xm_dtype_size(en[XM_T_DTYPE]);
+    size_t el = xm_dtype_size(en[T_DTYPE]);
     size_t cnt = len / el;
-#define GET(k) (el == 4 ? (int64_t)(int32_t)xm_rd32(p + 4 * (k)) : (int64_t)xm_rd64(p + 8 * (k)))
-#define PUT(k, v) (el == 4 ? xm_wr32(p + 4 * (k), (uint32_t)(int32_t)(v)) : xm_wr64(p + 8 * (k), (uint64_t)(v)))
+#define GET(k) (el == 4 ? (int64_t)(int32_t)rd32(p + 4 * (k)) : (int64_t)rd64(p + 8 * (k)))
+#define PUT(k, v) (el == 4 ? wr32(p + 4 * (k), (uint32_t)(int32_t)(v)) : wr64(p + 8 * (k), (uint64_t)(v)))
     int ok = 1;
     switch (arg) {
     case CSR_DECREASING: ok = cnt >= 3 && GET(1) > 0; if (ok) PUT(2, GET(1) - 1); break;
@@ -1108,11 +1123,11 @@ static int edit_csr(const base *b, int arg, xb *out, expect *e)
     case CSR_NOT_INCREASING: {
         size_t pl;
         uint8_t *pp = plain_of(b, (uint32_t)ip, &pl);
-        size_t pe = xm_dtype_size(b->m.sec[ip].entry[XM_T_DTYPE]), rows = pl / pe;
+        size_t pe = xm_dtype_size(b->m.sec[ip].entry[T_DTYPE]), rows = pl / pe;
         ok = 0;
         for (size_t r = 0; r + 1 < rows && !ok; r++) {
-            int64_t a = pe == 4 ? (int64_t)(int32_t)xm_rd32(pp + 4 * r) : (int64_t)xm_rd64(pp + 8 * r);
-            int64_t z = pe == 4 ? (int64_t)(int32_t)xm_rd32(pp + 4 * (r + 1)) : (int64_t)xm_rd64(pp + 8 * (r + 1));
+            int64_t a = pe == 4 ? (int64_t)(int32_t)rd32(pp + 4 * r) : (int64_t)rd64(pp + 8 * r);
+            int64_t z = pe == 4 ? (int64_t)(int32_t)rd32(pp + 4 * (r + 1)) : (int64_t)rd64(pp + 8 * (r + 1));
             if (z - a >= 2 && a >= 0 && (size_t)z <= cnt) {
                 PUT(a + 1, GET(a));
                 ok = 1;
@@ -1130,16 +1145,17 @@ static int edit_csr(const base *b, int arg, xb *out, expect *e)
     }
     xm_model m = xm_clone(&b->m);
     uint8_t *me = m.sec[which].entry;
-    xm_sha256(p, len, me + XM_T_SHA);
-    if (me[XM_T_CODEC] == 0) {
+    sha256(p, len, me + T_SHA);
+    if (me[T_CODEC] == 0) {
         xm_set_section(&m, (uint32_t)which, p, len);
     } else {
         xb st = {0};
-        xm_encode_framed(&st, p, len, xm_rd32(me + XM_T_FRAME), el, me[XM_T_CODEC] == 2, 3);
+        xm_encode_framed(&st, p, len, rd32(me + T_FRAME), el, me[T_CODEC] == 2, 3);
         xm_set_section(&m, (uint32_t)which, st.p, st.n);
         xb_free(&st);
     }
-    xm_serialize(&m, out);
+    xb_free(out);
+    xm_serialize(&m, NULL, out);
     xm_free(&m);
     free(p);
     expect_set(e, LV_F, C(DECODE_FAILED));

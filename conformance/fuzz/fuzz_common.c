@@ -86,7 +86,7 @@ void fz_exercise(expert_reader *r, int full)
         expert_status st = expert_read(r, i, buf, (size_t)s.decoded_length, 0, &e);
         if (st == EXPERT_OK) {
             uint8_t d[32];
-            xm_sha256(buf, (size_t)s.decoded_length, d);
+            sha256(buf, (size_t)s.decoded_length, d);
             FZ_ASSERT(memcmp(d, s.sha256, 32) == 0);
             if (s.codec == EXPERT_CODEC_RAW) {
                 const void *v;
@@ -117,12 +117,11 @@ static void base_header(xm_model *m)
 {
     memset(m, 0, sizeof *m);
     memcpy(m->header, "HLLMEXP\0", 8);
-    xm_wr16(m->header + XM_H_MAJOR, 2);
-    xm_wr32(m->header + XM_H_HEADER_SIZE, 256);
-    xm_wr32(m->header + XM_H_ALIGN, 64);
-    xm_wr32(m->header + XM_H_TOC_ENTRY_SIZE, 128);
+    wr16(m->header + H_MAJOR, 2);
+    wr32(m->header + H_HEADER_SIZE, 256);
+    wr32(m->header + H_ALIGN, 64);
+    wr32(m->header + H_TOC_ENTRY_SIZE, 128);
     m->header_size = 256;
-    m->alignment = 64;
 }
 
 static void add_section(xm_model *m, const char *name, uint16_t type, uint8_t codec, uint8_t dtype,
@@ -134,16 +133,16 @@ static void add_section(xm_model *m, const char *name, uint16_t type, uint8_t co
     memset(s, 0, sizeof *s);
     m->n++;
     uint8_t *e = s->entry;
-    xm_wr16(e + XM_T_TYPE, type);
-    e[XM_T_CODEC] = codec;
-    e[XM_T_DTYPE] = dtype;
-    e[XM_T_RANK] = 1;
-    xm_wr32(e + XM_T_LAYER, UINT32_MAX);
-    xm_wr32(e + XM_T_MODULE, UINT32_MAX);
-    xm_wr32(e + XM_T_FRAME, frame);
-    xm_wr64(e + XM_T_DECODED, decoded);
-    xm_wr64(e + XM_T_DIMS, dims0);
-    memcpy(e + XM_T_SHA, sha, 32);
+    wr16(e + T_TYPE, type);
+    e[T_CODEC] = codec;
+    e[T_DTYPE] = dtype;
+    e[T_RANK] = 1;
+    wr32(e + T_LAYER, UINT32_MAX);
+    wr32(e + T_MODULE, UINT32_MAX);
+    wr32(e + T_FRAME, frame);
+    wr64(e + T_DECODED, decoded);
+    wr64(e + T_DIMS, dims0);
+    memcpy(e + T_SHA, sha, 32);
     s->data = xm_dup(stored, stored_len);
     s->len = stored_len;
     xm_set_name(m, m->n - 1, name, strlen(name));
@@ -156,13 +155,13 @@ void fz_wrap_metadata(const uint8_t *json, size_t n, xb *out)
     m.strings = xm_alloc(1);
     static const uint8_t cfg[] = "{}";
     uint8_t sha[32];
-    xm_sha256(cfg, 2, sha);
+    sha256(cfg, 2, sha);
     add_section(&m, "adapter_config.json", EXPERT_SECTION_FILE, 0, EXPERT_DTYPE_BYTES, 2, 2, 0, cfg, 2, sha);
     size_t cl;
     uint8_t *c = xm_zstd(json, n, 1, 1, 0, &cl);
     xm_set_meta_stored(&m, c, cl, n < 2 ? 2 : n);
     free(c);
-    xm_serialize(&m, out);
+    xm_serialize(&m, NULL, out);
     xm_free(&m);
 }
 
@@ -176,7 +175,7 @@ void fz_wrap_section(const uint8_t *data, size_t size, xb *out, unsigned *thread
     uint32_t frame = 1u << (16 + p[2] % 11);
     *threads = 1u + (p[3] & 3);
     size_t e = xm_dtype_size(dtype);
-    uint64_t dec = xm_rd32(p + 4) % ((1u << 20) + 1); /* at most 1 MiB decoded */
+    uint64_t dec = rd32(p + 4) % ((1u << 20) + 1); /* at most 1 MiB decoded */
     if (codec == 0)
         dec = slen;
     dec -= dec % e;
@@ -186,7 +185,7 @@ void fz_wrap_section(const uint8_t *data, size_t size, xb *out, unsigned *thread
      * inputs reach the success path */
     uint8_t sha[32] = {0};
     if (codec == 0) {
-        xm_sha256(stored, slen, sha);
+        sha256(stored, slen, sha);
     } else {
         uint64_t nf = dec == 0 ? 0 : (dec - 1) / frame + 1;
         if (4 * nf <= slen) {
@@ -194,7 +193,7 @@ void fz_wrap_section(const uint8_t *data, size_t size, xb *out, unsigned *thread
             size_t pos = (size_t)(4 * nf);
             int ok = 1;
             for (uint64_t f = 0; f < nf && ok; f++) {
-                size_t c = xm_rd32(stored + 4 * f);
+                size_t c = rd32(stored + 4 * f);
                 size_t L = (size_t)(dec - f * frame < frame ? dec - f * frame : frame);
                 if (c > slen - pos) {
                     ok = 0;
@@ -213,7 +212,7 @@ void fz_wrap_section(const uint8_t *data, size_t size, xb *out, unsigned *thread
                 pos += c;
             }
             if (ok)
-                xm_sha256(plain, (size_t)dec, sha);
+                sha256(plain, (size_t)dec, sha);
             free(plain);
             free(tmp);
         }
@@ -225,6 +224,6 @@ void fz_wrap_section(const uint8_t *data, size_t size, xb *out, unsigned *thread
     xm_set_metadata_json(&m, meta, sizeof meta - 1);
     add_section(&m, dtype == 0 ? "s.bin" : "t", dtype == 0 ? EXPERT_SECTION_FILE : EXPERT_SECTION_TENSOR,
                 codec, dtype, dec / e, dec, codec ? frame : 0, stored, slen, sha);
-    xm_serialize(&m, out);
+    xm_serialize(&m, NULL, out);
     xm_free(&m);
 }

@@ -22,7 +22,7 @@ static void put(const char *dir, const char *target, const char *tag, const void
     snprintf(path, sizeof path, "%s/%s", dir, target);
     mkdir(path, 0755);
     uint8_t d[32];
-    xm_sha256(p, n, d);
+    sha256(p, n, d);
     snprintf(path, sizeof path, "%s/%s/%s-%02x%02x%02x%02x%02x%02x", dir, target, tag, d[0], d[1], d[2], d[3], d[4], d[5]);
     FILE *f = fopen(path, "wb");
     if (!f)
@@ -76,7 +76,7 @@ int main(int argc, char **argv)
     static const char st_hdr[] = "{\"__metadata__\":{\"format\":\"pt\"},\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}";
     xb st = {0};
     uint8_t len8[8];
-    xm_wr64(len8, sizeof st_hdr - 1);
+    wr64(len8, sizeof st_hdr - 1);
     xb_put(&st, len8, 8);
     xb_put(&st, st_hdr, sizeof st_hdr - 1);
     xb_zero(&st, 8);
@@ -110,7 +110,7 @@ int main(int argc, char **argv)
                 uint8_t claim[8] = {si.codec, si.dtype, 0, (uint8_t)(s & 3), 0, 0, 0, 0};
                 for (uint32_t f = si.frame_size; f > (1u << 16); f >>= 1)
                     claim[2]++;
-                xm_wr32(claim + 4, (uint32_t)si.decoded_length);
+                wr32(claim + 4, (uint32_t)si.decoded_length);
                 xb_put(&d, claim, 8);
                 xb_put(&d, p + si.offset, (size_t)si.stored_length);
                 put(out, "decode", "sec", d.p, d.n);

@@ -74,7 +74,7 @@ static void test_load_matches_file(void **state)
 static void test_corrupt_leaves_nothing(void **state)
 {
     (void)state;
-    cbuf file;
+    xb file;
     assert_int_equal(file_load(g_path, &file), 0);
     expert_reader *r = NULL;
     expert_error e;
@@ -88,7 +88,7 @@ static void test_corrupt_leaves_nothing(void **state)
     char bad[1100];
     snprintf(bad, sizeof bad, "%s/corrupt.expert", g_dir);
     assert_int_equal(file_save(bad, file.p, file.n), 0);
-    cbuf_free(&file);
+    xb_free(&file);
     assert_int_equal(expert_open(bad, NULL, &r, &e), EXPERT_OK);
     expert_gpu_plan *p = NULL;
     assert_int_equal(expert_gpu_plan_build(r, NULL, &p, &e), EXPERT_OK);

@@ -444,7 +444,7 @@ static void *corrupt_layer3(size_t *len)
     assert_int_equal(s.codec, EXPERT_CODEC_RAW);
     expert_close(r);
     g_corrupt_section = idx;
-    cbuf file;
+    xb file;
     assert_int_equal(file_load(g_path, &file), 0);
     file.p[s.offset + 5] ^= 0x40;
     void *bad = malloc(s.decoded_length);
@@ -453,7 +453,7 @@ static void *corrupt_layer3(size_t *len)
     *len = s.decoded_length;
     snprintf(g_path, sizeof g_path, "%s/corrupt.expert", g_dir);
     assert_int_equal(file_save(g_path, file.p, file.n), 0);
-    cbuf_free(&file);
+    xb_free(&file);
     return bad;
 }
 

@@ -88,11 +88,11 @@ static int setup(void **state)
     expert_writer_options o = {64, 65536, 3, 0};
     assert_int_equal(write_expert(g_path, &o, META_MIN, s, NSEC, k), EXPERT_OK);
     expert_private_key_free(k);
-    cbuf b;
+    xb b;
     assert_int_equal(file_load(g_path, &b), 0);
     g_img = aligned_copy(b.p, b.n);
     g_img_n = b.n;
-    cbuf_free(&b);
+    xb_free(&b);
     return 0;
 }
 

@@ -83,7 +83,7 @@ static void test_reproducible(void **state)
         write_with(a, 1, aligns[k]);
         write_with(b, 1, aligns[k]);
         write_with(c, 4, aligns[k]);
-        cbuf ba, bb, bc;
+        xb ba, bb, bc;
         assert_int_equal(file_load(a, &ba), 0);
         assert_int_equal(file_load(b, &bb), 0);
         assert_int_equal(file_load(c, &bc), 0);
@@ -97,9 +97,9 @@ static void test_reproducible(void **state)
         assert_int_equal(expert_open(c, NULL, &r, &e), EXPERT_OK);
         assert_int_equal(expert_verify_full(r, NULL, &e), EXPERT_OK);
         expert_close(r);
-        cbuf_free(&ba);
-        cbuf_free(&bb);
-        cbuf_free(&bc);
+        xb_free(&ba);
+        xb_free(&bb);
+        xb_free(&bc);
     }
     assert_int_equal(dir_count(dir), 3);
     free(a);
@@ -223,11 +223,11 @@ static void test_replace_existing_atomically(void **state)
         assert_int_equal(expert_writer_add(w, &g_s[i].d, g_s[i].data, g_s[i].len, &e), EXPERT_OK);
     assert_int_equal(expert_writer_set_metadata(w, META_MIN, strlen(META_MIN), &e), EXPERT_OK);
     /* before finish the target is untouched */
-    cbuf cur;
+    xb cur;
     assert_int_equal(file_load(path, &cur), 0);
     assert_int_equal(cur.n, sizeof old);
     assert_memory_equal(cur.p, old, sizeof old);
-    cbuf_free(&cur);
+    xb_free(&cur);
     assert_int_equal(expert_writer_finish(w, NULL, &e), EXPERT_OK);
 
     /* the path now names a new, valid file; the old inode is unchanged */
@@ -248,17 +248,17 @@ static void test_replace_existing_atomically(void **state)
     assert_true((st1.st_mode & S_IRUSR) != 0);
 
     /* a failed finish does not touch the existing file */
-    cbuf good;
+    xb good;
     assert_int_equal(file_load(path, &good), 0);
     assert_int_equal(expert_writer_open(path, NULL, &w, &e), EXPERT_OK);
     assert_int_not_equal(expert_writer_finish(w, NULL, &e), EXPERT_OK); /* no metadata */
-    cbuf again;
+    xb again;
     assert_int_equal(file_load(path, &again), 0);
     assert_int_equal(again.n, good.n);
     assert_memory_equal(again.p, good.p, good.n);
     assert_int_equal(dir_count(dir), 1);
-    cbuf_free(&again);
-    cbuf_free(&good);
+    xb_free(&again);
+    xb_free(&good);
     free(path);
     tmpdir_remove(dir);
 }

@@ -39,8 +39,8 @@
 enum { S_RAW = 0, S_ZSTD = 1, S_FILE = 2, S_SHUF = 3, S_LORAB = 4, S_LAST = 5, NSEC = 6 };
 
 static char *g_dir;
-static cbuf g_a;  /* alignment 64 */
-static cbuf g_b;  /* alignment 4096 */
+static xb g_a;  /* alignment 64 */
+static xb g_b;  /* alignment 4096 */
 static expert_private_key *g_priv;
 static expert_public_key *g_pub;
 static float g_raw[32];
@@ -51,7 +51,7 @@ static uint8_t g_last[10];
 static float g_lorab[8];
 
 
-static int write_base(uint32_t align, cbuf *out)
+static int write_base(uint32_t align, xb *out)
 {
     tsec s[NSEC] = {
         {{"raw.lora_A", 0, EXPERT_SECTION_LORA_A, EXPERT_CODEC_RAW, EXPERT_DTYPE_F32, 2, 0, 0, 0,
@@ -109,8 +109,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    cbuf_free(&g_a);
-    cbuf_free(&g_b);
+    xb_free(&g_a);
+    xb_free(&g_b);
     expert_private_key_free(g_priv);
     expert_public_key_free(g_pub);
     tmpdir_remove(g_dir);
@@ -119,14 +119,14 @@ static int teardown(void **state)
 
 /* ------------------------------------------------------------ helpers */
 
-static cbuf copy(const cbuf *src)
+static xb copy(const xb *src)
 {
-    cbuf c;
-    assert_int_equal(cbuf_dup(&c, src->p, src->n), 0);
+    xb c;
+    c = xb_copy(src->p, src->n);
     return c;
 }
 
-static uint8_t *ent(cbuf *b, uint32_t i) { return toc_entry(b->p, i); }
+static uint8_t *ent(xb *b, uint32_t i) { return toc_entry(b->p, i); }
 
 static const char *sn(expert_status s) { return expert_status_name(s); }
 
@@ -168,7 +168,7 @@ static int check_soft(void **state)
 }
 
 /* Structural: every open path fails with a class from `allowed`. */
-static void struct_fail(const cbuf *b, const expert_status *allowed, size_t nallowed,
+static void struct_fail(const xb *b, const expert_status *allowed, size_t nallowed,
                         const char *what, int line, expert_error *out)
 {
     void *mem = NULL;
@@ -223,7 +223,7 @@ static void struct_fail(const cbuf *b, const expert_status *allowed, size_t nall
                 __LINE__, NULL)
 
 /* NULL (and a soft failure) when the image does not open. */
-static expert_reader *must_open(const cbuf *b, void **mem, const char *what, int line)
+static expert_reader *must_open(const xb *b, void **mem, const char *what, int line)
 {
     expert_reader *r = NULL;
     expert_error err;
@@ -236,7 +236,7 @@ static expert_reader *must_open(const cbuf *b, void **mem, const char *what, int
     return r;
 }
 
-static expert_reader *must_open_hard(const cbuf *b, void **mem, const char *what, int line)
+static expert_reader *must_open_hard(const xb *b, void **mem, const char *what, int line)
 {
     expert_reader *r = must_open(b, mem, what, line);
     if (!r)
@@ -246,7 +246,7 @@ static expert_reader *must_open_hard(const cbuf *b, void **mem, const char *what
 
 /* Access: open OK; reading `sec` fails with cls (err.section == sec); the
  * other sections read fine; verify_full fails with cls. */
-static void access_fail(const cbuf *b, expert_status cls, uint32_t sec, const char *what, int line)
+static void access_fail(const xb *b, expert_status cls, uint32_t sec, const char *what, int line)
 {
     void *mem = NULL;
     expert_reader *r = must_open(b, &mem, what, line);
@@ -295,7 +295,7 @@ static void access_fail(const cbuf *b, expert_status cls, uint32_t sec, const ch
 }
 
 /* Full: open OK, every read OK, verify_full(key) fails with cls. */
-static void full_fail(const cbuf *b, expert_status cls, const expert_public_key *key, const char *what,
+static void full_fail(const xb *b, expert_status cls, const expert_public_key *key, const char *what,
                       int line, expert_error *out)
 {
     void *mem = NULL;
@@ -331,7 +331,7 @@ static void full_fail(const cbuf *b, expert_status cls, const expert_public_key 
     free(mem);
 }
 
-static void all_ok(const cbuf *b, const expert_public_key *key, const char *what, int line)
+static void all_ok(const xb *b, const expert_public_key *key, const char *what, int line)
 {
     void *mem = NULL;
     expert_reader *r = must_open(b, &mem, what, line);
@@ -363,17 +363,17 @@ static void all_ok(const cbuf *b, const expert_public_key *key, const char *what
 #define ALL_OK(b, key, what) all_ok(&(b), key, what, __LINE__)
 
 /* Serialize a model into a fresh image. */
-static cbuf ser(craft_model *m)
+static xb ser(xm_model *m)
 {
-    cbuf out = {0};
-    assert_int_equal(craft_serialize(m, &out), 0);
+    xb out = {0};
+    xm_serialize(m, NULL, &out);
     return out;
 }
 
-static craft_model model_of(const cbuf *b)
+static xm_model model_of(const xb *b)
 {
-    craft_model m;
-    assert_int_equal(craft_parse(b->p, b->n, &m), 0);
+    xm_model m;
+    assert_int_equal(xm_parse(b->p, b->n, &m), 0);
     return m;
 }
 
@@ -385,23 +385,23 @@ static void test_base_valid(void **state)
     ALL_OK(g_a, NULL, "base A");
     ALL_OK(g_b, NULL, "base B");
     /* the crafting code reproduces the writer's layout exactly */
-    craft_model m = model_of(&g_a);
-    cbuf c = ser(&m);
+    xm_model m = model_of(&g_a);
+    xb c = ser(&m);
     assert_int_equal(c.n, g_a.n);
     assert_memory_equal(c.p, g_a.p, c.n);
-    cbuf_free(&c);
-    craft_model_free(&m);
+    xb_free(&c);
+    xm_free(&m);
     m = model_of(&g_b);
     c = ser(&m);
     assert_int_equal(c.n, g_b.n);
     assert_memory_equal(c.p, g_b.p, c.n);
-    cbuf_free(&c);
-    craft_model_free(&m);
+    xb_free(&c);
+    xm_free(&m);
     /* rehash of an untouched file is the identity */
     c = copy(&g_a);
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     assert_memory_equal(c.p, g_a.p, c.n);
-    cbuf_free(&c);
+    xb_free(&c);
 }
 
 /* ------------------------------------------------------------ header */
@@ -410,20 +410,20 @@ static void test_bad_magic(void **state)
 {
     (void)state;
     for (int i = 0; i < 8; i++) {
-        cbuf c = copy(&g_a);
+        xb c = copy(&g_a);
         c.p[i] ^= 0x01;
-        craft_rehash(c.p, c.n);
+        xm_rehash(c.p, c.n);
         expert_error e;
         STRUCT_E(c, EXPERT_E_BAD_MAGIC, "magic byte flipped", &e);
         if (e.offset != EXPERT_NO_OFFSET && e.offset >= 8)
             SOFT("BAD_MAGIC offset %llu not within the magic", (unsigned long long)e.offset);
-        cbuf_free(&c);
+        xb_free(&c);
     }
     /* v1 archives are not v2 files */
-    cbuf c = copy(&g_a);
+    xb c = copy(&g_a);
     memcpy(c.p, "PK\x03\x04xxxx", 8);
     STRUCT(c, EXPERT_E_BAD_MAGIC, "zip magic");
-    cbuf_free(&c);
+    xb_free(&c);
 }
 
 static void test_unsupported_version(void **state)
@@ -431,20 +431,20 @@ static void test_unsupported_version(void **state)
     (void)state;
     static const uint16_t majors[] = {0, 1, 3, 0xFFFF};
     for (size_t i = 0; i < 4; i++) {
-        cbuf c = copy(&g_a);
+        xb c = copy(&g_a);
         wr16(c.p + H_MAJOR, majors[i]);
-        craft_rehash(c.p, c.n);
+        xm_rehash(c.p, c.n);
         STRUCT(c, EXPERT_E_UNSUPPORTED_VERSION, "major");
-        cbuf_free(&c);
+        xb_free(&c);
     }
     /* minor > 0 is read as 2.0 */
     static const uint16_t minors[] = {1, 7, 0xFFFF};
     for (size_t i = 0; i < 3; i++) {
-        cbuf c = copy(&g_a);
+        xb c = copy(&g_a);
         wr16(c.p + H_MINOR, minors[i]);
-        craft_rehash(c.p, c.n);
+        xm_rehash(c.p, c.n);
         ALL_OK(c, NULL, "minor > 0");
-        cbuf_free(&c);
+        xb_free(&c);
     }
 }
 
@@ -454,25 +454,25 @@ static void test_truncated(void **state)
     /* S5 (shorter than file_length) and S2 (shorter than 256 bytes) */
     size_t cuts[] = {g_a.n - 1, g_a.n - 8, g_a.n / 2, 300, 256, 255, 200, 100, 16, 12, 8};
     for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
-        cbuf c = copy(&g_a);
+        xb c = copy(&g_a);
         c.n = cuts[i];
         STRUCT(c, EXPERT_E_TRUNCATED, "file cut short");
-        cbuf_free(&c);
+        xb_free(&c);
     }
     /* S1: shorter than the magic */
     size_t tiny[] = {7, 1, 0};
     for (size_t i = 0; i < 3; i++) {
-        cbuf c = copy(&g_a);
+        xb c = copy(&g_a);
         c.n = tiny[i];
         STRUCT(c, EXPERT_E_BAD_MAGIC, "file shorter than 8 bytes");
-        cbuf_free(&c);
+        xb_free(&c);
     }
     /* header file_length larger than the file */
-    cbuf c = copy(&g_a);
+    xb c = copy(&g_a);
     wr64(c.p + H_FILE_LEN, g_a.n + 64);
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     STRUCT(c, EXPERT_E_TRUNCATED, "file_length > actual");
-    cbuf_free(&c);
+    xb_free(&c);
 }
 
 static void test_trailing_data(void **state)
@@ -480,28 +480,28 @@ static void test_trailing_data(void **state)
     (void)state;
     static const size_t extra[] = {1, 8, 4096};
     for (size_t i = 0; i < 3; i++) {
-        cbuf c = copy(&g_a);
+        xb c = copy(&g_a);
         c.p = realloc(c.p, c.n + extra[i]);
         memset(c.p + c.n, 0, extra[i]);
         c.n += extra[i];
         STRUCT(c, EXPERT_E_TRAILING_DATA, "bytes appended");
-        cbuf_free(&c);
+        xb_free(&c);
     }
     /* file_length smaller than the file */
-    cbuf c = copy(&g_a);
+    xb c = copy(&g_a);
     wr64(c.p + H_FILE_LEN, g_a.n - 1);
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     STRUCT(c, EXPERT_E_TRAILING_DATA, "file_length < actual");
-    cbuf_free(&c);
+    xb_free(&c);
     /* consistent file_length, but zero padding after the last region */
     c = copy(&g_a);
     c.p = realloc(c.p, c.n + 8);
     memset(c.p + c.n, 0, 8);
     c.n += 8;
     wr64(c.p + H_FILE_LEN, c.n);
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     STRUCT(c, EXPERT_E_TRAILING_DATA, "padding after the last region");
-    cbuf_free(&c);
+    xb_free(&c);
 }
 
 static void test_bad_header(void **state)
@@ -531,47 +531,47 @@ static void test_bad_header(void **state)
         {H_META_DEC, 8, 0, "metadata_decoded_length 0"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        cbuf c = copy(&g_a);
+        xb c = copy(&g_a);
         if (cases[i].width == 4)
             wr32(c.p + cases[i].off, (uint32_t)cases[i].v);
         else if (cases[i].width == 8)
             wr64(c.p + cases[i].off, cases[i].v);
         else
             c.p[cases[i].off] = (uint8_t)cases[i].v;
-        craft_rehash(c.p, c.n);
+        xm_rehash(c.p, c.n);
         STRUCT(c, EXPERT_E_BAD_HEADER, cases[i].what);
-        cbuf_free(&c);
+        xb_free(&c);
     }
     /* header_size valid on its own but >= file_length (a tiny file) */
     char *path = path_join(g_dir, "tiny.expert");
     assert_int_equal(write_expert(path, NULL, NULL, NULL, 0, NULL), EXPERT_OK);
-    cbuf t;
+    xb t;
     assert_int_equal(file_load(path, &t), 0);
     remove(path);
     free(path);
     uint32_t hs = (uint32_t)((t.n + 7) / 8 * 8);
     assert_true(hs <= 4096);
     wr32(t.p + H_HEADER_SIZE, hs);
-    craft_rehash(t.p, t.n);
+    xm_rehash(t.p, t.n);
     STRUCT(t, EXPERT_E_BAD_HEADER, "header_size >= file_length (S6a)");
-    cbuf_free(&t);
+    xb_free(&t);
 
     /* header_size 264 with alignment 4096: extra header bytes, any content, are fine */
-    cbuf c = copy(&g_b);
+    xb c = copy(&g_b);
     wr32(c.p + H_HEADER_SIZE, 264);
     memset(c.p + 256, 0xAA, 8);
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     ALL_OK(c, NULL, "header_size 264, reserved header bytes non-zero");
-    cbuf_free(&c);
+    xb_free(&c);
     /* ... but with alignment 64 the first section starts at 256 inside the header */
     c = copy(&g_a);
     wr32(c.p + H_HEADER_SIZE, 264);
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     expert_error e;
     STRUCT_E(c, EXPERT_E_OUT_OF_BOUNDS, "first section inside the header (S11g)", &e);
     if (e.section != 0)
         SOFT("section inside header: err.section %u, expected 0", e.section);
-    cbuf_free(&c);
+    xb_free(&c);
 }
 
 /* ------------------------------------------------------------ regions, layout */
@@ -593,59 +593,59 @@ static void test_out_of_bounds(void **state)
         {H_META_OFF, (n + 15) & ~(uint64_t)7, "metadata beyond EOF"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        cbuf c = copy(&g_a);
+        xb c = copy(&g_a);
         wr64(c.p + cases[i].off, cases[i].v);
-        craft_rehash(c.p, c.n);
+        xm_rehash(c.p, c.n);
         STRUCT(c, EXPERT_E_OUT_OF_BOUNDS, cases[i].what);
-        cbuf_free(&c);
+        xb_free(&c);
     }
     /* a section beyond EOF */
-    cbuf c = copy(&g_a);
+    xb c = copy(&g_a);
     wr64(ent(&c, S_LAST) + T_OFFSET, (n + 63) / 64 * 64);
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     STRUCT(c, EXPERT_E_OUT_OF_BOUNDS, "section past EOF");
-    cbuf_free(&c);
+    xb_free(&c);
     /* a section whose end overflows u64 */
     c = copy(&g_a);
     wr64(ent(&c, S_ZSTD) + T_STORED, UINT64_MAX - 100);
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     STRUCT(c, EXPERT_E_OUT_OF_BOUNDS, "section stored_length overflowing");
-    cbuf_free(&c);
+    xb_free(&c);
     /* a name outside the strings region */
     c = copy(&g_a);
     wr32(ent(&c, S_FILE) + T_NAME_OFF, (uint32_t)rd64(c.p + H_STR_LEN));
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     expert_error e;
     STRUCT_E(c, EXPERT_E_OUT_OF_BOUNDS, "name past the strings region", &e);
     if (e.section != S_FILE)
         SOFT("name OOB: err.section %u, expected %u", e.section, S_FILE);
-    cbuf_free(&c);
+    xb_free(&c);
     c = copy(&g_a);
     wr32(ent(&c, S_FILE) + T_NAME_OFF, 0xFFFFFFF0u);
     wr16(ent(&c, S_FILE) + T_NAME_LEN, 0x20);
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     STRUCT(c, EXPERT_E_OUT_OF_BOUNDS, "name offset overflowing");
-    cbuf_free(&c);
+    xb_free(&c);
 }
 
 static void test_overlap(void **state)
 {
     (void)state;
     /* two sections at the same offset */
-    cbuf c = copy(&g_a);
+    xb c = copy(&g_a);
     wr64(ent(&c, S_FILE) + T_OFFSET, rd64(ent(&c, S_RAW) + T_OFFSET));
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     STRUCT(c, EXPERT_E_OVERLAP, "two sections at one offset");
-    cbuf_free(&c);
+    xb_free(&c);
     /* the last section grown into the metadata region (BYTES: dims = decoded = stored) */
     c = copy(&g_a);
     uint8_t *e = ent(&c, S_LAST);
     wr64(e + T_STORED, 10 + 64);
     wr64(e + T_DECODED, 10 + 64);
     wr64(e + T_DIMS, 10 + 64);
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     STRUCT(c, EXPERT_E_OVERLAP, "section overlapping metadata");
-    cbuf_free(&c);
+    xb_free(&c);
     /* a section overlapping the next one by a few bytes */
     c = copy(&g_a);
     e = ent(&c, S_RAW);
@@ -654,9 +654,9 @@ static void test_overlap(void **state)
     wr64(e + T_DECODED, gap + 16);
     wr64(e + T_DIMS + 8, (gap + 16) / 4 / 4);
     assert_true((gap + 16) % 16 == 0);
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     STRUCT(c, EXPERT_E_OVERLAP, "section running into the next");
-    cbuf_free(&c);
+    xb_free(&c);
 }
 
 static void test_misaligned(void **state)
@@ -664,26 +664,26 @@ static void test_misaligned(void **state)
     (void)state;
     static const size_t fields[] = {H_META_OFF, H_TOC_OFF, H_INDEX_OFF};
     for (size_t i = 0; i < 3; i++) {
-        cbuf c = copy(&g_a);
+        xb c = copy(&g_a);
         wr64(c.p + fields[i], rd64(c.p + fields[i]) + 4);
-        craft_rehash(c.p, c.n);
+        xm_rehash(c.p, c.n);
         STRUCT(c, EXPERT_E_MISALIGNED, "region offset not 8-aligned");
-        cbuf_free(&c);
+        xb_free(&c);
     }
     /* a section moved by 8 bytes: still in its own gap, but not 64-aligned */
-    cbuf c = copy(&g_a);
+    xb c = copy(&g_a);
     uint8_t *e = ent(&c, S_FILE);
     uint64_t off = rd64(e + T_OFFSET);
     assert_true(rd64(ent(&c, S_SHUF) + T_OFFSET) >= off + 100 + 8);
     memmove(c.p + off + 8, c.p + off, 100);
     memset(c.p + off, 0, 8);
     wr64(e + T_OFFSET, off + 8);
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     expert_error err;
     STRUCT_E(c, EXPERT_E_MISALIGNED, "section offset not a multiple of the alignment", &err);
     if (err.section != S_FILE)
         SOFT("MISALIGNED section: err.section %u, expected %u", err.section, S_FILE);
-    cbuf_free(&c);
+    xb_free(&c);
     /* same move in the 4096-aligned file */
     c = copy(&g_b);
     e = ent(&c, S_FILE);
@@ -691,9 +691,9 @@ static void test_misaligned(void **state)
     memmove(c.p + off + 64, c.p + off, 100);
     memset(c.p + off, 0, 64);
     wr64(e + T_OFFSET, off + 64);
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     STRUCT(c, EXPERT_E_MISALIGNED, "section 64- but not 4096-aligned");
-    cbuf_free(&c);
+    xb_free(&c);
 }
 
 /* Gap rule (spec §4.5, S14c): a padding run >= the alignment that produced it
@@ -702,44 +702,40 @@ static void test_misaligned(void **state)
 static void test_gaps(void **state)
 {
     (void)state;
-    craft_model m = model_of(&g_a);
-    m.extra_gap = 64;
-    m.extra_gap_at = 0;
-    cbuf c = ser(&m);
+    xm_model m = model_of(&g_a);
+    xm_layout L = {.ngap_sec = 1, .gap_sec_at = {0}, .gap_sec = {64}};
+    xb c;
+    xm_serialize(&m, &L, &c);
     assert_int_equal(rd64(toc_entry(c.p, 0) + T_OFFSET), 320);
     STRUCT_GAP(c, "gap of 64 before the first section (alignment 64)");
-    cbuf_free(&c);
+    xb_free(&c);
     /* a whole alignment unit of padding between two sections */
-    m.extra_gap_at = S_SHUF;
-    c = ser(&m);
+    L.gap_sec_at[0] = S_SHUF;
+    xm_serialize(&m, &L, &c);
     STRUCT_GAP(c, "gap of 64+ between sections (alignment 64)");
-    cbuf_free(&c);
-    /* 63 extra bytes before a 64-aligned section still leaves a gap < 64 only
-     * if the previous end was aligned; S_RAW ends aligned (128 bytes) */
-    m.extra_gap = 63;
-    m.extra_gap_at = S_ZSTD;
-    c = ser(&m);
-    STRUCT_GAP(c, "gap of 64 (63 rounded up) after an aligned section");
-    cbuf_free(&c);
-    m.extra_gap = 0;
-    m.extra_gap_before_toc = 8;
-    c = ser(&m);
+    xb_free(&c);
+    /* 64 extra bytes after an aligned section: S_RAW ends aligned (128 bytes) */
+    L.gap_sec_at[0] = S_ZSTD;
+    xm_serialize(&m, &L, &c);
+    STRUCT_GAP(c, "gap of 64 after an aligned section");
+    xb_free(&c);
+    L = (xm_layout){.gap_toc = 8};
+    xm_serialize(&m, &L, &c);
     STRUCT_GAP(c, "gap of 8+ before the TOC region");
-    cbuf_free(&c);
-    craft_model_free(&m);
+    xb_free(&c);
+    xm_free(&m);
     m = model_of(&g_b);
-    m.extra_gap = 4096;
-    m.extra_gap_at = 0;
-    c = ser(&m);
+    L = (xm_layout){.ngap_sec = 1, .gap_sec_at = {0}, .gap_sec = {4096}};
+    xm_serialize(&m, &L, &c);
     assert_int_equal(rd64(toc_entry(c.p, 0) + T_OFFSET), 8192);
     STRUCT_GAP(c, "gap of 4096+ before the first section (alignment 4096)");
-    cbuf_free(&c);
-    craft_model_free(&m);
+    xb_free(&c);
+    xm_free(&m);
 }
 
 /* ------------------------------------------------------------ TOC entries */
 
-static void patch_toc(const cbuf *base, uint32_t i, size_t off, size_t width, uint64_t v, cbuf *out)
+static void patch_toc(const xb *base, uint32_t i, size_t off, size_t width, uint64_t v, xb *out)
 {
     *out = copy(base);
     uint8_t *e = ent(out, i);
@@ -749,7 +745,7 @@ static void patch_toc(const cbuf *base, uint32_t i, size_t off, size_t width, ui
     case 4: wr32(e + off, (uint32_t)v); break;
     default: wr64(e + off, v); break;
     }
-    craft_rehash(out->p, out->n);
+    xm_rehash(out->p, out->n);
 }
 
 static void check_entry_err(const expert_error *e, uint32_t sec, const char *what)
@@ -780,12 +776,12 @@ static void test_bad_toc(void **state)
         {S_ZSTD, T_MODULE, 4, 0xFFFFFFFE, "module index 0xFFFFFFFE"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        cbuf c;
+        xb c;
         patch_toc(&g_a, cases[i].sec, cases[i].off, cases[i].width, cases[i].v, &c);
         expert_error e;
         STRUCT_E(c, EXPERT_E_BAD_TOC, cases[i].what, &e);
         check_entry_err(&e, cases[i].sec, cases[i].what);
-        cbuf_free(&c);
+        xb_free(&c);
     }
     /* spec §5.1 / S11f, S11g, S11h, S11i */
     struct {
@@ -807,27 +803,27 @@ static void test_bad_toc(void **state)
         {S_FILE, T_NAME_LEN, 2, 0, "name_length 0"},
     };
     for (size_t i = 0; i < sizeof amb / sizeof amb[0]; i++) {
-        cbuf c;
+        xb c;
         patch_toc(&g_a, amb[i].sec, amb[i].off, amb[i].width, amb[i].v, &c);
         expert_error e;
         STRUCT_E(c, EXPERT_E_BAD_TOC, amb[i].what, &e);
         check_entry_err(&e, amb[i].sec, amb[i].what);
-        cbuf_free(&c);
+        xb_free(&c);
     }
     /* raw stored_length != decoded_length */
-    cbuf c;
+    xb c;
     patch_toc(&g_a, S_FILE, T_STORED, 8, 99, &c);
     STRUCT(c, EXPERT_E_SIZE_MISMATCH, "raw stored_length != decoded_length (S11g)");
-    cbuf_free(&c);
+    xb_free(&c);
     /* BYTES section with rank 2 (numel still equal) */
     c = copy(&g_a);
     uint8_t *e = ent(&c, S_FILE);
     e[T_RANK] = 2;
     wr64(e + T_DIMS, 10);
     wr64(e + T_DIMS + 8, 10);
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     STRUCT(c, EXPERT_E_BAD_TOC, "BYTES section of rank 2 (S11f)");
-    cbuf_free(&c);
+    xb_free(&c);
 }
 
 static void test_bad_names(void **state)
@@ -846,30 +842,30 @@ static void test_bad_names(void **state)
         {"big\xf4\x90\x80\x80", 7, "code point > U+10FFFF"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        craft_model m = model_of(&g_a);
-        assert_int_equal(craft_set_name(&m, S_FILE, cases[i].name, cases[i].len), 0);
-        cbuf c = ser(&m);
+        xm_model m = model_of(&g_a);
+        xm_set_name(&m, S_FILE, cases[i].name, cases[i].len);
+        xb c = ser(&m);
         STRUCT(c, EXPERT_E_BAD_TOC, cases[i].what);
-        cbuf_free(&c);
-        craft_model_free(&m);
+        xb_free(&c);
+        xm_free(&m);
     }
     /* 1025-byte name */
     char longname[1025];
     memset(longname, 'n', sizeof longname);
-    craft_model m = model_of(&g_a);
-    assert_int_equal(craft_set_name(&m, S_FILE, longname, 1025), 0);
-    cbuf c = ser(&m);
+    xm_model m = model_of(&g_a);
+    xm_set_name(&m, S_FILE, longname, 1025);
+    xb c = ser(&m);
     STRUCT(c, EXPERT_E_BAD_TOC, "name_length 1025");
-    cbuf_free(&c);
-    craft_model_free(&m);
+    xb_free(&c);
+    xm_free(&m);
     /* valid multi-byte UTF-8 and 1024 bytes are accepted (index rebuilt) */
     m = model_of(&g_a);
-    assert_int_equal(craft_set_name(&m, S_FILE, "\xf0\x9f\x98\x80/\xe2\x82\xac", 8), 0);
-    assert_int_equal(craft_set_name(&m, S_LAST, longname, 1024), 0);
+    xm_set_name(&m, S_FILE, "\xf0\x9f\x98\x80/\xe2\x82\xac", 8);
+    xm_set_name(&m, S_LAST, longname, 1024);
     c = ser(&m);
     ALL_OK(c, NULL, "4-byte UTF-8 and 1024-byte names");
-    cbuf_free(&c);
-    craft_model_free(&m);
+    xb_free(&c);
+    xm_free(&m);
 }
 
 static void test_unknown_codec(void **state)
@@ -877,12 +873,12 @@ static void test_unknown_codec(void **state)
     (void)state;
     static const uint8_t codecs[] = {3, 0x7F, 0xFF};
     for (size_t i = 0; i < 3; i++) {
-        cbuf c;
+        xb c;
         patch_toc(&g_a, S_SHUF, T_CODEC, 1, codecs[i], &c);
         expert_error e;
         STRUCT_E(c, EXPERT_E_UNKNOWN_CODEC, "codec", &e);
         check_entry_err(&e, S_SHUF, "UNKNOWN_CODEC");
-        cbuf_free(&c);
+        xb_free(&c);
     }
 }
 
@@ -891,12 +887,12 @@ static void test_unknown_dtype(void **state)
     (void)state;
     static const uint8_t dts[] = {14, 15, 0xFF};
     for (size_t i = 0; i < 3; i++) {
-        cbuf c;
+        xb c;
         patch_toc(&g_a, S_ZSTD, T_DTYPE, 1, dts[i], &c);
         expert_error e;
         STRUCT_E(c, EXPERT_E_UNKNOWN_DTYPE, "dtype", &e);
         check_entry_err(&e, S_ZSTD, "UNKNOWN_DTYPE");
-        cbuf_free(&c);
+        xb_free(&c);
     }
 }
 
@@ -905,23 +901,23 @@ static void test_unknown_section_type(void **state)
     (void)state;
     static const uint16_t types[] = {0x0000, 0x0003, 0x0014, 0x0031, 0x0040, 0x7FFF};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
-        cbuf c;
+        xb c;
         patch_toc(&g_a, S_ZSTD, T_TYPE, 2, types[i], &c);
         expert_error e;
         STRUCT_E(c, EXPERT_E_UNKNOWN_SECTION_TYPE, "section type", &e);
         check_entry_err(&e, S_ZSTD, "UNKNOWN_SECTION_TYPE");
-        cbuf_free(&c);
+        xb_free(&c);
     }
     /* must-ignore types are accepted, still hashed at access/full level */
     static const uint16_t ign[] = {0x8000, 0x8001, 0xFFFF};
     for (size_t i = 0; i < 3; i++) {
-        cbuf c;
+        xb c;
         patch_toc(&g_a, S_ZSTD, T_TYPE, 2, ign[i], &c);
         ALL_OK(c, NULL, "must-ignore section type");
         void *mem;
         expert_reader *r = must_open(&c, &mem, "must-ignore type", __LINE__);
         if (!r) {
-            cbuf_free(&c);
+            xb_free(&c);
             continue;
         }
         expert_section_info si;
@@ -932,13 +928,13 @@ static void test_unknown_section_type(void **state)
         assert_int_equal(si.known_type, 1);
         expert_close(r);
         free(mem);
-        cbuf_free(&c);
+        xb_free(&c);
     }
     /* a must-ignore section is still bounds/overlap/hash checked */
-    cbuf c;
+    xb c;
     patch_toc(&g_a, S_FILE, T_TYPE, 2, 0x8001, &c);
     c.p[rd64(ent(&c, S_FILE) + T_OFFSET)] ^= 1;
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     {
         void *mem;
         expert_reader *r = must_open_hard(&c, &mem, "ignored type, damaged", __LINE__);
@@ -947,12 +943,12 @@ static void test_unknown_section_type(void **state)
         expert_close(r);
         free(mem);
     }
-    cbuf_free(&c);
+    xb_free(&c);
     patch_toc(&g_a, S_FILE, T_TYPE, 2, 0x8001, &c);
     wr64(ent(&c, S_FILE) + T_OFFSET, rd64(ent(&c, S_RAW) + T_OFFSET));
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     STRUCT(c, EXPERT_E_OVERLAP, "ignored-type section overlapping another");
-    cbuf_free(&c);
+    xb_free(&c);
 }
 
 static void test_unknown_flag(void **state)
@@ -960,30 +956,30 @@ static void test_unknown_flag(void **state)
     (void)state;
     static const uint32_t bad[] = {1u << 0, 1u << 7, 1u << 15};
     for (size_t i = 0; i < 3; i++) {
-        cbuf c = copy(&g_a);
+        xb c = copy(&g_a);
         wr32(c.p + H_FLAGS, bad[i]);
-        craft_rehash(c.p, c.n);
+        xm_rehash(c.p, c.n);
         STRUCT(c, EXPERT_E_UNKNOWN_FLAG, "header must-understand flag");
-        cbuf_free(&c);
+        xb_free(&c);
         patch_toc(&g_a, S_SHUF, T_FLAGS, 4, bad[i], &c);
         expert_error e;
         STRUCT_E(c, EXPERT_E_UNKNOWN_FLAG, "TOC must-understand flag", &e);
         check_entry_err(&e, S_SHUF, "UNKNOWN_FLAG");
-        cbuf_free(&c);
+        xb_free(&c);
     }
     static const uint32_t ign[] = {1u << 16, 1u << 31, 0xFFFF0000u};
     for (size_t i = 0; i < 3; i++) {
-        cbuf c = copy(&g_a);
+        xb c = copy(&g_a);
         wr32(c.p + H_FLAGS, ign[i]);
-        craft_rehash(c.p, c.n);
+        xm_rehash(c.p, c.n);
         ALL_OK(c, NULL, "header must-ignore flag");
-        cbuf_free(&c);
+        xb_free(&c);
         patch_toc(&g_a, S_SHUF, T_FLAGS, 4, ign[i], &c);
         ALL_OK(c, NULL, "TOC must-ignore flag");
         void *mem;
         expert_reader *r = must_open(&c, &mem, "must-ignore flag", __LINE__);
         if (!r) {
-            cbuf_free(&c);
+            xb_free(&c);
             continue;
         }
         expert_section_info si;
@@ -991,7 +987,7 @@ static void test_unknown_flag(void **state)
         assert_int_equal(si.flags, ign[i]);
         expert_close(r);
         free(mem);
-        cbuf_free(&c);
+        xb_free(&c);
     }
 }
 
@@ -999,21 +995,21 @@ static void test_duplicate_name(void **state)
 {
     (void)state;
     /* entry 3 points at entry 1's name bytes */
-    cbuf c = copy(&g_a);
+    xb c = copy(&g_a);
     memcpy(ent(&c, S_SHUF) + T_NAME_OFF, ent(&c, S_ZSTD) + T_NAME_OFF, 6);
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     expert_error e;
     STRUCT_E(c, EXPERT_E_DUPLICATE_NAME, "two entries sharing a name", &e);
     if (e.section != S_SHUF)
         SOFT("DUPLICATE_NAME err.section %u, expected the later entry %u (S12)", e.section, S_SHUF);
-    cbuf_free(&c);
+    xb_free(&c);
     /* a separate copy of the name bytes, canonical index */
-    craft_model m = model_of(&g_a);
-    assert_int_equal(craft_set_name(&m, S_LAST, "raw.lora_A", 10), 0);
+    xm_model m = model_of(&g_a);
+    xm_set_name(&m, S_LAST, "raw.lora_A", 10);
     c = ser(&m);
     STRUCT(c, EXPERT_E_DUPLICATE_NAME, "duplicate name (copy)");
-    cbuf_free(&c);
-    craft_model_free(&m);
+    xb_free(&c);
+    xm_free(&m);
 }
 
 static void test_bad_index(void **state)
@@ -1023,7 +1019,7 @@ static void test_bad_index(void **state)
     const uint32_t slots = rd32(g_a.p + ix);
     assert_int_equal(slots, 16);
     /* move one occupied slot into an empty slot */
-    cbuf c = copy(&g_a);
+    xb c = copy(&g_a);
     uint32_t full = UINT32_MAX, empty = UINT32_MAX;
     for (uint32_t s = 0; s < slots; s++) {
         uint32_t v = rd32(c.p + ix + 8 + 4 * s);
@@ -1035,33 +1031,33 @@ static void test_bad_index(void **state)
     assert_true(full != UINT32_MAX && empty != UINT32_MAX);
     wr32(c.p + ix + 8 + 4 * empty, rd32(c.p + ix + 8 + 4 * full));
     wr32(c.p + ix + 8 + 4 * full, 0);
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     STRUCT(c, EXPERT_E_BAD_INDEX, "slot moved");
-    cbuf_free(&c);
+    xb_free(&c);
     /* an extra entry in an empty slot */
     c = copy(&g_a);
     wr32(c.p + ix + 8 + 4 * empty, 1);
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     STRUCT(c, EXPERT_E_BAD_INDEX, "duplicate slot entry");
-    cbuf_free(&c);
+    xb_free(&c);
     /* out-of-range TOC index */
     c = copy(&g_a);
     wr32(c.p + ix + 8 + 4 * full, NSEC + 1);
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     STRUCT(c, EXPERT_E_BAD_INDEX, "slot value > toc_count");
-    cbuf_free(&c);
+    xb_free(&c);
     /* reserved word */
     c = copy(&g_a);
     wr32(c.p + ix + 4, 1);
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     STRUCT(c, EXPERT_E_BAD_INDEX, "index reserved word");
-    cbuf_free(&c);
+    xb_free(&c);
     /* slot_count field wrong (8 instead of 16) with index_length unchanged */
     c = copy(&g_a);
     wr32(c.p + ix, 8);
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     STRUCT(c, EXPERT_E_BAD_INDEX, "slot_count 8 for 6 entries");
-    cbuf_free(&c);
+    xb_free(&c);
     /* swap two occupied slots */
     c = copy(&g_a);
     uint32_t a = UINT32_MAX, b = UINT32_MAX;
@@ -1075,20 +1071,20 @@ static void test_bad_index(void **state)
     uint32_t va = rd32(c.p + ix + 8 + 4 * a);
     wr32(c.p + ix + 8 + 4 * a, rd32(c.p + ix + 8 + 4 * b));
     wr32(c.p + ix + 8 + 4 * b, va);
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     STRUCT(c, EXPERT_E_BAD_INDEX, "two slots swapped");
-    cbuf_free(&c);
+    xb_free(&c);
     /* index_length inconsistent with slot_count */
     c = copy(&g_a);
     wr64(c.p + H_INDEX_LEN, rd64(c.p + H_INDEX_LEN) - 4);
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     STRUCT(c, EXPERT_E_BAD_INDEX, "index_length != 8 + 4*slot_count (S7e)");
-    cbuf_free(&c);
+    xb_free(&c);
     /* S7e comes before the structure hash: no rehash needed */
     c = copy(&g_a);
     wr64(c.p + H_INDEX_LEN, rd64(c.p + H_INDEX_LEN) + 4);
     STRUCT(c, EXPERT_E_BAD_INDEX, "index_length + 4, stale hashes");
-    cbuf_free(&c);
+    xb_free(&c);
 }
 
 /* ------------------------------------------------------------ metadata */
@@ -1100,15 +1096,15 @@ static void test_bad_index(void **state)
 
 static void meta_case(const char *json, expert_status cls, const char *what, int line)
 {
-    craft_model m = model_of(&g_a);
-    assert_int_equal(craft_set_metadata(&m, json, strlen(json)), 0);
-    cbuf c = ser(&m);
+    xm_model m = model_of(&g_a);
+    xm_set_metadata_json(&m, json, strlen(json));
+    xb c = ser(&m);
     if (cls == EXPERT_OK)
         all_ok(&c, NULL, what, line);
     else
         struct_fail(&c, (const expert_status[]){cls}, 1, what, line, NULL);
-    cbuf_free(&c);
-    craft_model_free(&m);
+    xb_free(&c);
+    xm_free(&m);
 }
 #define META(json, cls) meta_case(json, cls, json, __LINE__)
 
@@ -1270,89 +1266,89 @@ static void test_type_rules(void **state)
     static const char *bad_paths[] = {"/abs.bin", "a\\b", "a//b", "./a", "a/./b", "a/..",
                                       "../x",     "dir/", "..",   "."};
     for (size_t i = 0; i < sizeof bad_paths / sizeof bad_paths[0]; i++) {
-        craft_model m = model_of(&g_a);
-        assert_int_equal(craft_set_name(&m, S_FILE, bad_paths[i], strlen(bad_paths[i])), 0);
-        cbuf c = ser(&m);
+        xm_model m = model_of(&g_a);
+        xm_set_name(&m, S_FILE, bad_paths[i], strlen(bad_paths[i]));
+        xb c = ser(&m);
         STRUCT(c, EXPERT_E_BAD_TOC, bad_paths[i]);
-        cbuf_free(&c);
-        craft_model_free(&m);
+        xb_free(&c);
+        xm_free(&m);
     }
     /* the same names are fine for a TENSOR (no path rule) */
-    craft_model m = model_of(&g_a);
-    assert_int_equal(craft_set_name(&m, S_SHUF, "../x", 4), 0);
-    cbuf c = ser(&m);
+    xm_model m = model_of(&g_a);
+    xm_set_name(&m, S_SHUF, "../x", 4);
+    xb c = ser(&m);
     ALL_OK(c, NULL, "TENSOR named ../x");
-    cbuf_free(&c);
-    craft_model_free(&m);
+    xb_free(&c);
+    xm_free(&m);
 
     expert_error e;
     /* LORA_A with an integer dtype of the same size */
-    cbuf d;
+    xb d;
     patch_toc(&g_a, S_RAW, T_DTYPE, 1, EXPERT_DTYPE_I32, &d);
     STRUCT_E(d, EXPERT_E_BAD_TOC, "LORA_A of dtype I32", &e);
     check_entry_err(&e, S_RAW, "LORA_A I32");
-    cbuf_free(&d);
+    xb_free(&d);
     /* LORA_A of rank 1 */
     d = copy(&g_a);
     ent(&d, S_RAW)[T_RANK] = 1;
     wr64(ent(&d, S_RAW) + T_DIMS, 32);
     wr64(ent(&d, S_RAW) + T_DIMS + 8, 0);
-    craft_rehash(d.p, d.n);
+    xm_rehash(d.p, d.n);
     STRUCT(d, EXPERT_E_BAD_TOC, "LORA_A of rank 1");
-    cbuf_free(&d);
+    xb_free(&d);
     /* TENSOR of dtype BYTES */
     d = copy(&g_a);
     ent(&d, S_SHUF)[T_DTYPE] = EXPERT_DTYPE_BYTES;
     wr64(ent(&d, S_SHUF) + T_DIMS, 100);
-    craft_rehash(d.p, d.n);
+    xm_rehash(d.p, d.n);
     STRUCT(d, EXPERT_E_BAD_TOC, "TENSOR of dtype BYTES");
-    cbuf_free(&d);
+    xb_free(&d);
     /* FILE of dtype U8 */
     patch_toc(&g_a, S_FILE, T_DTYPE, 1, EXPERT_DTYPE_U8, &d);
     STRUCT(d, EXPERT_E_BAD_TOC, "FILE of dtype U8");
-    cbuf_free(&d);
+    xb_free(&d);
     /* adapter section without a module */
     patch_toc(&g_a, S_LORAB, T_MODULE, 4, EXPERT_MODULE_NONE, &d);
     STRUCT(d, EXPERT_E_BAD_TOC, "LORA_B with module NONE");
-    cbuf_free(&d);
+    xb_free(&d);
     /* adapter section whose layer differs from its module's */
     patch_toc(&g_a, S_LORAB, T_LAYER, 4, 1, &d);
     STRUCT(d, EXPERT_E_BAD_TOC, "LORA_B layer 1, module layer 0");
-    cbuf_free(&d);
+    xb_free(&d);
     patch_toc(&g_a, S_LORAB, T_LAYER, 4, EXPERT_LAYER_NONE, &d);
     STRUCT(d, EXPERT_E_BAD_TOC, "LORA_B layer NONE, module layer 0");
-    cbuf_free(&d);
+    xb_free(&d);
     /* a lora module cannot own a DORA_MAGNITUDE ([1, 8] is a valid magnitude shape) */
     d = copy(&g_a);
     wr16(ent(&d, S_LORAB) + T_TYPE, EXPERT_SECTION_DORA_MAGNITUDE);
     wr64(ent(&d, S_LORAB) + T_DIMS, 1);
     wr64(ent(&d, S_LORAB) + T_DIMS + 8, 8);
-    craft_rehash(d.p, d.n);
+    xm_rehash(d.p, d.n);
     STRUCT(d, EXPERT_E_BAD_TOC, "lora module owning a DORA_MAGNITUDE");
-    cbuf_free(&d);
+    xb_free(&d);
     /* SAFETENSORS_HEADER: one is fine, a second one is BAD_TOC on the second */
     patch_toc(&g_a, S_FILE, T_TYPE, 2, EXPERT_SECTION_SAFETENSORS_HEADER, &d);
     ALL_OK(d, NULL, "one SAFETENSORS_HEADER");
     wr16(ent(&d, S_LAST) + T_TYPE, EXPERT_SECTION_SAFETENSORS_HEADER);
-    craft_rehash(d.p, d.n);
+    xm_rehash(d.p, d.n);
     STRUCT_E(d, EXPERT_E_BAD_TOC, "two SAFETENSORS_HEADER sections", &e);
     check_entry_err(&e, S_LAST, "second SAFETENSORS_HEADER");
-    cbuf_free(&d);
+    xb_free(&d);
     /* S15: module 0 (lora) without its LORA_B (re-typed as TENSOR, module kept) */
     patch_toc(&g_a, S_LORAB, T_TYPE, 2, EXPERT_SECTION_TENSOR, &d);
     STRUCT(d, EXPERT_E_BAD_TOC, "lora module without LORA_B");
-    cbuf_free(&d);
+    xb_free(&d);
     /* S15: LORA_B [1, 8]: r = 8 != module r 4 */
     d = copy(&g_a);
     wr64(ent(&d, S_LORAB) + T_DIMS, 1);
     wr64(ent(&d, S_LORAB) + T_DIMS + 8, 8);
-    craft_rehash(d.p, d.n);
+    xm_rehash(d.p, d.n);
     STRUCT(d, EXPERT_E_BAD_TOC, "LORA_B inner dim != r");
-    cbuf_free(&d);
+    xb_free(&d);
     /* S15: two LORA_A for one module */
     patch_toc(&g_a, S_LORAB, T_TYPE, 2, EXPERT_SECTION_LORA_A, &d);
     STRUCT(d, EXPERT_E_BAD_TOC, "two LORA_A, no LORA_B");
-    cbuf_free(&d);
+    xb_free(&d);
     /* S15 via metadata: in_features / out_features inconsistent with the shapes, dora without magnitude */
     meta_case("{" HEAD ",\"modules\":[{\"path\":\"base_model.model.model.layers.0.self_attn.q_proj\","
               "\"type\":\"lora\",\"layer\":0,\"r\":4,\"alpha\":8,\"rslora\":false,\"in_features\":9}]}",
@@ -1384,52 +1380,52 @@ static void test_bad_metadata_encoding(void **state)
     const char *json = META_ERR;
     size_t jl = strlen(json);
     /* not a zstd frame */
-    craft_model m = model_of(&g_a);
-    assert_int_equal(craft_set_meta_stored(&m, json, jl, jl), 0);
-    cbuf c = ser(&m);
+    xm_model m = model_of(&g_a);
+    xm_set_meta_stored(&m, json, jl, jl);
+    xb c = ser(&m);
     STRUCT(c, EXPERT_E_BAD_METADATA, "metadata stored uncompressed");
-    cbuf_free(&c);
-    craft_model_free(&m);
+    xb_free(&c);
+    xm_free(&m);
     /* zstd frame without content size */
     size_t clen;
-    uint8_t *z = zstd_compress_alloc(json, jl, 0, &clen);
+    uint8_t *z = xm_zstd(json, jl, 3, 0, 0, &clen);
     assert_non_null(z);
     assert_true(ZSTD_getFrameContentSize(z, clen) == ZSTD_CONTENTSIZE_UNKNOWN);
     m = model_of(&g_a);
-    assert_int_equal(craft_set_meta_stored(&m, z, clen, jl), 0);
+    xm_set_meta_stored(&m, z, clen, jl);
     c = ser(&m);
     STRUCT(c, EXPERT_E_BAD_METADATA, "metadata frame without content size");
-    cbuf_free(&c);
-    craft_model_free(&m);
+    xb_free(&c);
+    xm_free(&m);
     free(z);
     /* content size != metadata_decoded_length */
-    z = zstd_compress_alloc(json, jl, 1, &clen);
+    z = xm_zstd(json, jl, 3, 1, 0, &clen);
     m = model_of(&g_a);
-    assert_int_equal(craft_set_meta_stored(&m, z, clen, jl + 1), 0);
+    xm_set_meta_stored(&m, z, clen, jl + 1);
     c = ser(&m);
     STRUCT(c, EXPERT_E_BAD_METADATA, "metadata_decoded_length != frame content size");
-    cbuf_free(&c);
-    craft_model_free(&m);
+    xb_free(&c);
+    xm_free(&m);
     /* two frames (the second one an empty frame) */
     size_t elen;
-    uint8_t *z2 = zstd_compress_alloc("", 0, 1, &elen);
+    uint8_t *z2 = xm_zstd("", 0, 3, 1, 0, &elen);
     uint8_t *both = malloc(clen + elen);
     memcpy(both, z, clen);
     memcpy(both + clen, z2, elen);
     m = model_of(&g_a);
-    assert_int_equal(craft_set_meta_stored(&m, both, clen + elen, jl), 0);
+    xm_set_meta_stored(&m, both, clen + elen, jl);
     c = ser(&m);
     STRUCT(c, EXPERT_E_BAD_METADATA, "metadata: two zstd frames");
-    cbuf_free(&c);
-    craft_model_free(&m);
+    xb_free(&c);
+    xm_free(&m);
     /* trailing garbage after the frame */
     memcpy(both + clen, "\0\0\0\0", 4);
     m = model_of(&g_a);
-    assert_int_equal(craft_set_meta_stored(&m, both, clen + 4, jl), 0);
+    xm_set_meta_stored(&m, both, clen + 4, jl);
     c = ser(&m);
     STRUCT(c, EXPERT_E_BAD_METADATA, "metadata: bytes after the frame");
-    cbuf_free(&c);
-    craft_model_free(&m);
+    xb_free(&c);
+    xm_free(&m);
     free(both);
     free(z2);
     free(z);
@@ -1443,16 +1439,16 @@ static void test_bad_metadata_encoding(void **state)
         ZSTD_freeCCtx(cc);
         assert_false(ZSTD_isError(zl));
         m = model_of(&g_a);
-        assert_int_equal(craft_set_meta_stored(&m, zc, zl, jl), 0);
+        xm_set_meta_stored(&m, zc, zl, jl);
         c = ser(&m);
         ALL_OK(c, NULL, "metadata frame with a valid checksum");
-        cbuf_free(&c);
+        xb_free(&c);
         zc[zl - 1] ^= 0x01;
-        assert_int_equal(craft_set_meta_stored(&m, zc, zl, jl), 0);
+        xm_set_meta_stored(&m, zc, zl, jl);
         c = ser(&m);
         STRUCT(c, EXPERT_E_BAD_METADATA, "metadata frame with a wrong checksum");
-        cbuf_free(&c);
-        craft_model_free(&m);
+        xb_free(&c);
+        xm_free(&m);
         free(zc);
     }
 }
@@ -1474,26 +1470,26 @@ static void test_limit_exceeded(void **state)
         {H_STR_LEN, 8, 64 * 1024 * 1024 + 1, "strings_length 64 MiB + 1"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        cbuf c = copy(&g_a);
+        xb c = copy(&g_a);
         if (cases[i].width == 4)
             wr32(c.p + cases[i].off, (uint32_t)cases[i].v);
         else
             wr64(c.p + cases[i].off, cases[i].v);
-        craft_rehash(c.p, c.n);
+        xm_rehash(c.p, c.n);
         STRUCT(c, EXPERT_E_LIMIT_EXCEEDED, cases[i].what);
-        cbuf_free(&c);
+        xb_free(&c);
     }
     /* one section decoding to more than 4 GiB (dims consistent, 65 frames of 64 MiB) */
-    cbuf c = copy(&g_a);
+    xb c = copy(&g_a);
     uint8_t *e = ent(&c, S_ZSTD);
     wr64(e + T_DIMS, (1ull << 30) + 1);
     wr64(e + T_DECODED, (1ull << 32) + 4);
     wr32(e + T_FRAME, 1u << 26);
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     expert_error err;
     STRUCT_E(c, EXPERT_E_LIMIT_EXCEEDED, "section decoded_length 2^32 + 4", &err);
     check_entry_err(&err, S_ZSTD, "LIMIT decoded_length");
-    cbuf_free(&c);
+    xb_free(&c);
     /* exactly 4 GiB is allowed structurally (16 sections would exceed 2^36 in total) */
     uint8_t big_entry[TOC_ENTRY];
     memset(big_entry, 0, sizeof big_entry);
@@ -1509,11 +1505,11 @@ static void test_limit_exceeded(void **state)
     uint8_t junk[300];
     memset(junk, 0, sizeof junk);
     for (int count = 15; count <= 16; count++) {
-        craft_model m = model_of(&g_a);
+        xm_model m = model_of(&g_a);
         for (int k = 0; k < count; k++) {
             char name[16];
             snprintf(name, sizeof name, "big%d", k);
-            assert_int_equal(craft_add_section(&m, big_entry, name, junk, sizeof junk), 0);
+            xm_add_section(&m, big_entry, name, junk, sizeof junk);
         }
         c = ser(&m);
         if (count == 15) {
@@ -1524,8 +1520,8 @@ static void test_limit_exceeded(void **state)
         } else {
             STRUCT(c, EXPERT_E_LIMIT_EXCEEDED, "sum of decoded lengths > 2^36");
         }
-        cbuf_free(&c);
-        craft_model_free(&m);
+        xb_free(&c);
+        xm_free(&m);
     }
 }
 
@@ -1553,29 +1549,29 @@ static void test_structure_hash(void **state)
         {rd64(p + H_STR_OFF) + rd64(p + H_STR_LEN) - 1, "last strings byte"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        cbuf c = copy(&g_a);
+        xb c = copy(&g_a);
         c.p[cases[i].off] ^= 0x40;
         /* no rehash */
         STRUCT(c, EXPERT_E_STRUCTURE_HASH_MISMATCH, cases[i].what);
-        cbuf_free(&c);
+        xb_free(&c);
     }
     /* extra header bytes are covered */
-    cbuf c = copy(&g_b);
+    xb c = copy(&g_b);
     wr32(c.p + H_HEADER_SIZE, 264);
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     c.p[260] ^= 1;
     STRUCT(c, EXPERT_E_STRUCTURE_HASH_MISMATCH, "extra header byte");
-    cbuf_free(&c);
+    xb_free(&c);
 }
 
 static void test_file_hash(void **state)
 {
     (void)state;
-    cbuf c = copy(&g_a);
+    xb c = copy(&g_a);
     c.p[H_FILE_SHA + 3] ^= 0x01;
-    craft_rehash_structure(c.p, c.n);
+    xm_rehash_structure(c.p, c.n);
     FULL(c, EXPERT_E_FILE_HASH_MISMATCH, NULL, "file_sha256 wrong, structure hash consistent");
-    cbuf_free(&c);
+    xb_free(&c);
     /* a section byte changed along with its TOC hash and the structure hash,
      * but not the file hash */
     c = copy(&g_a);
@@ -1585,18 +1581,18 @@ static void test_file_hash(void **state)
     uint8_t h[32];
     sha256(c.p + off, 100, h);
     memcpy(e + T_SHA, h, 32);
-    craft_rehash_structure(c.p, c.n);
+    xm_rehash_structure(c.p, c.n);
     FULL(c, EXPERT_E_FILE_HASH_MISMATCH, NULL, "section re-hashed, file hash stale");
-    cbuf_free(&c);
+    xb_free(&c);
 }
 
 static void test_section_hash(void **state)
 {
     (void)state;
     /* raw section body */
-    cbuf c = copy(&g_a);
+    xb c = copy(&g_a);
     c.p[rd64(ent(&c, S_RAW) + T_OFFSET) + 7] ^= 0x10;
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     ACCESS(c, EXPERT_E_SECTION_HASH_MISMATCH, S_RAW, "raw body byte");
     {
         void *mem;
@@ -1618,22 +1614,22 @@ static void test_section_hash(void **state)
         expert_close(r);
         free(mem);
     }
-    cbuf_free(&c);
+    xb_free(&c);
     /* TOC sha256 field */
     static const uint32_t secs[] = {S_RAW, S_ZSTD, S_SHUF, S_LAST};
     for (size_t i = 0; i < 4; i++) {
         c = copy(&g_a);
         ent(&c, secs[i])[T_SHA + 31] ^= 0x80;
-        craft_rehash(c.p, c.n);
+        xm_rehash(c.p, c.n);
         ACCESS(c, EXPERT_E_SECTION_HASH_MISMATCH, secs[i], "TOC sha256");
-        cbuf_free(&c);
+        xb_free(&c);
     }
 }
 
 /* ------------------------------------------------------------ codec */
 
 /* first frame of a compressed section */
-static uint8_t *frame_table(cbuf *c, uint32_t sec, uint32_t *nframes)
+static uint8_t *frame_table(xb *c, uint32_t sec, uint32_t *nframes)
 {
     uint8_t *e = ent(c, sec);
     uint64_t dec = rd64(e + T_DECODED);
@@ -1647,30 +1643,30 @@ static void test_decode_failed(void **state)
     (void)state;
     uint32_t n;
     /* zstd magic of frame 1 broken */
-    cbuf c = copy(&g_a);
+    xb c = copy(&g_a);
     uint8_t *t = frame_table(&c, S_ZSTD, &n);
     assert_int_equal(n, 4);
     uint8_t *f1 = t + 4 * n + rd32(t);
     f1[0] ^= 0xFF;
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     ACCESS(c, EXPERT_E_DECODE_FAILED, S_ZSTD, "frame magic");
-    cbuf_free(&c);
+    xb_free(&c);
     /* frame boundary moved: sizes (s0+1, s1-1) still sum to the stored length */
     c = copy(&g_a);
     t = frame_table(&c, S_ZSTD, &n);
     wr32(t, rd32(t) + 1);
     wr32(t + 4, rd32(t + 4) - 1);
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     ACCESS(c, EXPERT_E_DECODE_FAILED, S_ZSTD, "frame boundary shifted");
-    cbuf_free(&c);
+    xb_free(&c);
     /* frame truncated into the next: (s0-1, s1+1) */
     c = copy(&g_a);
     t = frame_table(&c, S_ZSTD, &n);
     wr32(t, rd32(t) - 1);
     wr32(t + 4, rd32(t + 4) + 1);
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     ACCESS(c, EXPERT_E_DECODE_FAILED, S_ZSTD, "frame cut short");
-    cbuf_free(&c);
+    xb_free(&c);
 
     /* Replace the single frame of S_SHUF (100 decoded bytes, F16 shuffled)
      * with frames that break one rule each. The decoded content, when it
@@ -1703,23 +1699,23 @@ static void test_decode_failed(void **state)
         size_t bl = 0, l1 = 0, l2 = 0;
         uint8_t *z1 = NULL, *z2 = NULL;
         switch (kinds[k].kind) {
-        case 0: z1 = zstd_compress_alloc(shuffled, 100, 1, &l1); break;
-        case 1: z1 = zstd_compress_alloc(shuffled, 100, 0, &l1); break;
-        case 2: z1 = zstd_compress_alloc(shuffled, 99, 1, &l1); break;
+        case 0: z1 = xm_zstd(shuffled, 100, 3, 1, 0, &l1); break;
+        case 1: z1 = xm_zstd(shuffled, 100, 3, 0, 0, &l1); break;
+        case 2: z1 = xm_zstd(shuffled, 99, 3, 1, 0, &l1); break;
         case 3: {
             uint8_t more[101];
             memcpy(more, shuffled, 100);
             more[100] = 0;
-            z1 = zstd_compress_alloc(more, 101, 1, &l1);
+            z1 = xm_zstd(more, 101, 3, 1, 0, &l1);
             break;
         }
         case 4:
-            z1 = zstd_compress_alloc(shuffled, 50, 1, &l1);
-            z2 = zstd_compress_alloc(shuffled + 50, 50, 1, &l2);
+            z1 = xm_zstd(shuffled, 50, 3, 1, 0, &l1);
+            z2 = xm_zstd(shuffled + 50, 50, 3, 1, 0, &l2);
             break;
         case 5: {
             static const uint8_t skip[12] = {0x50, 0x2A, 0x4D, 0x18, 4, 0, 0, 0, 1, 2, 3, 4};
-            z2 = zstd_compress_alloc(shuffled, 100, 1, &l2);
+            z2 = xm_zstd(shuffled, 100, 3, 1, 0, &l2);
             z1 = malloc(sizeof skip);
             memcpy(z1, skip, sizeof skip);
             l1 = sizeof skip;
@@ -1785,15 +1781,15 @@ static void test_decode_failed(void **state)
         bl = 4 + l1 + l2;
         free(z1);
         free(z2);
-        craft_model m = model_of(&g_a);
-        assert_int_equal(craft_set_section_data(&m, S_SHUF, body, bl), 0);
+        xm_model m = model_of(&g_a);
+        xm_set_section(&m, S_SHUF, body, bl);
         c = ser(&m);
         if (kinds[k].kind == 0 || kinds[k].kind == 6 || kinds[k].kind == 9 || kinds[k].kind == 12)
             ALL_OK(c, NULL, kinds[k].what);
         else
             ACCESS(c, EXPERT_E_DECODE_FAILED, S_SHUF, kinds[k].what);
-        cbuf_free(&c);
-        craft_model_free(&m);
+        xb_free(&c);
+        xm_free(&m);
     }
 }
 
@@ -1802,52 +1798,52 @@ static void test_size_mismatch(void **state)
     (void)state;
     /* access level: frame table sum != stored_length - 4n */
     uint32_t n;
-    cbuf c = copy(&g_a);
+    xb c = copy(&g_a);
     uint8_t *t = frame_table(&c, S_ZSTD, &n);
     wr32(t + 4 * (n - 1), rd32(t + 4 * (n - 1)) - 1);
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     ACCESS(c, EXPERT_E_SIZE_MISMATCH, S_ZSTD, "frame table sum short by one");
-    cbuf_free(&c);
+    xb_free(&c);
     c = copy(&g_a);
     t = frame_table(&c, S_ZSTD, &n);
     wr32(t, rd32(t) + 1000);
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     ACCESS(c, EXPERT_E_SIZE_MISMATCH, S_ZSTD, "frame table sum too large");
-    cbuf_free(&c);
+    xb_free(&c);
     /* structural: decoded_length != numel * element size */
     expert_error e;
     c = copy(&g_a);
     wr64(ent(&c, S_RAW) + T_DIMS, 5);
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     STRUCT_E(c, EXPERT_E_SIZE_MISMATCH, "dims != decoded_length (raw)", &e);
     check_entry_err(&e, S_RAW, "SIZE_MISMATCH");
-    cbuf_free(&c);
+    xb_free(&c);
     c = copy(&g_a);
     wr64(ent(&c, S_ZSTD) + T_DECODED, 200004);
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     STRUCT(c, EXPERT_E_SIZE_MISMATCH, "decoded_length != numel*4 (zstd)");
-    cbuf_free(&c);
+    xb_free(&c);
     c = copy(&g_a);
     wr64(ent(&c, S_FILE) + T_DIMS, 101);
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     STRUCT(c, EXPERT_E_SIZE_MISMATCH, "BYTES dims[0] != decoded_length");
-    cbuf_free(&c);
+    xb_free(&c);
     /* numel overflowing u64 */
     c = copy(&g_a);
     uint8_t *en = ent(&c, S_RAW);
     wr64(en + T_DIMS, 1ull << 32);
     wr64(en + T_DIMS + 8, (1ull << 32) + 8);
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     STRUCT(c, EXPERT_E_SIZE_MISMATCH, "dims product overflowing");
-    cbuf_free(&c);
+    xb_free(&c);
     /* dims product wrapping to exactly decoded_length/4 mod 2^64: 2^62 * 4 * ... */
     c = copy(&g_a);
     en = ent(&c, S_RAW);
     wr64(en + T_DIMS, (1ull << 62) + 1);
     wr64(en + T_DIMS + 8, 32); /* (2^62+1)*32 = 32 mod 2^64 = numel of 32 elements */
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     STRUCT(c, EXPERT_E_SIZE_MISMATCH, "dims product wrapping to the right value");
-    cbuf_free(&c);
+    xb_free(&c);
 }
 
 /* ------------------------------------------------------------ full level */
@@ -1856,30 +1852,30 @@ static void test_bad_padding(void **state)
 {
     (void)state;
     /* padding after S_FILE (100 bytes in a 128-byte slot) */
-    cbuf c = copy(&g_a);
+    xb c = copy(&g_a);
     uint64_t start = rd64(ent(&c, S_FILE) + T_OFFSET) + 100;
     assert_true(rd64(ent(&c, S_SHUF) + T_OFFSET) > start + 10);
     c.p[start + 10] = 0x01;
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     expert_error e;
     FULL_E(c, EXPERT_E_BAD_PADDING, NULL, "padding between sections", &e);
     if (e.offset != EXPERT_NO_OFFSET && (e.offset < start || e.offset > start + 10))
         SOFT("BAD_PADDING offset %llu not in [%llu,%llu]", (unsigned long long)e.offset,
                  (unsigned long long)start, (unsigned long long)start + 10);
-    cbuf_free(&c);
+    xb_free(&c);
     /* padding between header and first section (alignment 4096) */
     c = copy(&g_b);
     c.p[4095] = 0x80;
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     FULL(c, EXPERT_E_BAD_PADDING, NULL, "padding after the header");
-    cbuf_free(&c);
+    xb_free(&c);
     c = copy(&g_b);
     c.p[256] = 0x01;
-    craft_rehash(c.p, c.n);
+    xm_rehash(c.p, c.n);
     FULL(c, EXPERT_E_BAD_PADDING, NULL, "first padding byte after the header");
-    cbuf_free(&c);
+    xb_free(&c);
     /* padding between the last section and metadata / between regions */
-    const cbuf *bases[2] = {&g_a, &g_b};
+    const xb *bases[2] = {&g_a, &g_b};
     int done_region = 0;
     for (int b = 0; b < 2; b++) {
         const uint8_t *p = bases[b]->p;
@@ -1888,17 +1884,17 @@ static void test_bad_padding(void **state)
         if (meta > last_end) {
             c = copy(bases[b]);
             c.p[meta - 1] = 0xFF;
-            craft_rehash(c.p, c.n);
+            xm_rehash(c.p, c.n);
             FULL(c, EXPERT_E_BAD_PADDING, NULL, "padding before metadata");
-            cbuf_free(&c);
+            xb_free(&c);
         }
         uint64_t meta_end = meta + rd64(p + H_META_LEN), toc = rd64(p + H_TOC_OFF);
         if (toc > meta_end) {
             c = copy(bases[b]);
             c.p[meta_end] = 0xFF;
-            craft_rehash(c.p, c.n);
+            xm_rehash(c.p, c.n);
             FULL(c, EXPERT_E_BAD_PADDING, NULL, "padding between metadata and TOC");
-            cbuf_free(&c);
+            xb_free(&c);
             done_region = 1;
         }
     }
@@ -1908,20 +1904,20 @@ static void test_bad_padding(void **state)
         char json[1024];
         for (int k = 0; k < 64 && !done_region; k++) {
             snprintf(json, sizeof json, "%s%*s", META_ERR, k, "");
-            craft_model m = model_of(&g_a);
-            assert_int_equal(craft_set_metadata(&m, json, strlen(json)), 0);
+            xm_model m = model_of(&g_a);
+            xm_set_metadata_json(&m, json, strlen(json));
             if (m.meta_len % 8 != 0) {
                 c = ser(&m);
                 uint64_t me = rd64(c.p + H_META_OFF) + rd64(c.p + H_META_LEN);
                 assert_true(rd64(c.p + H_TOC_OFF) > me);
                 ALL_OK(c, NULL, "metadata with trailing whitespace");
                 c.p[me] = 0x20;
-                craft_rehash(c.p, c.n);
+                xm_rehash(c.p, c.n);
                 FULL(c, EXPERT_E_BAD_PADDING, NULL, "padding between metadata and TOC");
-                cbuf_free(&c);
+                xb_free(&c);
                 done_region = 1;
             }
-            craft_model_free(&m);
+            xm_free(&m);
         }
         assert_true(done_region);
     }
@@ -1934,7 +1930,7 @@ static void test_signature_classes(void **state)
     FULL(g_a, EXPERT_E_UNSIGNED, g_pub, "unsigned file with a key");
     ALL_OK(g_a, NULL, "unsigned file without a key");
     /* garbage signature: the structure hash does not cover it */
-    cbuf c = copy(&g_a);
+    xb c = copy(&g_a);
     prng r = {5};
     prng_fill(&r, c.p + H_SIG, 64);
     FULL(c, EXPERT_E_BAD_SIGNATURE, g_pub, "random signature");
@@ -1949,12 +1945,12 @@ static void test_signature_classes(void **state)
         expert_close(rd);
         free(mem);
     }
-    cbuf_free(&c);
+    xb_free(&c);
     /* a single non-zero signature byte makes the file "signed" */
     c = copy(&g_a);
     c.p[H_SIG + 63] = 1;
     FULL(c, EXPERT_E_BAD_SIGNATURE, g_pub, "signature with one non-zero byte");
-    cbuf_free(&c);
+    xb_free(&c);
 }
 
 static void test_not_found_and_args(void **state)

@@ -326,11 +326,11 @@ static int setup(void **state)
     g_file = path_join(g_dir, "sample.expert");
     assert_int_equal(write_sample(g_file, k, 1), EXPERT_OK);
     expert_private_key_free(k);
-    cbuf b;
+    xb b;
     assert_int_equal(file_load(g_file, &b), 0);
     g_img = aligned_copy(b.p, b.n);
     g_img_n = b.n;
-    cbuf_free(&b);
+    xb_free(&b);
 
     /* a v1 package: a tar.gz with manifest, adapter config and safetensors */
     static const char hdr[] = "{\"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight\":"
@@ -347,7 +347,7 @@ static int setup(void **state)
     const char *names[3] = {"manifest.json", "adapter_config.json", "adapter_model.safetensors"};
     const void *datas[3] = {manifest, cfg, g_st};
     size_t lens[3] = {strlen(manifest), strlen(cfg), g_st_n};
-    cbuf tar = {0};
+    xb tar = {0};
     size_t cap = 0;
     for (int i = 0; i < 3; i++) {
         size_t need = tar.n + 512 + ((lens[i] + 511) / 512) * 512 + 1024;
@@ -638,7 +638,7 @@ static void run_alloc_faults(const char *name, scenario_fn fn, int writes, const
                          persistent ? "persistent" : "one-shot", atomic_load(&fa.live));
             if (writes) {
                 assert_int_equal(stray_files(), 0);
-                cbuf now = {0};
+                xb now = {0};
                 int exists = file_load(g_out, &now) == 0;
                 if (s != EXPERT_OK) {
                     if (existing) /* the file being replaced is intact */
@@ -646,7 +646,7 @@ static void run_alloc_faults(const char *name, scenario_fn fn, int writes, const
                     else
                         assert_false(exists);
                 }
-                cbuf_free(&now);
+                xb_free(&now);
             }
         }
     }
@@ -733,13 +733,13 @@ static void io_write_faults(const char *name, scenario_fn fn, const uint8_t *exi
             st->io_errors++;
         }
         assert_int_equal(stray_files(), 0);
-        cbuf now = {0};
+        xb now = {0};
         int exists = file_load(g_out, &now) == 0;
         if (s != EXPERT_OK && existing)
             assert_true(exists && now.n == existing_n && memcmp(now.p, existing, existing_n) == 0);
         else if (s != EXPERT_OK)
             assert_false(exists);
-        cbuf_free(&now);
+        xb_free(&now);
     }
     io_reset();
     unlink(g_out);
@@ -786,13 +786,13 @@ static void test_io_sync_rename(void **state)
             assert_int_equal(s, EXPERT_E_IO);
             st->io_errors++;
             assert_int_equal(stray_files(), 0);
-            cbuf now = {0};
+            xb now = {0};
             int exists = file_load(g_out, &now) == 0;
             if (replace)
                 assert_true(exists && now.n == sizeof old && memcmp(now.p, old, sizeof old) == 0);
             else
                 assert_false(exists);
-            cbuf_free(&now);
+            xb_free(&now);
             /* signing in place */
             if (replace) {
                 assert_int_equal(file_save(g_out, g_img, g_img_n), 0);
@@ -808,7 +808,7 @@ static void test_io_sync_rename(void **state)
                 assert_int_equal(stray_files(), 0);
                 assert_int_equal(file_load(g_out, &now), 0);
                 assert_true(now.n == g_img_n && memcmp(now.p, g_img, g_img_n) == 0);
-                cbuf_free(&now);
+                xb_free(&now);
             }
             io_reset();
             unlink(g_out);
@@ -835,12 +835,12 @@ static void test_io_short_writes(void **state)
     /* the file is complete and identical to one written without faults */
     char *ref = path_join(g_dir, "ref.expert");
     assert_int_equal(write_sample(ref, NULL, 1), EXPERT_OK);
-    cbuf a = {0}, b = {0};
+    xb a = {0}, b = {0};
     assert_int_equal(file_load(g_out, &a), 0);
     assert_int_equal(file_load(ref, &b), 0);
     assert_true(a.n == b.n && memcmp(a.p, b.p, a.n) == 0);
-    cbuf_free(&a);
-    cbuf_free(&b);
+    xb_free(&a);
+    xb_free(&b);
     unlink(ref);
     free(ref);
     expert_reader *r = NULL;

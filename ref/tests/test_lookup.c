@@ -25,7 +25,7 @@ typedef struct fixture {
     char *meta;
     char names[NSEC][NAME_MAX_LEN];
     tsec s[NSEC];
-    cbuf img;
+    xb img;
 } fixture;
 
 static const char *projs[7] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
@@ -147,7 +147,7 @@ static int teardown(void **state)
     fixture *f = *state;
     if (!f)
         return 0;
-    cbuf_free(&f->img);
+    xb_free(&f->img);
     free(f->meta);
     free(f->path);
     tmpdir_remove(f->dir);
@@ -287,12 +287,12 @@ static void test_index_bytes(void **state)
         lens[i] = strlen(f->names[i]);
     }
     size_t len = 0;
-    uint8_t *ix = craft_index(names, lens, NSEC, &len);
+    uint8_t *ix = xm_index_build(names, lens, NSEC, &len);
     assert_int_equal(len, ix_len);
     assert_memory_equal(ix, p + ix_off, len);
     free(ix);
     /* and from the file's own TOC */
-    ix = craft_index_of_file(p, f->img.n, &len);
+    ix = xm_index_of_file(p, f->img.n, &len);
     assert_memory_equal(ix, p + ix_off, len);
     free(ix);
     /* FNV-1a 64 known answers */
@@ -327,7 +327,7 @@ static void test_slot_counts(void **state)
     for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++) {
         uint32_t n = ns[t];
         assert_int_equal(write_expert(path, NULL, NULL, s, n, NULL), EXPERT_OK);
-        cbuf img;
+        xb img;
         assert_int_equal(file_load(path, &img), 0);
         uint32_t want = 8;
         while (want < 2 * n)
@@ -336,7 +336,7 @@ static void test_slot_counts(void **state)
         assert_int_equal(rd32(img.p + ix_off), want);
         assert_int_equal(rd64(img.p + H_INDEX_LEN), 8 + 4 * (uint64_t)want);
         size_t len = 0;
-        uint8_t *ix = craft_index_of_file(img.p, img.n, &len);
+        uint8_t *ix = xm_index_of_file(img.p, img.n, &len);
         assert_int_equal(len, rd64(img.p + H_INDEX_LEN));
         assert_memory_equal(ix, img.p + ix_off, len);
         free(ix);
@@ -351,7 +351,7 @@ static void test_slot_counts(void **state)
         uint32_t idx;
         assert_int_equal(expert_find(r, "n65", 3, &idx), EXPERT_E_NOT_FOUND);
         expert_close(r);
-        cbuf_free(&img);
+        xb_free(&img);
     }
     free(path);
     tmpdir_remove(dir);

@@ -169,7 +169,7 @@ static int setup(void **state)
     assert_non_null(g_dir);
     uint8_t *z = calloc(1, (size_t)64 * MiB);
     assert_non_null(z);
-    g_frame64 = zstd_compress_alloc(z, (size_t)64 * MiB, 1, &g_frame64_n);
+    g_frame64 = xm_zstd(z, (size_t)64 * MiB, 3, 1, 0, &g_frame64_n);
     free(z);
     assert_non_null(g_frame64);
     return 0;
@@ -184,15 +184,15 @@ static int teardown(void **state)
 }
 
 /* A base file with the given sections, parsed into a craft model. */
-static void base_model(craft_model *m, const char *meta, const tsec *s, size_t n)
+static void base_model(xm_model *m, const char *meta, const tsec *s, size_t n)
 {
     char *p = path_join(g_dir, "base.expert");
     expert_writer_options o = {64, 65536, 1, 0};
     assert_int_equal(write_expert(p, &o, meta, s, n, NULL), EXPERT_OK);
-    cbuf b;
+    xb b;
     assert_int_equal(file_load(p, &b), 0);
-    assert_int_equal(craft_parse(b.p, b.n, m), 0);
-    cbuf_free(&b);
+    assert_int_equal(xm_parse(b.p, b.n, m), 0);
+    xb_free(&b);
     unlink(p);
     free(p);
 }
@@ -208,7 +208,7 @@ static void sha_zeros(uint64_t n, uint8_t out[32])
 }
 
 /* stored bytes: frame table + `frames` copies of the 64 MiB zero frame */
-static void zero_frames(cbuf *out, unsigned frames)
+static void zero_frames(xb *out, unsigned frames)
 {
     out->n = 4 * (size_t)frames + (size_t)frames * g_frame64_n;
     out->p = malloc(out->n);
@@ -260,21 +260,21 @@ static void test_valid_1gib_section(void **state)
                                    1, 0, EXPERT_LAYER_NONE, EXPERT_MODULE_NONE, {3, 0, 0, 0}};
     s[0].data = data;
     s[0].len = 3;
-    craft_model m;
+    xm_model m;
     base_model(&m, META_MIN, s, 1);
     uint64_t D = (uint64_t)1 << 29;
-    cbuf st;
+    xb st;
     zero_frames(&st, 8);
-    assert_int_equal(craft_set_section_data(&m, 0, st.p, st.n), 0);
-    cbuf_free(&st);
+    xm_set_section(&m, 0, st.p, st.n);
+    xb_free(&st);
     uint8_t *e = m.sec[0].entry;
     wr32(e + T_FRAME, 1u << 26);
     wr64(e + T_DECODED, D);
     wr64(e + T_DIMS, D);
     sha_zeros(D, e + T_SHA);
-    cbuf out;
-    assert_int_equal(craft_serialize(&m, &out), 0);
-    craft_model_free(&m);
+    xb out;
+    xm_serialize(&m, NULL, &out);
+    xm_free(&m);
     img a = {out.p, out.n, 1, 0, 0, 1, 0};
     long g;
     expert_status r = in_child(sc_open_verify, &a, &g);
@@ -296,7 +296,7 @@ static void test_valid_1gib_section(void **state)
     record("expert_read with a 4 KiB buffer for a 512 MiB section", 512, SLACK, g, r, 0, BUDGET_S);
     assert_int_equal(r, EXPERT_E_INVALID_ARGUMENT);
     assert_true(g * 1024 <= SLACK);
-    cbuf_free(&out);
+    xb_free(&out);
 }
 
 /* Sixteen sections claiming 4 GiB each (2^36 in all, the limit), each with
@@ -316,14 +316,14 @@ static void test_huge_claims(void **state)
         s[i].data = data;
         s[i].len = 3;
     }
-    craft_model m;
+    xm_model m;
     base_model(&m, META_MIN, s, 16);
     uint64_t D = (uint64_t)1 << 32;
     for (int i = 0; i < 16; i++) {
-        cbuf st;
+        xb st;
         zero_frames(&st, 64); /* 64 frames of 2^26: the claim is consistent */
-        assert_int_equal(craft_set_section_data(&m, (uint32_t)i, st.p, st.n), 0);
-        cbuf_free(&st);
+        xm_set_section(&m, (uint32_t)i, st.p, st.n);
+        xb_free(&st);
         uint8_t *e = m.sec[i].entry;
         /* frame size 2^16: the table would need 65536 entries but holds 64.
          * (With frame size 2^26 the claim is consistent and full validation
@@ -334,9 +334,9 @@ static void test_huge_claims(void **state)
         wr64(e + T_DIMS, D);
         memset(e + T_SHA, 0x11, 32);
     }
-    cbuf out;
-    assert_int_equal(craft_serialize(&m, &out), 0);
-    craft_model_free(&m);
+    xb out;
+    xm_serialize(&m, NULL, &out);
+    xm_free(&m);
     /* SIZE_MISMATCH at access, found before reading any frame */
     img a = {out.p, out.n, 1, 0, 0, 1, SPEC_MAX_DECODED};
     long g;
@@ -352,26 +352,26 @@ static void test_huge_claims(void **state)
     record("same, default max_decoded_bytes", 65536, SLACK, g, r, 0, BUDGET_S);
     assert_int_equal(r, EXPERT_E_LIMIT_EXCEEDED);
     assert_true(g * 1024 <= SLACK);
-    cbuf_free(&out);
+    xb_free(&out);
 
     /* one section of 64 KiB declared whose single frame is a 64 MiB bomb */
-    craft_model m2;
+    xm_model m2;
     base_model(&m2, META_MIN, s, 1);
-    cbuf st;
+    xb st;
     zero_frames(&st, 1);
-    assert_int_equal(craft_set_section_data(&m2, 0, st.p, st.n), 0);
-    cbuf_free(&st);
+    xm_set_section(&m2, 0, st.p, st.n);
+    xb_free(&st);
     wr32(m2.sec[0].entry + T_FRAME, 1u << 16);
     wr64(m2.sec[0].entry + T_DECODED, 1u << 16);
     wr64(m2.sec[0].entry + T_DIMS, 1u << 16);
-    assert_int_equal(craft_serialize(&m2, &out), 0);
-    craft_model_free(&m2);
+    xm_serialize(&m2, NULL, &out);
+    xm_free(&m2);
     img b = {out.p, out.n, 1, 1u << 16, 0, 1, 0};
     r = in_child(sc_open_verify, &b, &g);
     record("64 KiB section whose frame decodes to 64 MiB (zstd bomb)", 64, SLACK, g, r, 0, BUDGET_S);
     assert_int_equal(r, EXPERT_E_DECODE_FAILED);
     assert_true(g * 1024 <= SLACK);
-    cbuf_free(&out);
+    xb_free(&out);
 }
 
 /* LIB-4: 16 sections each really holding 4 GiB of valid zero frames (2^36
@@ -391,25 +391,25 @@ static void test_stop_at_first_failure(void **state)
         s[i].data = data;
         s[i].len = 3;
     }
-    craft_model m;
+    xm_model m;
     base_model(&m, META_MIN, s, 16);
     uint64_t D = (uint64_t)1 << 32;
     for (int i = 0; i < 16; i++) {
-        cbuf st;
+        xb st;
         zero_frames(&st, 64);
         if (i == 0)
             wr32(st.p, (uint32_t)g_frame64_n + 1); /* table no longer adds up */
-        assert_int_equal(craft_set_section_data(&m, (uint32_t)i, st.p, st.n), 0);
-        cbuf_free(&st);
+        xm_set_section(&m, (uint32_t)i, st.p, st.n);
+        xb_free(&st);
         uint8_t *e = m.sec[i].entry;
         wr32(e + T_FRAME, 1u << 26);
         wr64(e + T_DECODED, D);
         wr64(e + T_DIMS, D);
         memset(e + T_SHA, 0x11, 32);
     }
-    cbuf out;
-    assert_int_equal(craft_serialize(&m, &out), 0);
-    craft_model_free(&m);
+    xb out;
+    xm_serialize(&m, NULL, &out);
+    xm_free(&m);
     img a = {out.p, out.n, 1, 0, 0, 1, SPEC_MAX_DECODED};
     long g;
     struct timespec t0, t1;
@@ -419,7 +419,7 @@ static void test_stop_at_first_failure(void **state)
     double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     record("16 x 4 GiB of valid frames, section 0 broken: full validation", 65536, 3 * 64 * MiB + SLACK, g, r, 0, BUDGET_S);
     print_message("  returned after %.2f s (decoding the rest would take minutes)\n", secs);
-    cbuf_free(&out);
+    xb_free(&out);
     assert_int_equal(r, EXPERT_E_SIZE_MISMATCH);
     assert_true(secs < 20.0);
 }
@@ -441,16 +441,16 @@ static void test_metadata_bomb(void **state)
     memset(json, ' ', big);
     memcpy(json, META_MIN, strlen(META_MIN));
     for (int cs = 1; cs >= 0; cs--) {
-        craft_model m;
+        xm_model m;
         base_model(&m, META_MIN, s, 1);
         size_t cl;
-        uint8_t *c = zstd_compress_alloc(json, big, cs, &cl);
+        uint8_t *c = xm_zstd(json, big, 3, cs, 0, &cl);
         assert_non_null(c);
-        assert_int_equal(craft_set_meta_stored(&m, c, cl, (uint64_t)16 * MiB), 0);
+        xm_set_meta_stored(&m, c, cl, (uint64_t)16 * MiB);
         free(c);
-        cbuf out;
-        assert_int_equal(craft_serialize(&m, &out), 0);
-        craft_model_free(&m);
+        xb out;
+        xm_serialize(&m, NULL, &out);
+        xm_free(&m);
         img a = {out.p, out.n, 1, 0, 0, 1, 0};
         long g;
         expert_status r = in_child(sc_open_verify, &a, &g);
@@ -459,7 +459,7 @@ static void test_metadata_bomb(void **state)
                bound, g, r, 0, BUDGET_S);
         assert_int_equal(r, EXPERT_E_BAD_METADATA);
         assert_true(g * 1024 <= bound);
-        cbuf_free(&out);
+        xb_free(&out);
     }
     free(json);
 }
@@ -490,7 +490,7 @@ static void test_csr_claims(void **state)
         s[i].data = dp[i];
         s[i].len = dl[i];
     }
-    craft_model m;
+    xm_model m;
     base_model(&m, meta, s, 6);
     /* indices and values: 2^25 elements each (128 MiB), all zero, valid digests;
      * indptr = [0, nnz, nnz] so every entry is in row 0 (not increasing: the
@@ -499,10 +499,10 @@ static void test_csr_claims(void **state)
     uint8_t zsha[32];
     sha_zeros(D, zsha);
     for (int k = 4; k <= 5; k++) {
-        cbuf st;
+        xb st;
         zero_frames(&st, 2);
-        assert_int_equal(craft_set_section_data(&m, (uint32_t)k, st.p, st.n), 0);
-        cbuf_free(&st);
+        xm_set_section(&m, (uint32_t)k, st.p, st.n);
+        xb_free(&st);
         uint8_t *e = m.sec[k].entry;
         e[T_CODEC] = EXPERT_CODEC_ZSTD;
         wr32(e + T_FRAME, 1u << 26);
@@ -511,18 +511,18 @@ static void test_csr_claims(void **state)
         memcpy(e + T_SHA, zsha, 32);
     }
     int32_t ip2[3] = {0, (int32_t)nnz, (int32_t)nnz};
-    assert_int_equal(craft_set_section_data(&m, 3, ip2, sizeof ip2), 0);
+    xm_set_section(&m, 3, ip2, sizeof ip2);
     sha256(ip2, sizeof ip2, m.sec[3].entry + T_SHA);
-    cbuf out;
-    assert_int_equal(craft_serialize(&m, &out), 0);
-    craft_model_free(&m);
+    xb out;
+    xm_serialize(&m, NULL, &out);
+    xm_free(&m);
     img a = {out.p, out.n, 1, 0, 0, 1, 0};
     long g;
     expert_status r = in_child(sc_open_verify, &a, &g);
     long bound = 3 * 64 * MiB + SLACK;
     int over = g * 1024 > bound;
     record("OSD CSR: 2 x 128 MiB sparse sections, full validation", 256, bound, g, r, KNOWN_LIB3 && over, BUDGET_WORK_S);
-    cbuf_free(&out);
+    xb_free(&out);
     assert_int_equal(r, EXPERT_E_DECODE_FAILED);
     if (KNOWN_LIB3 && !over)
         fail_msg("LIB-3 no longer reproduces: set KNOWN_LIB3 to 0 in test_memory.c");
@@ -623,7 +623,7 @@ static void test_v1_bomb(void **state)
 /* A valid header whose metadata is 16 MiB of `unit` repeated inside an
  * array member: a frame of a few KB that a tree parser would turn into
  * millions of nodes. */
-static void metadata_items_file(const char *unit, size_t units, cbuf *out)
+static void metadata_items_file(const char *unit, size_t units, xb *out)
 {
     static const char data[] = "xyz";
     tsec s[1];
@@ -644,12 +644,12 @@ static void metadata_items_file(const char *unit, size_t units, cbuf *out)
     json[n - 3] = ']';
     json[n - 2] = '}';
     n--;
-    craft_model m;
+    xm_model m;
     base_model(&m, META_MIN, s, 1);
-    assert_int_equal(craft_set_metadata(&m, json, n), 0);
+    xm_set_metadata_json(&m, json, n);
     free(json);
-    assert_int_equal(craft_serialize(&m, out), 0);
-    craft_model_free(&m);
+    xm_serialize(&m, NULL, out);
+    xm_free(&m);
 }
 
 static void test_metadata_items(void **state)
@@ -667,7 +667,7 @@ static void test_metadata_items(void **state)
         {"{},", "metadata of 500,000 x '{},' (just under the item limit)", 500000, EXPERT_OK},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
-        cbuf out;
+        xb out;
         metadata_items_file(cases[k].unit, cases[k].units, &out);
         img a = {out.p, out.n, 1, 0, 0, 0, 0};
         long g;
@@ -676,7 +676,7 @@ static void test_metadata_items(void **state)
         record(cases[k].title, 16, bound, g, r, 0, BUDGET_S);
         assert_int_equal(r, cases[k].want);
         assert_true(g * 1024 <= bound);
-        cbuf_free(&out);
+        xb_free(&out);
     }
 }
 
@@ -719,7 +719,7 @@ static expert_status sc_stream(void *arg)
 
 /* One FILE section of 64 MiB zstd frames of zeros, declaring `frames` x
  * 64 MiB decoded (the digest right when with_sha). */
-static void zero_file(unsigned frames, int with_sha, cbuf *out)
+static void zero_file(unsigned frames, int with_sha, xb *out)
 {
     static const char data[] = "xyz";
     tsec s[1];
@@ -728,13 +728,13 @@ static void zero_file(unsigned frames, int with_sha, cbuf *out)
                                    1, 0, EXPERT_LAYER_NONE, EXPERT_MODULE_NONE, {3, 0, 0, 0}};
     s[0].data = data;
     s[0].len = 3;
-    craft_model m;
+    xm_model m;
     base_model(&m, META_MIN, s, 1);
     uint64_t D = (uint64_t)frames << 26;
-    cbuf st;
+    xb st;
     zero_frames(&st, frames);
-    assert_int_equal(craft_set_section_data(&m, 0, st.p, st.n), 0);
-    cbuf_free(&st);
+    xm_set_section(&m, 0, st.p, st.n);
+    xb_free(&st);
     uint8_t *e = m.sec[0].entry;
     wr32(e + T_FRAME, 1u << 26);
     wr64(e + T_DECODED, D);
@@ -743,8 +743,8 @@ static void zero_file(unsigned frames, int with_sha, cbuf *out)
         sha_zeros(D, e + T_SHA);
     else
         memset(e + T_SHA, 0x5a, 32);
-    assert_int_equal(craft_serialize(&m, out), 0);
-    craft_model_free(&m);
+    xm_serialize(&m, NULL, out);
+    xm_free(&m);
 }
 
 static void test_declared_amplification(void **state)
@@ -755,7 +755,7 @@ static void test_declared_amplification(void **state)
     char title[96];
     long g;
     /* a small file declaring 4 GiB: refused before decoding, whatever the path */
-    cbuf big;
+    xb big;
     zero_file(64, 0, &big);
     for (int k = 0; k < 3; k++) {
         stream_arg a = {{big.p, big.n, 1, 0, 0, 0, 0}, k, 0};
@@ -765,9 +765,9 @@ static void test_declared_amplification(void **state)
         assert_int_equal(r, EXPERT_E_LIMIT_EXCEEDED);
         assert_true(g * 1024 <= SLACK);
     }
-    cbuf_free(&big);
+    xb_free(&big);
     /* 1 GiB declared and really there: every path streams it a frame at a time */
-    cbuf gib;
+    xb gib;
     zero_file(16, 1, &gib);
     for (int k = 0; k < 3; k++) {
         stream_arg a = {{gib.p, gib.n, 1, 0, 0, 0, 0}, k, 0};
@@ -778,7 +778,7 @@ static void test_declared_amplification(void **state)
         assert_int_equal(r, EXPERT_OK);
         assert_true(g * 1024 <= bound);
     }
-    cbuf_free(&gib);
+    xb_free(&gib);
 }
 
 /* ------------------------------------------------ name-index flooding */

@@ -183,22 +183,22 @@ static void test_sign_validates_fully(void **state)
     (void)state;
     char *p = path_join(g_dir, "bad.expert");
     assert_int_equal(write_small(p), EXPERT_OK);
-    cbuf b;
+    xb b;
     assert_int_equal(file_load(p, &b), 0);
     /* a section byte changed, structure untouched: opens, but cannot verify */
     uint64_t off = rd64(toc_entry(b.p, 0) + T_OFFSET);
     b.p[off + rd64(toc_entry(b.p, 0) + T_STORED) / 2] ^= 0x40;
-    craft_rehash(b.p, b.n); /* the file hash too: only the section digest is wrong */
+    xm_rehash(b.p, b.n); /* the file hash too: only the section digest is wrong */
     assert_int_equal(file_save(p, b.p, b.n), 0);
     expert_error e;
     expert_status s = expert_sign_file(p, g_key, &e);
     assert_true(s == EXPERT_E_SECTION_HASH_MISMATCH || s == EXPERT_E_DECODE_FAILED);
-    cbuf after;
+    xb after;
     assert_int_equal(file_load(p, &after), 0);
     assert_true(after.n == b.n && memcmp(after.p, b.p, b.n) == 0); /* not signed, not touched */
     assert_int_equal(dir_count(g_dir), 1);
-    cbuf_free(&after);
-    cbuf_free(&b);
+    xb_free(&after);
+    xb_free(&b);
     unlink(p);
     free(p);
     passed(__func__);
@@ -234,10 +234,10 @@ static void test_kill_leaves_nothing(void **state)
         assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
         assert_int_equal(dir_count(g_dir), replace ? 1 : 0);
         if (replace) {
-            cbuf b;
+            xb b;
             assert_int_equal(file_load(p, &b), 0);
             assert_true(b.n == sizeof old && memcmp(b.p, old, sizeof old) == 0);
-            cbuf_free(&b);
+            xb_free(&b);
             unlink(p);
         }
         free(p);
@@ -286,13 +286,13 @@ static uint32_t index_of(const char *path, const char *name)
  * the section's own digest is wrong (found when it is decoded). */
 static void corrupt_section(const char *path, uint32_t i)
 {
-    cbuf b;
+    xb b;
     assert_int_equal(file_load(path, &b), 0);
     uint64_t off = rd64(toc_entry(b.p, i) + T_OFFSET);
     b.p[off + rd64(toc_entry(b.p, i) + T_STORED) / 2] ^= 0x40;
-    craft_rehash(b.p, b.n);
+    xm_rehash(b.p, b.n);
     assert_int_equal(file_save(path, b.p, b.n), 0);
-    cbuf_free(&b);
+    xb_free(&b);
 }
 
 /* An extract that fails at its second file leaves no file, no hidden
@@ -331,14 +331,14 @@ static void test_extract_all_or_nothing(void **state)
     passed(__func__);
 }
 
-static void assert_no_byte(const cbuf *b, const char *bytes, const char *what)
+static void assert_no_byte(const xb *b, const char *bytes, const char *what)
 {
     for (const char *c = bytes; *c; c++)
         if (memchr(b->p, *c, b->n) != NULL)
             fail_msg("%s holds the raw byte 0x%02X", what, (unsigned char)*c);
 }
 
-static int holds(const cbuf *b, const char *text)
+static int holds(const xb *b, const char *text)
 {
     size_t n = strlen(text);
     for (size_t i = 0; i + n <= b->n; i++)
@@ -362,7 +362,7 @@ static void test_terminal_escaping(void **state)
     };
     assert_int_equal(write_named(f, names, 5, NULL), EXPERT_OK);
     static const char raw[] = "\x1b\r\a\x7f\xff";
-    cbuf b;
+    xb b;
 
     assert_int_equal(run_cmd(out, "'%s' inspect '%s'", g_cli, f), 0);
     assert_int_equal(file_load(out, &b), 0);
@@ -374,7 +374,7 @@ static void test_terminal_escaping(void **state)
     assert_true(holds(&b, "bel\\x07\\x7F"));
     assert_true(holds(&b, "csi\\u{009B}31m"));
     assert_true(holds(&b, "rtl\\u{202E}txt.exe"));
-    cbuf_free(&b);
+    xb_free(&b);
 
     /* names must be UTF-8 (the reader refuses others), but a path need not be */
     char *odd = path_join(d, "bad\xff.expert");
@@ -383,7 +383,7 @@ static void test_terminal_escaping(void **state)
     assert_int_equal(file_load(out, &b), 0);
     assert_no_byte(&b, raw, "inspect of an odd path");
     assert_true(holds(&b, "bad\\xFF.expert"));
-    cbuf_free(&b);
+    xb_free(&b);
     assert_int_equal(rename(odd, f), 0);
     free(odd);
 
@@ -392,7 +392,7 @@ static void test_terminal_escaping(void **state)
     assert_no_byte(&b, "\x1b\r\a", "inspect --json");
     assert_true(holds(&b, "\"LICENSE\\u001b[2K\\u001b[1G\\u001b[8m\""));
     assert_true(holds(&b, "rtl\xe2\x80\xaetxt.exe")); /* valid UTF-8 stays as it is in JSON */
-    cbuf_free(&b);
+    xb_free(&b);
 
     /* the error line names the section: escaped too */
     corrupt_section(f, index_of(f, names[0]));
@@ -402,7 +402,7 @@ static void test_terminal_escaping(void **state)
     assert_no_byte(&b, raw, "validate's error");
     assert_true(holds(&b, "SECTION_HASH_MISMATCH"));
     assert_true(holds(&b, "LICENSE\\x1B[2K"));
-    cbuf_free(&b);
+    xb_free(&b);
 
     free(json);
     free(errf);

@@ -306,7 +306,7 @@ static void run_combo(const char *dir, uint8_t codec, uint8_t dt, uint32_t align
     uint64_t fsize = (uint64_t)stt.st_size;
 
     /* independent view of the bytes */
-    cbuf img;
+    xb img;
     CHECK(file_load(path, &img) == 0);
     CHECK(img.n == fsize);
     CHECK(memcmp(img.p, "HLLMEXP\0", 8) == 0);
@@ -321,24 +321,24 @@ static void run_combo(const char *dir, uint8_t codec, uint8_t dt, uint32_t align
     static const uint8_t zero64[64];
     CHECK(memcmp(img.p + H_SIG, zero64, 64) == 0);
     uint8_t h[32];
-    craft_file_sha(img.p, img.n, h);
+    xm_file_sha(img.p, img.n, h);
     CHECK(memcmp(img.p + H_FILE_SHA, h, 32) == 0);
-    craft_structure_sha(img.p, img.n, h);
+    xm_structure_sha(img.p, img.n, h);
     CHECK(memcmp(img.p + H_STRUCT_SHA, h, 32) == 0);
     for (uint32_t i = 0; i < NSEC; i++)
         check_stored(img.p, toc_entry(img.p, i), &f.s[i], align);
     /* canonical layout: re-serialising the parsed parts gives the same bytes */
-    craft_model m;
-    CHECK(craft_parse(img.p, img.n, &m) == 0);
-    cbuf again = {0};
-    CHECK(craft_serialize(&m, &again) == 0);
+    xm_model m;
+    CHECK(xm_parse(img.p, img.n, &m) == 0);
+    xb again = {0};
+    xm_serialize(&m, NULL, &again);
     CHECK(again.n == img.n);
     if (again.n == img.n)
         for (size_t k = 0; k < img.n; k++)
             if (again.p[k] != img.p[k])
                 fail_msg("[%s] canonical layout differs at byte %zu", ctx, k);
-    cbuf_free(&again);
-    craft_model_free(&m);
+    xb_free(&again);
+    xm_free(&m);
 
     for (unsigned t = 1; t <= 4; t += 3) {
         expert_error err;
@@ -359,7 +359,7 @@ static void run_combo(const char *dir, uint8_t codec, uint8_t dt, uint32_t align
         expert_close(r);
         free(mem);
     }
-    cbuf_free(&img);
+    xb_free(&img);
     remove(path);
     free(path);
     free_fixture(&f);
@@ -437,18 +437,18 @@ static void test_empty_file(void **state)
     const char *dir = g_dir;
     char *path = path_join(dir, "e.expert");
     CHECK_OK(write_expert(path, NULL, NULL, NULL, 0, NULL));
-    cbuf img;
+    xb img;
     CHECK(file_load(path, &img) == 0);
     CHECK(rd32(img.p + H_TOC_COUNT) == 0);
     CHECK(rd64(img.p + H_INDEX_LEN) == 8 + 4 * 8);
     CHECK(rd64(img.p + H_STR_LEN) == 0);
-    craft_model m;
-    CHECK(craft_parse(img.p, img.n, &m) == 0);
-    cbuf again = {0};
-    CHECK(craft_serialize(&m, &again) == 0);
+    xm_model m;
+    CHECK(xm_parse(img.p, img.n, &m) == 0);
+    xb again = {0};
+    xm_serialize(&m, NULL, &again);
     CHECK(again.n == img.n && memcmp(again.p, img.p, img.n) == 0);
-    cbuf_free(&again);
-    craft_model_free(&m);
+    xb_free(&again);
+    xm_free(&m);
     expert_reader *r = NULL;
     expert_error err;
     CHECK_OK(expert_open(path, NULL, &r, &err));
@@ -457,7 +457,7 @@ static void test_empty_file(void **state)
     CHECK(expert_find(r, "x", 1, &idx) == EXPERT_E_NOT_FOUND);
     CHECK_OK(expert_verify_full(r, NULL, &err));
     expert_close(r);
-    cbuf_free(&img);
+    xb_free(&img);
     remove(path);
     free(path);
 }
@@ -538,7 +538,7 @@ static void test_spec_example(void **state)
         skip();
     }
     char *path = path_join(dir, "example.expert");
-    cbuf img;
+    xb img;
     if (file_load(path, &img) != 0) {
         free(path);
         print_message("example.expert not found; skipping\n");
@@ -549,24 +549,24 @@ static void test_spec_example(void **state)
     sha256(img.p, img.n, h);
     hex32("e08d7adb48d4f03fb1fe0d68caa8e7d4a1ec6b07ffbd87c69a3ea09bc9d4fd34", want);
     CHECK(memcmp(h, want, 32) == 0);
-    craft_file_sha(img.p, img.n, h);
+    xm_file_sha(img.p, img.n, h);
     hex32("ce0e0db91076b12c303761d0bc522412890eb60b53bfcc84c13f6c6c9b278e8f", want);
     CHECK(memcmp(h, want, 32) == 0);
     CHECK(memcmp(img.p + H_FILE_SHA, want, 32) == 0);
-    craft_structure_sha(img.p, img.n, h);
+    xm_structure_sha(img.p, img.n, h);
     hex32("7a3ce9987adeaf9ac9371d46da420c7cac0e0b2e9bd93a872fa1a9428e29c42c", want);
     CHECK(memcmp(h, want, 32) == 0);
     size_t ixl;
-    uint8_t *ix = craft_index_of_file(img.p, img.n, &ixl);
+    uint8_t *ix = xm_index_of_file(img.p, img.n, &ixl);
     CHECK(ixl == 40 && memcmp(ix, img.p + 0x3E8, 40) == 0);
     free(ix);
-    craft_model m;
-    CHECK(craft_parse(img.p, img.n, &m) == 0);
-    cbuf again = {0};
-    CHECK(craft_serialize(&m, &again) == 0);
+    xm_model m;
+    CHECK(xm_parse(img.p, img.n, &m) == 0);
+    xb again = {0};
+    xm_serialize(&m, NULL, &again);
     CHECK(again.n == img.n && memcmp(again.p, img.p, img.n) == 0);
-    cbuf_free(&again);
-    craft_model_free(&m);
+    xb_free(&again);
+    xm_free(&m);
 
     for (int mode = 0; mode < 3; mode++) {
         expert_reader *r = NULL;
@@ -597,7 +597,7 @@ static void test_spec_example(void **state)
         expert_close(r);
         free(mem);
     }
-    cbuf_free(&img);
+    xb_free(&img);
     free(path);
 }
 

@@ -16,9 +16,9 @@
 #include "craft.h"
 
 /* 8-byte LE length + header + data_len bytes of data (+ extra trailing bytes). */
-static cbuf build(const char *header, size_t header_len, size_t data_len, size_t extra)
+static xb build(const char *header, size_t header_len, size_t data_len, size_t extra)
 {
-    cbuf b;
+    xb b;
     b.n = 8 + header_len + data_len + extra;
     b.p = malloc(b.n ? b.n : 1);
     wr64(b.p, header_len);
@@ -29,7 +29,7 @@ static cbuf build(const char *header, size_t header_len, size_t data_len, size_t
 }
 #define BUILD(h, dl) build(h, strlen(h), dl, 0)
 
-static void expect_bad_impl(const cbuf *b, const char *what, int line)
+static void expect_bad_impl(const xb *b, const char *what, int line)
 {
     expert_safetensors *st = (expert_safetensors *)0x1;
     expert_error e;
@@ -48,9 +48,9 @@ static void expect_bad_impl(const cbuf *b, const char *what, int line)
 
 static void bad_header(const char *h, size_t data_len, const char *what, int line)
 {
-    cbuf b = build(h, strlen(h), data_len, 0);
+    xb b = build(h, strlen(h), data_len, 0);
     expect_bad_impl(&b, what, line);
-    cbuf_free(&b);
+    xb_free(&b);
 }
 #define BAD(h, dl) bad_header(h, dl, h, __LINE__)
 
@@ -62,7 +62,7 @@ static void test_valid_basic(void **state)
                     "\"b\":{\"dtype\":\"BF16\",\"shape\":[4],\"data_offsets\":[24,32]},"
                     "\"c\":{\"dtype\":\"I8\",\"shape\":[],\"data_offsets\":[32,33]}}";
     size_t N = strlen(h);
-    cbuf b = BUILD(h, 33);
+    xb b = BUILD(h, 33);
     expert_safetensors *st = NULL;
     expert_error e;
     assert_int_equal(expert_safetensors_parse(b.p, b.n, &st, &e), EXPERT_OK);
@@ -102,7 +102,7 @@ static void test_valid_basic(void **state)
     /* ... and it needs all 8 + N bytes */
     assert_int_equal(expert_safetensors_parse_header(b.p, 8 + N - 1, &st, &e),
                      EXPERT_E_BAD_SAFETENSORS);
-    cbuf_free(&b);
+    xb_free(&b);
     expert_safetensors_free(NULL);
 }
 
@@ -115,7 +115,7 @@ static void test_valid_variants(void **state)
     /* JSON order differs from data order: tensors come back in data order */
     const char *h1 = "{\"z\":{\"dtype\":\"F16\",\"shape\":[4],\"data_offsets\":[8,16]},"
                      "\"y\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[0,8]}}";
-    cbuf b = BUILD(h1, 16);
+    xb b = BUILD(h1, 16);
     assert_int_equal(expert_safetensors_parse(b.p, b.n, &st, &e), EXPERT_OK);
     assert_int_equal(expert_safetensors_count(st), 2);
     assert_int_equal(expert_safetensors_tensor(st, 0, &ti), EXPERT_OK);
@@ -123,7 +123,7 @@ static void test_valid_variants(void **state)
     assert_int_equal(expert_safetensors_tensor(st, 1, &ti), EXPERT_OK);
     assert_string_equal(ti.name, "z");
     expert_safetensors_free(st);
-    cbuf_free(&b);
+    xb_free(&b);
 
     /* header padded with spaces (as the safetensors writer does) */
     const char *h2 = "{\"t\":{\"dtype\":\"I32\",\"shape\":[1,2],\"data_offsets\":[0,8]}}        ";
@@ -131,7 +131,7 @@ static void test_valid_variants(void **state)
     assert_int_equal(expert_safetensors_parse(b.p, b.n, &st, &e), EXPERT_OK);
     assert_int_equal(expert_safetensors_header_length(st), 8 + strlen(h2));
     expert_safetensors_free(st);
-    cbuf_free(&b);
+    xb_free(&b);
 
     /* every dtype name maps to the .expert enum */
     static const struct {
@@ -155,7 +155,7 @@ static void test_valid_variants(void **state)
         assert_int_equal(ti.dtype, dts[i].dt);
         assert_int_equal(ti.data_length, 3 * dts[i].size);
         expert_safetensors_free(st);
-        cbuf_free(&b);
+        xb_free(&b);
     }
 
     /* rank 4 is the maximum */
@@ -166,7 +166,7 @@ static void test_valid_variants(void **state)
     assert_int_equal(ti.rank, 4);
     assert_int_equal(ti.dims[3], 4);
     expert_safetensors_free(st);
-    cbuf_free(&b);
+    xb_free(&b);
 
     /* an empty tensor between two others, and no tensors at all */
     const char *h4 = "{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
@@ -176,18 +176,18 @@ static void test_valid_variants(void **state)
     assert_int_equal(expert_safetensors_parse(b.p, b.n, &st, &e), EXPERT_OK);
     assert_int_equal(expert_safetensors_count(st), 3);
     expert_safetensors_free(st);
-    cbuf_free(&b);
+    xb_free(&b);
     b = BUILD("{}", 0);
     assert_int_equal(expert_safetensors_parse(b.p, b.n, &st, &e), EXPERT_OK);
     assert_int_equal(expert_safetensors_count(st), 0);
     assert_int_equal(expert_safetensors_data_length(st), 0);
     expert_safetensors_free(st);
-    cbuf_free(&b);
+    xb_free(&b);
     b = BUILD("{\"__metadata__\":{}}", 0);
     assert_int_equal(expert_safetensors_parse(b.p, b.n, &st, &e), EXPERT_OK);
     assert_int_equal(expert_safetensors_count(st), 0);
     expert_safetensors_free(st);
-    cbuf_free(&b);
+    xb_free(&b);
 }
 
 static void test_reject_framing(void **state)
@@ -195,19 +195,19 @@ static void test_reject_framing(void **state)
     (void)state;
     const char *h = "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}";
     size_t N = strlen(h);
-    cbuf b = BUILD(h, 8);
+    xb b = BUILD(h, 8);
     /* truncated at many points */
     size_t cuts[] = {0, 1, 7, 8, 9, 8 + N - 1, 8 + N, 8 + N + 7};
     for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
-        cbuf c = {b.p, cuts[i]};
+        xb c = {b.p, cuts[i], 0}; /* a view: never appended to */
         EXPECT_BAD(c, "truncated");
     }
     /* trailing bytes */
-    cbuf t = build(h, N, 8, 1);
+    xb t = build(h, N, 8, 1);
     EXPECT_BAD(t, "one trailing byte");
-    cbuf_free(&t);
+    xb_free(&t);
     /* header length > 100,000,000 (and 8+N > size) */
-    cbuf big = BUILD(h, 8);
+    xb big = BUILD(h, 8);
     wr64(big.p, 100000001ull);
     EXPECT_BAD(big, "N = 100,000,001");
     wr64(big.p, UINT64_MAX);
@@ -217,12 +217,12 @@ static void test_reject_framing(void **state)
     /* 8 + N > size */
     wr64(big.p, N + 9);
     EXPECT_BAD(big, "8+N > size");
-    cbuf_free(&big);
+    xb_free(&big);
     /* N = 0 */
-    cbuf z = build("", 0, 0, 0);
+    xb z = build("", 0, 0, 0);
     EXPECT_BAD(z, "N = 0");
-    cbuf_free(&z);
-    cbuf_free(&b);
+    xb_free(&z);
+    xb_free(&b);
 }
 
 static void test_reject_layout(void **state)
@@ -384,7 +384,7 @@ static void test_peft_classify(void **state)
  * as well as "a", but only "a" has a section. Rebuilding is BAD_SAFETENSORS
  * (the header and its sections disagree), not NOT_FOUND; with both
  * sections it rebuilds byte-exact. */
-static expert_status write_st_file(const char *path, const cbuf *st, size_t header_len, int with_b)
+static expert_status write_st_file(const char *path, const xb *st, size_t header_len, int with_b)
 {
     static const char meta[] = "{\"format\":\"expert-v2\",\"name\":\"st\",\"version\":\"1\",\"modules\":[]}";
     expert_writer *w = NULL;
@@ -423,7 +423,7 @@ static void test_rebuild_missing_tensor(void **state)
     (void)state;
     const char *h = "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
                     "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}";
-    cbuf st = BUILD(h, 16);
+    xb st = BUILD(h, 16);
     char tmpl[] = "/tmp/st-rebuild-XXXXXX";
     char *dir = mkdtemp(tmpl);
     if (dir == NULL) { /* /tmp may be unwritable: use the working directory */
@@ -454,7 +454,7 @@ static void test_rebuild_missing_tensor(void **state)
         remove(path);
     }
     rmdir(dir);
-    cbuf_free(&st);
+    xb_free(&st);
 }
 
 int main(void)

@@ -135,7 +135,7 @@ static void test_sign_and_verify(void **state)
     (void)state;
     char *path = path_join(g_dir, "s.expert");
     write_small(path, NULL);
-    cbuf before;
+    xb before;
     assert_int_equal(file_load(path, &before), 0);
     assert_true(before.n > 2048 && before.n < 16384);
 
@@ -145,7 +145,7 @@ static void test_sign_and_verify(void **state)
 
     expert_error e;
     assert_int_equal(expert_sign_file(path, k1, &e), EXPERT_OK);
-    cbuf after;
+    xb after;
     assert_int_equal(file_load(path, &after), 0);
     assert_int_equal(after.n, before.n);
     /* only the 64 signature bytes changed */
@@ -167,14 +167,14 @@ static void test_sign_and_verify(void **state)
     /* signing at finish gives the same bytes (Ed25519 is deterministic) */
     char *path2 = path_join(g_dir, "s2.expert");
     write_small(path2, k1);
-    cbuf direct;
+    xb direct;
     assert_int_equal(file_load(path2, &direct), 0);
     assert_int_equal(direct.n, after.n);
     assert_memory_equal(direct.p, after.p, after.n);
 
     /* re-signing with another key changes the 64 bytes only */
     assert_int_equal(expert_sign_file(path, k2, &e), EXPERT_OK);
-    cbuf resigned;
+    xb resigned;
     assert_int_equal(file_load(path, &resigned), 0);
     assert_memory_equal(resigned.p + H_SIG + 64, before.p + H_SIG + 64, before.n - H_SIG - 64);
     assert_int_equal(verify_path(path, p2), EXPERT_OK);
@@ -187,24 +187,24 @@ static void test_sign_and_verify(void **state)
     assert_memory_equal(resigned.p, before.p, before.n);
 
     /* a structurally invalid file is not signed and is left unchanged */
-    cbuf bad;
-    assert_int_equal(cbuf_dup(&bad, before.p, before.n), 0);
+    xb bad;
+    bad = xb_copy(before.p, before.n);
     bad.p[rd64(bad.p + H_TOC_OFF) + T_RES1] = 1; /* no rehash: STRUCTURE_HASH_MISMATCH */
     assert_int_equal(file_save(path, bad.p, bad.n), 0);
     assert_int_equal(expert_sign_file(path, k1, &e), EXPERT_E_STRUCTURE_HASH_MISMATCH);
-    cbuf still;
+    xb still;
     assert_int_equal(file_load(path, &still), 0);
     assert_int_equal(still.n, bad.n);
     assert_memory_equal(still.p, bad.p, bad.n);
     /* no temporary file left behind by the failed signing */
     assert_int_equal(dir_count(g_dir), 6);
 
-    cbuf_free(&still);
-    cbuf_free(&bad);
-    cbuf_free(&resigned);
-    cbuf_free(&direct);
-    cbuf_free(&after);
-    cbuf_free(&before);
+    xb_free(&still);
+    xb_free(&bad);
+    xb_free(&resigned);
+    xb_free(&direct);
+    xb_free(&after);
+    xb_free(&before);
     remove(path);
     remove(path2);
     free(path);
@@ -219,7 +219,7 @@ static void test_every_byte_protected(void **state)
     (void)state;
     char *path = path_join(g_dir, "flip.expert");
     write_small(path, k1);
-    cbuf img;
+    xb img;
     assert_int_equal(file_load(path, &img), 0);
     uint8_t *mem = aligned_copy(img.p, img.n);
     assert_non_null(mem);
@@ -260,7 +260,7 @@ static void test_every_byte_protected(void **state)
     assert_int_equal(expert_verify_full(r, p1, &e), EXPERT_OK);
     expert_close(r);
     free(mem);
-    cbuf_free(&img);
+    xb_free(&img);
     remove(path);
     free(path);
 }
@@ -306,7 +306,7 @@ static void test_rfc8032_library(void **state)
     char *path = path_join(g_dir, "rfc.expert");
     write_small(path, NULL);
     assert_int_equal(expert_sign_file(path, k, &e), EXPERT_OK);
-    cbuf img;
+    xb img;
     assert_int_equal(file_load(path, &img), 0);
     uint8_t msg[48];
     memcpy(msg, "HLLMEXP2-SIGN-V1", 16);
@@ -323,17 +323,17 @@ static void test_rfc8032_library(void **state)
     assert_memory_equal(img.p + H_SIG, want, 64);
     assert_int_equal(verify_path(path, p), EXPERT_OK);
     assert_int_equal(verify_path(path, p1), EXPERT_E_BAD_SIGNATURE);
-    cbuf_free(&img);
+    xb_free(&img);
 
     /* spec §16: the worked example signed with this key */
     const char *sd = getenv("EXPERT_SPEC_DIR");
     char *ex = sd ? path_join(sd, "example.expert") : NULL;
-    cbuf exb;
+    xb exb;
     if (ex && file_load(ex, &exb) == 0) {
         char *copy = path_join(g_dir, "example-signed.expert");
         assert_int_equal(file_save(copy, exb.p, exb.n), 0);
         assert_int_equal(expert_sign_file(copy, k, &e), EXPERT_OK);
-        cbuf sgn;
+        xb sgn;
         assert_int_equal(file_load(copy, &sgn), 0);
         uint8_t sig[64], h[32], wh[32];
         unhex("53a3bbf8aadeb2c0fd13d192cb971326875689bf89bea29a212c44b7dae1576f"
@@ -344,8 +344,8 @@ static void test_rfc8032_library(void **state)
         unhex("2b640cd0092d09014b9b23487f685f77c17aef555f53bf08410cf618ae6e7731", wh, 32);
         assert_memory_equal(h, wh, 32);
         assert_int_equal(verify_path(copy, p), EXPERT_OK);
-        cbuf_free(&sgn);
-        cbuf_free(&exb);
+        xb_free(&sgn);
+        xb_free(&exb);
         remove(copy);
         free(copy);
     } else {
@@ -366,7 +366,7 @@ static void test_rfc8032_library(void **state)
 static void check_pem(const char *path, const char *label, const uint8_t *prefix, size_t plen,
                       size_t der_len)
 {
-    cbuf b;
+    xb b;
     assert_int_equal(file_load(path, &b), 0);
     b.p[b.n] = 0;
     char begin[64], end[64];
@@ -390,7 +390,7 @@ static void check_pem(const char *path, const char *label, const uint8_t *prefix
     }
     assert_int_equal(dl, der_len);
     assert_memory_equal(der, prefix, plen);
-    cbuf_free(&b);
+    xb_free(&b);
 }
 
 static void test_key_files(void **state)

@@ -75,28 +75,28 @@ S raw_sec(const char *name, uint16_t type, uint8_t dtype, uint8_t rank, const ui
           size_t len);
 
 void write_keys(void);
-void sign_buf(buf *b, int which);                                     /* tag || structure_sha256 */
-void sign_raw(buf *b, int which, const uint8_t *msg, size_t n);       /* any message */
+void sign_buf(xb *b, int which);                                     /* tag || structure_sha256 */
+void sign_raw(xb *b, int which, const uint8_t *msg, size_t n);       /* any message */
 
-int build_try(const F *f, buf *out); /* reference writer; -1 if it refuses */
-void build(const F *f, buf *out);    /* reference writer, byte for byte */
-void build_norm(const F *f, buf *out); /* writer output with the metadata re-encoded as a raw-block frame */
-void normalize(buf *b);
+int build_try(const F *f, xb *out); /* reference writer; -1 if it refuses */
+void build(const F *f, xb *out);    /* reference writer, byte for byte */
+void build_norm(const F *f, xb *out); /* writer output with the metadata re-encoded as a raw-block frame */
+void normalize(xb *b);
 char *meta_text(const uint8_t *p, size_t n, size_t *len);
-buf dupb(const buf *b);
-uint8_t *E(buf *b, uint32_t i); /* TOC entry i */
-void fix(buf *b);               /* recompute file_sha256 then structure_sha256 */
-void set_sha_from_raw(buf *b, uint32_t i);
-void model_compact_strings(model *m);
-void model_rename(model *m, uint32_t i, const void *name, size_t len);
+xb dupb(const xb *b);
+uint8_t *E(xb *b, uint32_t i); /* TOC entry i */
+void fix(xb *b);               /* recompute file_sha256 then structure_sha256 */
+void set_sha_from_raw(xb *b, uint32_t i);
+void model_compact_strings(xm_model *m);
+void model_rename(xm_model *m, uint32_t i, const void *name, size_t len);
 
-void accept_vec(const char *name, const char *desc, const buf *b, const char *key);
+void accept_vec(const char *name, const char *desc, const xb *b, const char *key);
 /* A file valid at every level whose package file `section` cannot be rebuilt (spec §10.7). */
-void rebuild_reject_vec(const char *name, const char *desc, const buf *b, const char *error,
+void rebuild_reject_vec(const char *name, const char *desc, const xb *b, const char *error,
                         const char *section);
-void reject_vec(const char *name, const char *desc, const buf *b, const char *error, const char *level,
+void reject_vec(const char *name, const char *desc, const xb *b, const char *error, const char *level,
                 const char *key);
-void impl_vec(const char *name, const char *desc, const buf *b, const char *note, const char *key);
+void impl_vec(const char *name, const char *desc, const xb *b, const char *note, const char *key);
 void write_vec(const char *name, const char *desc, const char *request_json, const char *key);
 void write_manifest(void);
 void write_readme(void);
@@ -110,10 +110,10 @@ void gen_write(void);
 /* shared bases (gen_bases.c) */
 extern const char *META_MIN;
 extern const char *META_B; /* metadata of base_b() */
-buf base_b(void);          /* LoRA module + FILEs + TENSOR, raw, normalized */
-buf base_b_meta(const char *meta);
-buf base_empty(void);      /* no sections */
-buf base_z(int codec);     /* hand-built zstd frames: 2-frame F32 section + 1-frame U16 section */
-void framed(buf *out, const uint8_t *data, size_t len, uint32_t F, size_t es, int shuffle, int bad_frame,
-            const zf_opts *bad_opts, void (*mangle)(buf *frame, int idx));
+xb base_b(void);          /* LoRA module + FILEs + TENSOR, raw, normalized */
+xb base_b_meta(const char *meta);
+xb base_empty(void);      /* no sections */
+xb base_z(int codec);     /* hand-built zstd frames: 2-frame F32 section + 1-frame U16 section */
+void framed(xb *out, const uint8_t *data, size_t len, uint32_t F, size_t es, int shuffle, int bad_frame,
+            const zf_opts *bad_opts, void (*mangle)(xb *frame, int idx));
 #endif

@@ -9,13 +9,13 @@ static const char *codec_lc[3] = {"raw", "zstd", "shuffle"};
 
 static void add_built(const char *name, const char *desc, const F *f, int normalize_it)
 {
-    buf b;
+    xb b;
     if (normalize_it)
         build_norm(f, &b);
     else
         build(f, &b);
     accept_vec(name, desc, &b, f->sign ? KEY1_PUB : NULL);
-    buf_free(&b);
+    xb_free(&b);
 }
 
 /* The 8 + N bytes of a safetensors header holding `json`, padded with spaces
@@ -435,17 +435,17 @@ static void adapters(void)
         /* the rebuilt file, computed here from the bytes given to the writer */
         uint8_t d[32];
         char *dh = A(65);
-        buf whole = {0};
-        buf_put(&whole, st, stlen);
-        buf_put(&whole, s[1].data, s[1].len);
-        buf_put(&whole, s[2].data, s[2].len);
+        xb whole = {0};
+        xb_put(&whole, st, stlen);
+        xb_put(&whole, s[1].data, s[1].len);
+        xb_put(&whole, s[2].data, s[2].len);
         sha256(whole.p, whole.n, d);
         hex(d, 32, dh);
         vec *v = &g_vecs[g_nvecs - 1];
         v->rebuild = "adapter_model.safetensors";
         v->rebuild_sha256 = dh;
         v->rebuild_length = whole.n;
-        buf_free(&whole);
+        xb_free(&whole);
 
         /* the same package whose header also lists a tensor without a section */
         size_t st2len;
@@ -456,13 +456,13 @@ static void adapters(void)
                keyA, keyB),
             &st2len);
         s[0] = bytes_sec("adapter_model.safetensors", EXPERT_SECTION_SAFETENSORS_HEADER, st2, st2len);
-        buf b2;
+        xb b2;
         build_norm(&f, &b2);
         rebuild_reject_vec("rebuild-tensor-without-section",
                            "valid at every level, but the SAFETENSORS_HEADER lists a tensor that has no section: "
                            "rebuilding adapter_model.safetensors is BAD_SAFETENSORS (spec §10.7)",
                            &b2, "BAD_SAFETENSORS", "adapter_model.safetensors");
-        buf_free(&b2);
+        xb_free(&b2);
     }
 }
 
@@ -483,13 +483,13 @@ static void signed_files(const char *spec_dir)
               "signed by the reference writer with the RFC 8032 TEST 1 key, verified with its public key (writer "
               "output, libzstd metadata)",
               &f, 0);
-    buf b;
+    xb b;
     build_norm(&f, &b);
     accept_vec("signed", "signed with the RFC 8032 TEST 1 key; read with the public key", &b, KEY1_PUB);
     accept_vec("signed-read-without-key", "the same signed file read without a key: accepted, signed = true", &b, NULL);
-    buf_free(&b);
+    xb_free(&b);
 
-    buf ex;
+    xb ex;
     if (file_load(AS("%s/example.expert", spec_dir), &ex) != 0)
         die("cannot read %s/example.expert", spec_dir);
     accept_vec("spec-example", "the worked example of spec §16 (example.expert), byte for byte", &ex, NULL);
@@ -503,7 +503,7 @@ static void signed_files(const char *spec_dir)
     accept_vec("spec-example-signed",
                "spec §16 example signed with the TEST 1 key: the signature and file digest printed in spec §16", &ex,
                KEY1_PUB);
-    buf_free(&ex);
+    xb_free(&ex);
 }
 
 /* ------------------------------------------------------------ limits at the maximum */
@@ -521,21 +521,21 @@ static void limits(void)
     }
     {
         /* depth: top-level object 1, "extra" 2, then 30 nested containers */
-        buf j = {0};
-        buf_str(&j, "{\"format\":\"expert-v2\",\"name\":\"depth\",\"version\":\"1\",\"modules\":[],\"extra\":");
+        xb j = {0};
+        xb_str(&j, "{\"format\":\"expert-v2\",\"name\":\"depth\",\"version\":\"1\",\"modules\":[],\"extra\":");
         for (int d = 2; d <= 32; d++)
-            buf_str(&j, d % 2 ? "[" : "{\"k\":");
-        buf_str(&j, "1");
+            xb_str(&j, d % 2 ? "[" : "{\"k\":");
+        xb_str(&j, "1");
         for (int d = 32; d >= 2; d--)
-            buf_str(&j, d % 2 ? "]" : "}");
-        buf_str(&j, "}");
+            xb_str(&j, d % 2 ? "]" : "}");
+        xb_str(&j, "}");
         F f = {AS("%s", (char *)j.p), NULL, 0, 64, 0, 0};
-        buf_free(&j);
+        xb_free(&j);
         add_built("limit-metadata-depth-32", "metadata nested exactly 32 deep (objects and arrays alternating)", &f, 1);
     }
     {
         /* metadata_decoded_length = 2^24 exactly: JSON followed by whitespace */
-        buf base;
+        xb base;
         F f = {META_MIN, NULL, 0, 64, 0, 0};
         build(&f, &base);
         size_t n = 1u << 24;
@@ -544,18 +544,18 @@ static void limits(void)
         memcpy(t, META_MIN, ml);
         memset(t + ml, ' ', n - ml);
         t[n - 1] = '\n';
-        model m;
+        xm_model m;
         model_parse(base.p, base.n, &m);
         model_set_meta_json(&m, t, n);
-        buf_free(&base);
-        buf b;
-        model_serialize(&m, NULL, &b);
-        model_free(&m);
+        xb_free(&base);
+        xb b;
+        xm_serialize(&m, NULL, &b);
+        xm_free(&m);
         free(t);
         accept_vec("limit-metadata-decoded-16mib",
                    "metadata_decoded_length = 2^24 (the maximum): the JSON followed by whitespace, RLE blocks", &b,
                    NULL);
-        buf_free(&b);
+        xb_free(&b);
     }
     {
         /* every name hashes to slot 0 of 2048: one probe chain 1024 long.
@@ -563,7 +563,7 @@ static void limits(void)
          * each name does n^2/2 comparisons, which at 65536 names is hours. */
         enum { FLOOD = 1024 };
         S *s = A(FLOOD * sizeof *s);
-        uint32_t mask = slot_count(FLOOD) - 1;
+        uint32_t mask = xm_slot_count(FLOOD) - 1;
         int got = 0;
         for (uint32_t k = 0; got < FLOOD; k++) {
             char name[32];
@@ -597,7 +597,7 @@ static void limits(void)
 
 /* ------------------------------------------------------------ forward compatibility */
 
-static buf small_file(int with_module)
+static xb small_file(int with_module)
 {
     S s[3] = {
         adapter("m.lora_A.weight", EXPERT_SECTION_LORA_A, EXPERT_DTYPE_F32, 0, 0, 2, 1, 4, 900),
@@ -607,56 +607,56 @@ static buf small_file(int with_module)
     const char *meta = "{\"format\":\"expert-v2\",\"name\":\"fc\",\"version\":\"1.0.0\",\"modules\":["
                        "{\"path\":\"m\",\"type\":\"lora\",\"layer\":0,\"r\":1,\"alpha\":1,\"rslora\":false}]}";
     F f = {with_module ? meta : META_MIN, with_module ? s : s + 2, with_module ? 3 : 1, 64, 0, 0};
-    buf b;
+    xb b;
     build_norm(&f, &b);
     return b;
 }
 
 static void forward_compat(void)
 {
-    buf b = small_file(1);
+    xb b = small_file(1);
     {
-        buf c = dupb(&b);
+        xb c = dupb(&b);
         wr16(c.p + H_MINOR, 1);
         fix(&c);
         accept_vec("minor-version-1", "minor version 1: read as 2.0", &c, NULL);
         wr16(c.p + H_MINOR, 0xFFFF);
         fix(&c);
         accept_vec("minor-version-65535", "minor version 65535: read as 2.0", &c, NULL);
-        buf_free(&c);
+        xb_free(&c);
     }
     {
         static const uint32_t hs[2] = {264, 4096};
         for (int i = 0; i < 2; i++) {
-            model m;
+            xm_model m;
             model_parse(b.p, b.n, &m);
             uint8_t ext[4096 - 256];
             for (size_t k = 0; k < sizeof ext; k++)
                 ext[k] = (uint8_t)(0xA5 ^ k);
-            model_set_header_size(&m, hs[i], ext);
-            buf c;
-            model_serialize(&m, NULL, &c);
-            model_free(&m);
+            xm_set_header_size(&m, hs[i], ext);
+            xb c;
+            xm_serialize(&m, NULL, &c);
+            xm_free(&m);
             accept_vec(AS("header-size-%u", hs[i]),
                        AS("header_size %u: a %u-byte header extension of non-zero bytes, ignored but hashed", hs[i],
                           hs[i] - 256),
                        &c, NULL);
-            buf_free(&c);
+            xb_free(&c);
         }
     }
     {
-        buf c = dupb(&b);
+        xb c = dupb(&b);
         wr32(c.p + H_FLAGS, 0xFFFF0000u);
         fix(&c);
         accept_vec("header-flags-must-ignore", "header flags 0xFFFF0000: every must-ignore bit (16-31) set", &c, NULL);
-        buf_free(&c);
+        xb_free(&c);
         c = dupb(&b);
         wr32(E(&c, 0) + T_FLAGS, 0x00010000u);
         wr32(E(&c, 1) + T_FLAGS, 0x80000000u);
         wr32(E(&c, 2) + T_FLAGS, 0xFFFF0000u);
         fix(&c);
         accept_vec("toc-flags-must-ignore", "TOC flags with must-ignore bits 16, 31 and 16-31 set", &c, NULL);
-        buf_free(&c);
+        xb_free(&c);
     }
     {
         /* must-ignore section types: every generic check still applies, no type or module rule */
@@ -678,7 +678,7 @@ static void forward_compat(void)
                   "LoRA module, layer 7, a shape LORA_A could not have) and 0xABCD (empty)",
                   &f, 1);
     }
-    buf_free(&b);
+    xb_free(&b);
 }
 
 /* ------------------------------------------------------------ metadata edge cases */
@@ -694,21 +694,21 @@ static void meta_vector(const char *name, const char *desc, const char *json, in
     const char *base_meta = "{\"format\":\"expert-v2\",\"name\":\"m\",\"version\":\"1\",\"modules\":["
                             "{\"path\":\"m\",\"type\":\"lora\",\"layer\":0,\"r\":1,\"alpha\":1,\"rslora\":false}]}";
     F f = {crafted ? base_meta : json, s, 2, 64, 0, 0};
-    buf b;
+    xb b;
     build_norm(&f, &b);
     if (crafted) { /* the writer's own JSON check is not under test: splice the metadata in */
-        model m;
+        xm_model m;
         model_parse(b.p, b.n, &m);
         model_set_meta_json(&m, json, strlen(json));
-        buf_free(&b);
-        model_serialize(&m, NULL, &b);
-        model_free(&m);
+        xb_free(&b);
+        xm_serialize(&m, NULL, &b);
+        xm_free(&m);
     }
     if (impl_note != NULL)
         impl_vec(name, desc, &b, impl_note, NULL);
     else
         accept_vec(name, desc, &b, NULL);
-    buf_free(&b);
+    xb_free(&b);
 }
 
 static void meta_accept(const char *name, const char *desc, const char *json, int crafted)
@@ -765,29 +765,29 @@ static void metadata_edge(void)
     /* metadata frames: a content checksum that matches; a non-single-segment frame */
     const char *json = "{\"format\":\"expert-v2\",\"name\":\"frame\",\"version\":\"1\",\"modules\":[]}";
     for (int k = 0; k < 2; k++) {
-        buf base;
+        xb base;
         F f = {META_MIN, NULL, 0, 64, 0, 0};
         build(&f, &base);
-        model m;
+        xm_model m;
         model_parse(base.p, base.n, &m);
-        buf_free(&base);
-        buf fr = {0};
+        xb_free(&base);
+        xb fr = {0};
         zf_opts o = {0};
         if (k == 0)
             o.checksum = 1;
         else
             o.window_log = 20;
-        zframe(&fr, (const uint8_t *)json, strlen(json), &o);
-        model_set_meta_stored(&m, fr.p, fr.n, strlen(json));
-        buf_free(&fr);
-        buf b;
-        model_serialize(&m, NULL, &b);
-        model_free(&m);
+        frame(&fr, (const uint8_t *)json, strlen(json), &o);
+        xm_set_meta_stored(&m, fr.p, fr.n, strlen(json));
+        xb_free(&fr);
+        xb b;
+        xm_serialize(&m, NULL, &b);
+        xm_free(&m);
         accept_vec(k == 0 ? "metadata-frame-checksum" : "metadata-frame-window-descriptor",
                    k == 0 ? "metadata frame with a correct content checksum (allowed, spec §7.3)"
                           : "metadata frame that is not single-segment: a 1 MiB window descriptor and a 4-byte FCS",
                    &b, NULL);
-        buf_free(&b);
+        xb_free(&b);
     }
 }
 
@@ -795,40 +795,40 @@ static void metadata_edge(void)
 
 static void layouts(void)
 {
-    buf b = base_b();
-    model m;
+    xb b = base_b();
+    xm_model m;
     {
-        layout L = {0};
+        xm_layout L = {0};
         L.regions_first = 1;
         model_parse(b.p, b.n, &m);
-        buf c;
-        model_serialize(&m, &L, &c);
-        model_free(&m);
+        xb c;
+        xm_serialize(&m, &L, &c);
+        xm_free(&m);
         accept_vec("layout-regions-first",
                    "metadata, TOC, index and strings before the sections (not the canonical order, spec §2.3)", &c,
                    NULL);
-        buf_free(&c);
+        xb_free(&c);
     }
     {
-        layout L = {0};
+        xm_layout L = {0};
         L.reverse_sections = 1;
         model_parse(b.p, b.n, &m);
-        buf c;
-        model_serialize(&m, &L, &c);
-        model_free(&m);
+        xb c;
+        xm_serialize(&m, &L, &c);
+        xm_free(&m);
         accept_vec("layout-sections-reversed", "sections stored in the reverse of TOC order", &c, NULL);
-        buf_free(&c);
+        xb_free(&c);
     }
     {
-        layout L = {0};
+        xm_layout L = {0};
         L.gap_strings = 7;
         model_parse(b.p, b.n, &m);
-        buf c;
-        model_serialize(&m, &L, &c);
-        model_free(&m);
+        xb c;
+        xm_serialize(&m, &L, &c);
+        xm_free(&m);
         accept_vec("layout-strings-gap-7",
                    "the strings region starts 7 zero bytes after the index (the most the gap rule allows)", &c, NULL);
-        buf_free(&c);
+        xb_free(&c);
     }
     {
         /* names share bytes; the strings region has bytes that belong to no name */
@@ -838,25 +838,25 @@ static void layouts(void)
             tensor("b.weight", EXPERT_DTYPE_U8, 0, 1, 4, 0, 0, 0, 952),
         };
         F f = {META_MIN, s, 3, 64, 0, 0};
-        buf c;
+        xb c;
         build_norm(&f, &c);
         model_parse(c.p, c.n, &m);
-        buf_free(&c);
+        xb_free(&c);
         static const char str[] = "unused:ab.weight:more-unused";
         free(m.strings);
         m.strings_len = sizeof str - 1;
         m.strings = xmalloc(m.strings_len);
         memcpy(m.strings, str, m.strings_len);
-        wr32(m.sec[0].e + T_NAME_OFF, 7);  /* "ab.weight" */
-        wr32(m.sec[1].e + T_NAME_OFF, 10); /* "weight", inside it */
-        wr32(m.sec[2].e + T_NAME_OFF, 8);  /* "b.weight", inside it */
-        model_serialize(&m, NULL, &c);
-        model_free(&m);
+        wr32(m.sec[0].entry + T_NAME_OFF, 7);  /* "ab.weight" */
+        wr32(m.sec[1].entry + T_NAME_OFF, 10); /* "weight", inside it */
+        wr32(m.sec[2].entry + T_NAME_OFF, 8);  /* "b.weight", inside it */
+        xm_serialize(&m, NULL, &c);
+        xm_free(&m);
         accept_vec("layout-strings-shared-and-unused",
                    "names overlapping in the strings region (\"ab.weight\", \"b.weight\", \"weight\") and strings bytes "
                    "that belong to no name",
                    &c, NULL);
-        buf_free(&c);
+        xb_free(&c);
     }
     {
         S s[2] = {
@@ -864,7 +864,7 @@ static void layouts(void)
             tensor("x", EXPERT_DTYPE_F32, 0, 1, 3, 0, 0, 0, 960),
         };
         F f = {META_MIN, s, 2, 64, 0, 0};
-        buf c;
+        xb c;
         build_norm(&f, &c);
         wr64(E(&c, 0) + T_OFFSET, 256); /* inside section 1's bytes: empty sections are not extents */
         fix(&c);
@@ -872,42 +872,42 @@ static void layouts(void)
                    "an empty section at offset 256 (aligned, <= file_length, inside another section's bytes: empty "
                    "sections occupy nothing)",
                    &c, NULL);
-        buf_free(&c);
+        xb_free(&c);
     }
-    buf_free(&b);
+    xb_free(&b);
 }
 
 /* ------------------------------------------------------------ hand-built zstd frames */
 
-static buf z_variant(int codec, int frame, const zf_opts *o, void (*mangle)(buf *, int))
+static xb z_variant(int codec, int frame, const zf_opts *o, void (*mangle)(xb *, int))
 {
-    buf b = base_z(codec);
-    model m;
+    xb b = base_z(codec);
+    xm_model m;
     model_parse(b.p, b.n, &m);
-    buf_free(&b);
+    xb_free(&b);
     uint8_t *data = mkdata(EXPERT_DTYPE_F32, 20000, 201);
-    buf st = {0};
+    xb st = {0};
     framed(&st, data, 80000, 65536, 4, codec == 2, frame, o, mangle);
-    model_set_data(&m, 0, st.p, st.n);
-    buf_free(&st);
-    model_serialize(&m, NULL, &b);
-    model_free(&m);
+    xm_set_section(&m, 0, st.p, st.n);
+    xb_free(&st);
+    xm_serialize(&m, NULL, &b);
+    xm_free(&m);
     return b;
 }
 
 static void frames_by_hand(void)
 {
-    buf b = base_z(1);
+    xb b = base_z(1);
     accept_vec("frame-raw-blocks",
                "zstd sections whose frames are raw blocks (2 frames: 65536 + 14464 bytes, 1-byte and 2-byte FCS)", &b,
                NULL);
-    buf_free(&b);
+    xb_free(&b);
     b = base_z(2);
     accept_vec("frame-shuffle-raw-blocks",
                "shuffle+zstd sections built by hand (raw blocks): F32 in 2 frames, the last shuffled with its own N; "
                "U16 in one frame",
                &b, NULL);
-    buf_free(&b);
+    xb_free(&b);
     {
         /* long runs: RLE blocks */
         S s = tensor("runs.u8", EXPERT_DTYPE_U8, 1, 1, 300000, 0, 0, 0, 0);
@@ -915,22 +915,22 @@ static void frames_by_hand(void)
         for (size_t i = 0; i < s.len; i++)
             d[i] = (uint8_t)((i / 40000) * 17);
         F f = {META_MIN, &s, 1, 64, 65536, 0};
-        buf c;
+        xb c;
         build(&f, &c);
-        model m;
+        xm_model m;
         model_parse(c.p, c.n, &m);
         size_t ml;
         char *t = meta_text(c.p, c.n, &ml);
         model_set_meta_json(&m, t, ml);
-        buf_free(&c);
-        buf st = {0};
+        xb_free(&c);
+        xb st = {0};
         framed(&st, d, s.len, 65536, 1, 0, -1, NULL, NULL);
-        model_set_data(&m, 0, st.p, st.n);
-        buf_free(&st);
-        model_serialize(&m, NULL, &c);
-        model_free(&m);
+        xm_set_section(&m, 0, st.p, st.n);
+        xb_free(&st);
+        xm_serialize(&m, NULL, &c);
+        xm_free(&m);
         accept_vec("frame-rle-blocks", "a zstd section of 5 frames made of RLE blocks", &c, NULL);
-        buf_free(&c);
+        xb_free(&c);
     }
     struct {
         const char *name, *desc;
@@ -949,7 +949,7 @@ static void frames_by_hand(void)
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
         b = z_variant(1, v[i].frame, &v[i].o, NULL);
         accept_vec(v[i].name, v[i].desc, &b, NULL);
-        buf_free(&b);
+        xb_free(&b);
     }
     {
         /* spec §7.4: three F32 values 1.0, 2.0, -0.5 as shuffle+zstd, the exact bytes printed in the spec */
@@ -959,20 +959,20 @@ static void frames_by_hand(void)
         S s = tensor("spec.shuffle", EXPERT_DTYPE_F32, 2, 1, 3, 0, 0, 0, 0);
         memcpy((uint8_t *)s.data, plain, 12);
         F f = {META_MIN, &s, 1, 64, 65536, 0};
-        buf c;
+        xb c;
         build(&f, &c);
-        model m;
+        xm_model m;
         model_parse(c.p, c.n, &m);
         size_t ml;
         char *t = meta_text(c.p, c.n, &ml);
         model_set_meta_json(&m, t, ml);
-        buf_free(&c);
-        model_set_data(&m, 0, stored, sizeof stored);
-        model_serialize(&m, NULL, &c);
-        model_free(&m);
+        xb_free(&c);
+        xm_set_section(&m, 0, stored, sizeof stored);
+        xm_serialize(&m, NULL, &c);
+        xm_free(&m);
         accept_vec("spec-shuffle-example", "the shuffle+zstd section bytes of spec §7.4 (1.0, 2.0, -0.5 as F32)", &c,
                    NULL);
-        buf_free(&c);
+        xb_free(&c);
     }
 }
 

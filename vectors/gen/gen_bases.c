@@ -22,7 +22,7 @@ static const char *README = "# base vector\nOne LoRA module for the golden vecto
  *   2 FILE    adapter_config.json                                       @384
  *   3 FILE    docs/README.md                                            @512
  *   4 TENSOR  extra.bias F16 [5]                                        @576 (10 B), padding to 592 */
-buf base_b_meta(const char *meta)
+xb base_b_meta(const char *meta)
 {
     S s[5] = {
         adapter("model.layers.0.self_attn.q_proj.lora_A.weight", EXPERT_SECTION_LORA_A, EXPERT_DTYPE_F32, 0, 0, 2, 2,
@@ -34,23 +34,23 @@ buf base_b_meta(const char *meta)
         tensor("extra.bias", EXPERT_DTYPE_F16, EXPERT_CODEC_RAW, 1, 5, 0, 0, 0, 103),
     };
     F f = {meta, s, 5, 64, 0, 0};
-    buf b;
+    xb b;
     build_norm(&f, &b);
     return b;
 }
 
-buf base_b(void)
+xb base_b(void)
 {
-    static buf cache;
+    static xb cache;
     if (cache.p == NULL)
         cache = base_b_meta(META_B);
     return dupb(&cache);
 }
 
-buf base_empty(void)
+xb base_empty(void)
 {
     F f = {META_MIN, NULL, 0, 64, 0, 0};
-    buf b;
+    xb b;
     build_norm(&f, &b);
     return b;
 }
@@ -60,11 +60,11 @@ buf base_empty(void)
 const uint8_t *g_chunk;
 size_t g_chunk_len;
 
-void framed(buf *out, const uint8_t *data, size_t len, uint32_t F, size_t es, int shuffle, int bad_frame,
-            const zf_opts *bad_opts, void (*mangle)(buf *frame, int idx))
+void framed(xb *out, const uint8_t *data, size_t len, uint32_t F, size_t es, int shuffle, int bad_frame,
+            const zf_opts *bad_opts, void (*mangle)(xb *frame, int idx))
 {
     size_t nf = len ? (len - 1) / F + 1 : 0;
-    buf frames[64];
+    xb frames[64];
     if (nf > 64)
         die("framed: too many frames");
     uint8_t *tmp = xmalloc(F);
@@ -79,7 +79,7 @@ void framed(buf *out, const uint8_t *data, size_t len, uint32_t F, size_t es, in
             src = tmp;
         }
         memset(&frames[i], 0, sizeof frames[i]);
-        zframe(&frames[i], src, L, (int)i == bad_frame ? bad_opts : NULL);
+        frame(&frames[i], src, L, (int)i == bad_frame ? bad_opts : NULL);
         if ((int)i == bad_frame && mangle) {
             g_chunk = src;
             g_chunk_len = L;
@@ -90,42 +90,42 @@ void framed(buf *out, const uint8_t *data, size_t len, uint32_t F, size_t es, in
     for (size_t i = 0; i < nf; i++) {
         uint8_t c[4];
         wr32(c, (uint32_t)frames[i].n);
-        buf_put(out, c, 4);
+        xb_put(out, c, 4);
     }
     for (size_t i = 0; i < nf; i++) {
-        buf_put(out, frames[i].p, frames[i].n);
-        buf_free(&frames[i]);
+        xb_put(out, frames[i].p, frames[i].n);
+        xb_free(&frames[i]);
     }
     if (out->p == NULL)
-        buf_put(out, "", 0);
+        xb_put(out, "", 0);
 }
 
 /* Base Z: alignment 64, frame_size 65536, frames built by hand (raw/RLE
  * blocks), so the bytes do not depend on libzstd:
  *   0 TENSOR weights.z F32 [20000]: 80000 B = frames of 65536 + 14464
  *   1 TENSOR small.z   U16 [100]:     200 B = one frame */
-buf base_z(int codec)
+xb base_z(int codec)
 {
     S s[2] = {
         tensor("weights.z", EXPERT_DTYPE_F32, (uint8_t)codec, 1, 20000, 0, 0, 0, 201),
         tensor("small.z", EXPERT_DTYPE_U16, (uint8_t)codec, 1, 100, 0, 0, 0, 202),
     };
     F f = {META_MIN, s, 2, 64, 65536, 0};
-    buf b;
+    xb b;
     build(&f, &b);
     size_t ml;
     char *t = meta_text(b.p, b.n, &ml);
-    model m;
+    xm_model m;
     model_parse(b.p, b.n, &m);
     model_set_meta_json(&m, t, ml);
     for (int i = 0; i < 2; i++) {
-        buf st = {0};
+        xb st = {0};
         framed(&st, s[i].data, s[i].len, 65536, esize(s[i].dtype), codec == 2, -1, NULL, NULL);
-        model_set_data(&m, (uint32_t)i, st.p, st.n);
-        buf_free(&st);
+        xm_set_section(&m, (uint32_t)i, st.p, st.n);
+        xb_free(&st);
     }
-    buf_free(&b);
-    model_serialize(&m, NULL, &b);
-    model_free(&m);
+    xb_free(&b);
+    xm_serialize(&m, NULL, &b);
+    xm_free(&m);
     return b;
 }

@@ -7,9 +7,9 @@
 
 void gen_impl(void)
 {
-    buf b = base_b();
+    xb b = base_b();
     {
-        buf c = dupb(&b);
+        xb c = dupb(&b);
         sign_buf(&c, 1);
         c.p[rd64(E(&c, 0) + T_OFFSET)] ^= 0x01; /* the section no longer matches its digest */
         fix(&c);                                /* new file_sha256 -> new structure_sha256 -> the signature is stale */
@@ -20,9 +20,9 @@ void gen_impl(void)
                  "SECTION_HASH_MISMATCH (access) or BAD_SIGNATURE: a reader MAY verify the signature right after "
                  "structural validation (spec §12.3)",
                  KEY1_PUB);
-        buf_free(&c);
+        xb_free(&c);
     }
-    buf_free(&b);
+    xb_free(&b);
     {
         /* two defects at full level: invalid CSR and a signature made with another key */
         const char *osd = "{\"format\":\"expert-v2\",\"name\":\"csr\",\"version\":\"1\",\"modules\":[{\"path\":\"o\","
@@ -46,42 +46,42 @@ void gen_impl(void)
             s[i].module = 0;
         }
         F f = {osd, s, 6, 64, 0, 2};
-        buf c;
+        xb c;
         build_norm(&f, &c);
         impl_vec("csr-invalid-and-signature-bad",
                  "invalid CSR (indptr[0] = 1) in a file signed with the TEST 2 key, read with the TEST 1 public key",
                  &c, "DECODE_FAILED (full) or BAD_SIGNATURE, depending on when the reader checks the signature",
                  KEY1_PUB);
-        buf_free(&c);
+        xb_free(&c);
     }
     {
         /* 128 MiB of zeros in two 64 MiB RLE frames: decode it, or fail with NOMEM */
         S s = tensor("zeros", EXPERT_DTYPE_U8, 1, 1, 1, 0, 0, 0, 0);
         F f = {META_MIN, &s, 1, 64, 1u << 26, 0};
-        buf c;
+        xb c;
         build(&f, &c);
         size_t ml;
         char *t = meta_text(c.p, c.n, &ml);
-        model m;
+        xm_model m;
         model_parse(c.p, c.n, &m);
-        buf_free(&c);
+        xb_free(&c);
         model_set_meta_json(&m, t, ml);
         size_t n = (size_t)1 << 27;
         uint8_t *z = xcalloc(1, n);
-        wr64(m.sec[0].e + T_DECODED, n);
-        wr64(m.sec[0].e + T_DIMS, n);
-        sha256(z, n, m.sec[0].e + T_SHA);
-        buf st = {0};
+        wr64(m.sec[0].entry + T_DECODED, n);
+        wr64(m.sec[0].entry + T_DIMS, n);
+        sha256(z, n, m.sec[0].entry + T_SHA);
+        xb st = {0};
         framed(&st, z, n, 1u << 26, 1, 0, -1, NULL, NULL);
         free(z);
-        model_set_data(&m, 0, st.p, st.n);
-        buf_free(&st);
-        model_serialize(&m, NULL, &c);
-        model_free(&m);
+        xm_set_section(&m, 0, st.p, st.n);
+        xb_free(&st);
+        xm_serialize(&m, NULL, &c);
+        xm_free(&m);
         impl_vec("large-section-128mib",
                  "a valid U8 section of 2^27 zero bytes stored as two 64 MiB frames of RLE blocks (about 2 KiB)", &c,
                  "accepted, or NOMEM when the reader will not allocate 128 MiB (spec §12: NOMEM may occur anywhere)",
                  NULL);
-        buf_free(&c);
+        xb_free(&c);
     }
 }

@@ -118,22 +118,22 @@ static int cmp_str(const void *a, const void *b)
 void out_sums(void)
 {
     qsort(g_files, g_nfiles, sizeof *g_files, cmp_str);
-    buf s = {0};
+    xb s = {0};
     for (size_t i = 0; i < g_nfiles; i++) {
-        buf f;
+        xb f;
         if (file_load(AS("%s/%s", g_out, g_files[i]), &f) != 0)
             die("cannot read back %s", g_files[i]);
         uint8_t d[32];
         char h[65];
         sha256(f.p, f.n, d);
         hex(d, 32, h);
-        buf_printf(&s, "%s  %s\n", h, g_files[i]);
-        buf_free(&f);
+        xb_printf(&s, "%s  %s\n", h, g_files[i]);
+        xb_free(&f);
     }
     char *path = AS("%s/SHA256SUMS", g_out);
     if (file_save(path, s.p, s.n) != 0)
         die("cannot write %s", path);
-    buf_free(&s);
+    xb_free(&s);
     free(g_files);
     g_files = NULL;
     g_nfiles = g_cfiles = 0;
@@ -385,13 +385,13 @@ void write_keys(void)
     const char *spec_pub = "-----BEGIN PUBLIC KEY-----\n"
                            "MCowBQYDK2VwAyEA11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\n"
                            "-----END PUBLIC KEY-----\n";
-    buf a, b;
+    xb a, b;
     if (file_load(AS("%s/%s", g_out, KEY1_PRIV), &a) || file_load(AS("%s/%s", g_out, KEY1_PUB), &b))
         die("cannot read the keys back");
     if (strcmp((char *)a.p, spec_priv) != 0 || strcmp((char *)b.p, spec_pub) != 0)
         die("the TEST 1 key PEM differs from spec §16");
-    buf_free(&a);
-    buf_free(&b);
+    xb_free(&a);
+    xb_free(&b);
     /* Not an Ed25519 key: an X25519 public key (RFC 8410), for BAD_KEY. */
     const char *x25519 = "-----BEGIN PUBLIC KEY-----\n"
                          "MCowBQYDK2VuAyEA3p7bfXt9wbTTW2HC7OQ1Nz+DQ8hbeGdNrfx+FG+IK08=\n"
@@ -422,7 +422,7 @@ static void ed_sign(int which, const uint8_t *msg, size_t n, uint8_t sig[64])
     EVP_PKEY_free(k);
 }
 
-void sign_buf(buf *b, int which)
+void sign_buf(xb *b, int which)
 {
     uint8_t msg[48];
     memcpy(msg, "HLLMEXP2-SIGN-V1", 16);
@@ -430,7 +430,7 @@ void sign_buf(buf *b, int which)
     ed_sign(which, msg, 48, b->p + H_SIG);
 }
 
-void sign_raw(buf *b, int which, const uint8_t *msg, size_t n) { ed_sign(which, msg, n, b->p + H_SIG); }
+void sign_raw(xb *b, int which, const uint8_t *msg, size_t n) { ed_sign(which, msg, n, b->p + H_SIG); }
 
 /* ------------------------------------------------------------ builders */
 
@@ -443,7 +443,7 @@ static expert_private_key *load_priv(int which)
     return k;
 }
 
-int build_try(const F *f, buf *out)
+int build_try(const F *f, xb *out)
 {
     char *path = AS("%s/.build.expert", g_out);
     expert_writer_options o;
@@ -498,7 +498,7 @@ int build_try(const F *f, buf *out)
     return 0;
 }
 
-void build(const F *f, buf *out)
+void build(const F *f, xb *out)
 {
     if (build_try(f, out) != 0)
         die("the reference writer refused a valid file (metadata %s)", f->meta);
@@ -519,17 +519,17 @@ char *meta_text(const uint8_t *p, size_t n, size_t *len)
     return t;
 }
 
-void normalize(buf *b)
+void normalize(xb *b)
 {
     size_t ml;
     char *t = meta_text(b->p, b->n, &ml);
-    model m;
+    xm_model m;
     model_parse(b->p, b->n, &m);
     model_set_meta_json(&m, t, ml);
-    buf o;
-    model_serialize(&m, NULL, &o);
-    model_free(&m);
-    buf_free(b);
+    xb o;
+    xm_serialize(&m, NULL, &o);
+    xm_free(&m);
+    xb_free(b);
     *b = o;
 }
 
@@ -540,7 +540,7 @@ void normalize(buf *b)
  * canonical layout with fresh digests. For a valid file this is byte for byte
  * what the writer would produce with a raw-block metadata frame; it also
  * builds the invalid files of the reject vectors. */
-void build_norm(const F *f, buf *out)
+void build_norm(const F *f, xb *out)
 {
     S *s = xcalloc((size_t)f->n, sizeof *s);
     for (int i = 0; i < f->n; i++) {
@@ -555,57 +555,57 @@ void build_norm(const F *f, buf *out)
     g.sign = 0;
     build(&g, out);
     free(s);
-    model m;
+    xm_model m;
     model_parse(out->p, out->n, &m);
     for (int i = 0; i < f->n; i++) {
-        wr16(m.sec[i].e + T_TYPE, f->s[i].type);
-        wr32(m.sec[i].e + T_MODULE, f->s[i].module);
+        wr16(m.sec[i].entry + T_TYPE, f->s[i].type);
+        wr32(m.sec[i].entry + T_MODULE, f->s[i].module);
     }
     model_set_meta_json(&m, f->meta, strlen(f->meta));
-    buf_free(out);
-    model_serialize(&m, NULL, out);
-    model_free(&m);
+    xb_free(out);
+    xm_serialize(&m, NULL, out);
+    xm_free(&m);
     if (f->sign)
         sign_buf(out, f->sign);
 }
 
-buf dupb(const buf *b)
+xb dupb(const xb *b)
 {
-    buf d = {0};
-    buf_put(&d, b->p, b->n);
+    xb d = {0};
+    xb_put(&d, b->p, b->n);
     return d;
 }
 
-uint8_t *E(buf *b, uint32_t i) { return b->p + rd64(b->p + H_TOC_OFF) + (uint64_t)TOC_ENTRY * i; }
+uint8_t *E(xb *b, uint32_t i) { return b->p + rd64(b->p + H_TOC_OFF) + (uint64_t)TOC_ENTRY * i; }
 
-void fix(buf *b) { rehash(b->p, b->n); }
+void fix(xb *b) { xm_rehash(b->p, b->n); }
 
-void set_sha_from_raw(buf *b, uint32_t i)
+void set_sha_from_raw(xb *b, uint32_t i)
 {
     uint8_t *e = E(b, i);
     sha256(b->p + rd64(e + T_OFFSET), (size_t)rd64(e + T_DECODED), e + T_SHA);
 }
 
-void model_compact_strings(model *m)
+void model_compact_strings(xm_model *m)
 {
-    buf s = {0};
+    xb s = {0};
     for (uint32_t i = 0; i < m->n; i++) {
-        uint32_t no = rd32(m->sec[i].e + T_NAME_OFF);
-        uint16_t nl = rd16(m->sec[i].e + T_NAME_LEN);
-        wr32(m->sec[i].e + T_NAME_OFF, (uint32_t)s.n);
-        buf_put(&s, m->strings + no, nl);
+        uint32_t no = rd32(m->sec[i].entry + T_NAME_OFF);
+        uint16_t nl = rd16(m->sec[i].entry + T_NAME_LEN);
+        wr32(m->sec[i].entry + T_NAME_OFF, (uint32_t)s.n);
+        xb_put(&s, m->strings + no, nl);
     }
     free(m->strings);
     m->strings = xmalloc(s.n);
     if (s.n)
         memcpy(m->strings, s.p, s.n);
     m->strings_len = s.n;
-    buf_free(&s);
+    xb_free(&s);
 }
 
-void model_rename(model *m, uint32_t i, const void *name, size_t len)
+void model_rename(xm_model *m, uint32_t i, const void *name, size_t len)
 {
-    model_set_name(m, i, name, len);
+    xm_set_name(m, i, name, len);
     model_compact_strings(m);
 }
 
@@ -713,7 +713,7 @@ static int shuffle_sensitive(const uint8_t *p, size_t n)
 
 static char *describe(const uint8_t *p, size_t n)
 {
-    buf o = {0};
+    xb o = {0};
     char h1[65], h2[65];
     hex(p + H_FILE_SHA, 32, h1);
     hex(p + H_STRUCT_SHA, 32, h2);
@@ -721,7 +721,7 @@ static char *describe(const uint8_t *p, size_t n)
     for (int i = 0; i < 64; i++)
         is_signed |= p[H_SIG + i] != 0;
     uint32_t cnt = rd32(p + H_TOC_COUNT);
-    buf_printf(&o,
+    xb_printf(&o,
                "{\n  \"header\": {\"major\": %u, \"minor\": %u, \"alignment\": %u, \"section_count\": %u, "
                "\"signed\": %s,\n             \"file_sha256\": \"%s\",\n             \"structure_sha256\": "
                "\"%s\"},\n",
@@ -729,7 +729,7 @@ static char *describe(const uint8_t *p, size_t n)
     size_t ml;
     char *t = meta_text(p, n, &ml);
     char *min = json_minify(t, ml);
-    buf_printf(&o, "  \"metadata\": %s,\n  \"sections\": [", min);
+    xb_printf(&o, "  \"metadata\": %s,\n  \"sections\": [", min);
     free(min);
     uint64_t toc = rd64(p + H_TOC_OFF), str = rd64(p + H_STR_OFF);
     for (uint32_t i = 0; i < cnt; i++) {
@@ -744,29 +744,29 @@ static char *describe(const uint8_t *p, size_t n)
             die("describe: section %u: digest of the decoded bytes differs from the TOC", i);
         char hx[65];
         hex(dig, 32, hx);
-        buf_printf(&o, "%s\n    {\"index\": %u, \"name\": ", i ? "," : "", i);
+        xb_printf(&o, "%s\n    {\"index\": %u, \"name\": ", i ? "," : "", i);
         json_str(&o, p + str + rd32(e + T_NAME_OFF), rd16(e + T_NAME_LEN));
-        buf_printf(&o, ", \"type\": %u, \"codec\": %u, \"dtype\": %u, \"shape\": [", rd16(e + T_TYPE), e[T_CODEC],
+        xb_printf(&o, ", \"type\": %u, \"codec\": %u, \"dtype\": %u, \"shape\": [", rd16(e + T_TYPE), e[T_CODEC],
                    e[T_DTYPE]);
         for (int k = 0; k < e[T_RANK]; k++)
-            buf_printf(&o, "%s%llu", k ? ", " : "", (unsigned long long)rd64(e + T_DIMS + 8 * k));
+            xb_printf(&o, "%s%llu", k ? ", " : "", (unsigned long long)rd64(e + T_DIMS + 8 * k));
         uint32_t layer = rd32(e + T_LAYER), module = rd32(e + T_MODULE);
-        buf_str(&o, "], \"layer\": ");
+        xb_str(&o, "], \"layer\": ");
         if (layer == 0xFFFFFFFFu)
-            buf_str(&o, "null");
+            xb_str(&o, "null");
         else
-            buf_printf(&o, "%u", layer);
-        buf_str(&o, ", \"module\": ");
+            xb_printf(&o, "%u", layer);
+        xb_str(&o, ", \"module\": ");
         if (module == 0xFFFFFFFFu)
-            buf_str(&o, "null");
+            xb_str(&o, "null");
         else
-            buf_printf(&o, "%u", module);
-        buf_printf(&o, ",\n     \"flags\": %u, \"decoded_length\": %llu, \"sha256\": \"%s\"}", rd32(e + T_FLAGS),
+            xb_printf(&o, "%u", module);
+        xb_printf(&o, ",\n     \"flags\": %u, \"decoded_length\": %llu, \"sha256\": \"%s\"}", rd32(e + T_FLAGS),
                    (unsigned long long)rd64(e + T_DECODED), hx);
     }
-    buf_str(&o, cnt ? "\n  ]\n}\n" : "]\n}\n");
+    xb_str(&o, cnt ? "\n  ]\n}\n" : "]\n}\n");
     char *s = AS("%s", (char *)o.p);
-    buf_free(&o);
+    xb_free(&o);
     return s;
 }
 
@@ -776,17 +776,17 @@ static void check_valid(const char *name, const uint8_t *p, size_t n)
     if (n < 256 || memcmp(p, "HLLMEXP\0", 8) != 0 || rd64(p + H_FILE_LEN) != n)
         die("%s: not a plausible file", name);
     uint8_t h[32];
-    file_sha(p, n, h);
+    xm_file_sha(p, n, h);
     if (memcmp(h, p + H_FILE_SHA, 32) != 0)
         die("%s: file_sha256 is stale", name);
-    structure_sha(p, n, h);
+    xm_structure_sha(p, n, h);
     if (memcmp(h, p + H_STRUCT_SHA, 32) != 0)
         die("%s: structure_sha256 is stale", name);
 }
 
 /* ------------------------------------------------------------ emitters */
 
-void accept_vec(const char *name, const char *desc, const buf *b, const char *key)
+void accept_vec(const char *name, const char *desc, const xb *b, const char *key)
 {
     vec *v = new_vec("accept", name, desc);
     check_valid(v->name, b->p, b->n);
@@ -799,7 +799,7 @@ void accept_vec(const char *name, const char *desc, const buf *b, const char *ke
     out_write(v->expect, d, strlen(d));
 }
 
-void reject_vec(const char *name, const char *desc, const buf *b, const char *error, const char *level,
+void reject_vec(const char *name, const char *desc, const xb *b, const char *error, const char *level,
                 const char *key)
 {
     vec *v = new_vec("reject", name, desc);
@@ -816,7 +816,7 @@ void reject_vec(const char *name, const char *desc, const buf *b, const char *er
     out_write(v->file, b->p, b->n);
 }
 
-void rebuild_reject_vec(const char *name, const char *desc, const buf *b, const char *error,
+void rebuild_reject_vec(const char *name, const char *desc, const xb *b, const char *error,
                         const char *section)
 {
     reject_vec(name, desc, b, error, "full", NULL);
@@ -825,7 +825,7 @@ void rebuild_reject_vec(const char *name, const char *desc, const buf *b, const 
     v->rebuild = section;
 }
 
-void impl_vec(const char *name, const char *desc, const buf *b, const char *note, const char *key)
+void impl_vec(const char *name, const char *desc, const xb *b, const char *note, const char *key)
 {
     vec *v = new_vec("impl", name, desc);
     v->file = AS("%s.expert", v->name);
@@ -844,24 +844,24 @@ void write_vec(const char *name, const char *desc, const char *request_json, con
 
 /* ------------------------------------------------------------ manifest, README */
 
-static void jfield(buf *o, const char *k, const char *v)
+static void jfield(xb *o, const char *k, const char *v)
 {
-    buf_printf(o, ", \"%s\": ", k);
+    xb_printf(o, ", \"%s\": ", k);
     if (v)
         json_str(o, (const uint8_t *)v, strlen(v));
     else
-        buf_str(o, "null");
+        xb_str(o, "null");
 }
 
 void write_manifest(void)
 {
-    buf o = {0};
-    buf_printf(&o, "{\"generator\": \"vectors/gen (expert-vectors-gen)\", \"zstd_version\": \"%s\",\n"
+    xb o = {0};
+    xb_printf(&o, "{\"generator\": \"vectors/gen (expert-vectors-gen)\", \"zstd_version\": \"%s\",\n"
                    " \"vectors\": [\n",
                ZSTD_versionString());
     for (int i = 0; i < g_nvecs; i++) {
         vec *v = &g_vecs[i];
-        buf_str(&o, "  {\"name\": ");
+        xb_str(&o, "  {\"name\": ");
         json_str(&o, (const uint8_t *)v->name, strlen(v->name));
         jfield(&o, "group", v->group);
         if (strcmp(v->group, "write") == 0) {
@@ -881,19 +881,19 @@ void write_manifest(void)
             jfield(&o, "rebuild", v->rebuild);
             if (v->rebuild_sha256) {
                 jfield(&o, "rebuild_sha256", v->rebuild_sha256);
-                buf_printf(&o, ", \"rebuild_length\": %llu", (unsigned long long)v->rebuild_length);
+                xb_printf(&o, ", \"rebuild_length\": %llu", (unsigned long long)v->rebuild_length);
             }
         }
         if (v->key || strcmp(v->group, "accept") == 0)
             jfield(&o, "key", v->key);
         if (v->shuffle)
-            buf_str(&o, ", \"tags\": [\"shuffle-sensitive\"]");
+            xb_str(&o, ", \"tags\": [\"shuffle-sensitive\"]");
         jfield(&o, "description", v->desc);
-        buf_str(&o, i + 1 < g_nvecs ? "},\n" : "}\n");
+        xb_str(&o, i + 1 < g_nvecs ? "},\n" : "}\n");
     }
-    buf_str(&o, " ]}\n");
+    xb_str(&o, " ]}\n");
     out_write("manifest.json", o.p, o.n);
-    buf_free(&o);
+    xb_free(&o);
 }
 
 void write_readme(void)
@@ -909,8 +909,8 @@ void write_readme(void)
     for (int i = 0; i < g_nvecs; i++)
         for (int g = 0; g < 4; g++)
             count[g] += strcmp(g_vecs[i].group, groups[g]) == 0;
-    buf o = {0};
-    buf_printf(&o,
+    xb o = {0};
+    xb_printf(&o,
                "# Golden vectors for `.expert` v2\n\n"
                "Generated by `vectors/gen` (do not edit by hand; regenerate with `expert-vectors-gen`, see\n"
                "`vectors/meson.build`). The committed bytes are the truth: `SHA256SUMS` lists every file and\n"
@@ -926,21 +926,21 @@ void write_readme(void)
                "writer's output byte for byte (libzstd level 19).\n",
                g_nvecs, count[0], count[1], count[2], count[3], ZSTD_versionString());
     for (int g = 0; g < 4; g++) {
-        buf_printf(&o, "\n## %s\n\n", titles[g]);
+        xb_printf(&o, "\n## %s\n\n", titles[g]);
         for (int i = 0; i < g_nvecs; i++) {
             vec *v = &g_vecs[i];
             if (strcmp(v->group, groups[g]) != 0)
                 continue;
-            buf_printf(&o, "- `%s` — %s", v->name, v->desc);
+            xb_printf(&o, "- `%s` — %s", v->name, v->desc);
             if (v->error)
-                buf_printf(&o, " → **%s** (%s)", v->error, v->level);
+                xb_printf(&o, " → **%s** (%s)", v->error, v->level);
             if (v->note)
-                buf_printf(&o, " (either outcome: %s)", v->note);
+                xb_printf(&o, " (either outcome: %s)", v->note);
             if (v->key)
-                buf_printf(&o, " [key `%s`]", v->key);
-            buf_str(&o, "\n");
+                xb_printf(&o, " [key `%s`]", v->key);
+            xb_str(&o, "\n");
         }
     }
     out_write("README.md", o.p, o.n);
-    buf_free(&o);
+    xb_free(&o);
 }

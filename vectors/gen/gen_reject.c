@@ -10,60 +10,60 @@
 #define AC "access"
 #define FU "full"
 
-static void R(const char *name, const char *desc, buf *b, const char *error, const char *level)
+static void R(const char *name, const char *desc, xb *b, const char *error, const char *level)
 {
     reject_vec(name, desc, b, error, level, NULL);
-    buf_free(b);
+    xb_free(b);
 }
 
-static void RK(const char *name, const char *desc, buf *b, const char *error, const char *level, const char *key)
+static void RK(const char *name, const char *desc, xb *b, const char *error, const char *level, const char *key)
 {
     reject_vec(name, desc, b, error, level, key);
-    buf_free(b);
+    xb_free(b);
 }
 
 /* base B with another metadata text (a raw-block frame) */
-static buf meta_b(const char *json)
+static xb meta_b(const char *json)
 {
-    buf b = base_b();
-    model m;
+    xb b = base_b();
+    xm_model m;
     model_parse(b.p, b.n, &m);
-    buf_free(&b);
+    xb_free(&b);
     model_set_meta_json(&m, json, strlen(json));
-    model_serialize(&m, NULL, &b);
-    model_free(&m);
+    xm_serialize(&m, NULL, &b);
+    xm_free(&m);
     return b;
 }
 
 /* base B with stored metadata bytes given verbatim */
-static buf meta_b_stored(const buf *frame, uint64_t decoded_len)
+static xb meta_b_stored(const xb *frame, uint64_t decoded_len)
 {
-    buf b = base_b();
-    model m;
+    xb b = base_b();
+    xm_model m;
     model_parse(b.p, b.n, &m);
-    buf_free(&b);
-    model_set_meta_stored(&m, frame->p, frame->n, decoded_len);
-    model_serialize(&m, NULL, &b);
-    model_free(&m);
+    xb_free(&b);
+    xm_set_meta_stored(&m, frame->p, frame->n, decoded_len);
+    xm_serialize(&m, NULL, &b);
+    xm_free(&m);
     return b;
 }
 
-static buf reserialize(const buf *b, void (*edit)(model *, void *), void *ctx, const layout *L)
+static xb reserialize(const xb *b, void (*edit)(xm_model *, void *), void *ctx, const xm_layout *L)
 {
-    model m;
+    xm_model m;
     model_parse(b->p, b->n, &m);
     if (edit)
         edit(&m, ctx);
-    buf o;
-    model_serialize(&m, L, &o);
-    model_free(&m);
+    xb o;
+    xm_serialize(&m, L, &o);
+    xm_free(&m);
     return o;
 }
 
-static buf norm_file(const char *meta, S *s, int n)
+static xb norm_file(const char *meta, S *s, int n)
 {
     F f = {meta, s, n, 64, 0, 0};
-    buf b;
+    xb b;
     build_norm(&f, &b);
     return b;
 }
@@ -72,7 +72,7 @@ static buf norm_file(const char *meta, S *s, int n)
 
 static void header_vectors(void)
 {
-    buf b = base_b(), c;
+    xb b = base_b(), c;
 
     c = dupb(&b);
     c.p[0] = 'h';
@@ -82,20 +82,20 @@ static void header_vectors(void)
     c.p[7] = '2';
     fix(&c);
     R("magic-missing-nul", "magic ends in '2' instead of NUL", &c, "BAD_MAGIC", ST);
-    c = (buf){0};
-    buf_put(&c, "", 0);
+    c = (xb){0};
+    xb_put(&c, "", 0);
     R("file-empty", "a file of 0 bytes", &c, "BAD_MAGIC", ST);
-    c = (buf){0};
-    buf_put(&c, "HLLMEXP", 7);
+    c = (xb){0};
+    xb_put(&c, "HLLMEXP", 7);
     R("file-7-bytes", "the first 7 magic bytes only: shorter than 8 bytes", &c, "BAD_MAGIC", ST);
     {
         static const uint8_t gz[20] = {0x1F, 0x8B, 8, 0, 0, 0, 0, 0, 0, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0};
-        c = (buf){0};
-        buf_put(&c, gz, sizeof gz);
+        c = (xb){0};
+        xb_put(&c, gz, sizeof gz);
         R("magic-gzip", "a gzip stream (the v1 tar.gz container), not the v2 magic", &c, "BAD_MAGIC", ST);
     }
-    c = (buf){0};
-    buf_put(&c, b.p, 255);
+    c = (xb){0};
+    xb_put(&c, b.p, 255);
     R("file-truncated-in-header", "the first 255 bytes of a valid file: magic present, header incomplete", &c,
       "TRUNCATED", ST);
 
@@ -134,7 +134,7 @@ static void header_vectors(void)
     c.n = rd64(E(&c, 2) + T_OFFSET) + 5;
     R("file-truncated-mid-section", "a valid file cut 5 bytes into its third section", &c, "TRUNCATED", ST);
     c = dupb(&b);
-    buf_byte(&c, 0);
+    xb_u8(&c, 0);
     R("file-trailing-byte", "one zero byte appended: size > file_length", &c, "TRAILING_DATA", ST);
     c = dupb(&b);
     if (c.n >= 4096)
@@ -201,12 +201,12 @@ static void header_vectors(void)
         size_t ml = strlen(META_B);
         memcpy(t, META_B, ml);
         memset(t + ml, ' ', n - ml);
-        model m;
+        xm_model m;
         model_parse(b.p, b.n, &m);
         model_set_meta_json(&m, t, n);
         free(t);
-        model_serialize(&m, NULL, &c);
-        model_free(&m);
+        xm_serialize(&m, NULL, &c);
+        xm_free(&m);
         R("limit-metadata-decoded-16mib-plus-1",
           "metadata that really decodes to 2^24 + 1 bytes (JSON + whitespace, RLE blocks)", &c, "LIMIT_EXCEEDED", ST);
     }
@@ -257,7 +257,7 @@ static void header_vectors(void)
     fix(&c);
     R("region-strings-offset-overflow", "strings_offset 2^64 - 3: offset + length overflows", &c, "OUT_OF_BOUNDS", ST);
     {
-        buf e = base_empty();
+        xb e = base_empty();
         c = dupb(&e);
         wr64(c.p + H_TOC_OFF, (rd64(c.p + H_FILE_LEN) + 15) & ~(uint64_t)7);
         fix(&c);
@@ -273,7 +273,7 @@ static void header_vectors(void)
         fix(&c);
         R("region-empty-toc-inside-header", "zero sections: the empty TOC's offset 128 is inside the header", &c,
           "OUT_OF_BOUNDS", ST);
-        buf_free(&e);
+        xb_free(&e);
     }
 
     /* S9 */
@@ -284,7 +284,7 @@ static void header_vectors(void)
     wr32(E(&c, 4) + T_FLAGS, 0x00010000u); /* valid by itself (must-ignore bit) */
     {
         uint8_t h[32];
-        file_sha(c.p, c.n, h);
+        xm_file_sha(c.p, c.n, h);
         memcpy(c.p + H_FILE_SHA, h, 32);
     }
     R("structure-hash-stale-toc", "a TOC flags field changed (to a valid must-ignore bit) without updating structure_sha256",
@@ -295,15 +295,15 @@ static void header_vectors(void)
       "file_sha256 changed and nothing else: structure_sha256 covers file_sha256, so S9 fails before full validation",
       &c, "STRUCTURE_HASH_MISMATCH", ST);
     {
-        model m;
+        xm_model m;
         model_parse(b.p, b.n, &m);
         uint8_t ext[8] = {1, 2, 3, 4, 5, 6, 7, 8};
-        model_set_header_size(&m, 264, ext);
-        model_serialize(&m, NULL, &c);
-        model_free(&m);
+        xm_set_header_size(&m, 264, ext);
+        xm_serialize(&m, NULL, &c);
+        xm_free(&m);
         c.p[260] ^= 0xFF;
         uint8_t h[32];
-        file_sha(c.p, c.n, h);
+        xm_file_sha(c.p, c.n, h);
         memcpy(c.p + H_FILE_SHA, h, 32);
         R("structure-hash-stale-header-extension",
           "header_size 264: an extension byte changed after hashing (file_sha256 updated, structure_sha256 not)", &c,
@@ -314,62 +314,62 @@ static void header_vectors(void)
         uint8_t *str = c.p + rd64(c.p + H_STR_OFF);
         str[rd32(E(&c, 4) + T_NAME_OFF)] = 'E'; /* extra.bias -> Extra.bias */
         uint8_t h[32];
-        file_sha(c.p, c.n, h);
+        xm_file_sha(c.p, c.n, h);
         memcpy(c.p + H_FILE_SHA, h, 32);
     }
     R("structure-hash-stale-strings", "a byte of the strings region changed without updating structure_sha256", &c,
       "STRUCTURE_HASH_MISMATCH", ST);
-    buf_free(&b);
+    xb_free(&b);
 }
 
 /* ------------------------------------------------------------ metadata, S10 and S16 */
 
-static void skippable_then(buf *fr, const char *json)
+static void skippable_then(xb *fr, const char *json)
 {
     static const uint8_t skip[12] = {0x50, 0x2A, 0x4D, 0x18, 4, 0, 0, 0, 'v', 'e', 'c', 's'};
-    buf_put(fr, skip, sizeof skip);
-    zframe(fr, (const uint8_t *)json, strlen(json), NULL);
+    xb_put(fr, skip, sizeof skip);
+    frame(fr, (const uint8_t *)json, strlen(json), NULL);
 }
 
 static void metadata_vectors(void)
 {
     const char *J = META_B;
     size_t L = strlen(J);
-    buf c, fr;
+    xb c, fr;
 #define MF(nm, ds, build_frame, declared)                                                                              \
     do {                                                                                                               \
-        fr = (buf){0};                                                                                                 \
+        fr = (xb){0};                                                                                                 \
         build_frame;                                                                                                   \
         c = meta_b_stored(&fr, declared);                                                                              \
-        buf_free(&fr);                                                                                                 \
+        xb_free(&fr);                                                                                                 \
         R(nm, ds, &c, "BAD_METADATA", ST);                                                                             \
     } while (0)
     zf_opts o;
-    MF("metadata-frame-bad-magic", "the metadata frame starts 28 B5 2F FE", (zframe(&fr, (const uint8_t *)J, L, NULL), fr.p[3] = 0xFE), L);
+    MF("metadata-frame-bad-magic", "the metadata frame starts 28 B5 2F FE", (frame(&fr, (const uint8_t *)J, L, NULL), fr.p[3] = 0xFE), L);
     MF("metadata-frame-skippable", "a skippable frame before the metadata frame", skippable_then(&fr, J), L);
     o = (zf_opts){.window_log = 17, .no_fcs = 1};
-    MF("metadata-frame-no-content-size", "the metadata frame omits Frame_Content_Size", zframe(&fr, (const uint8_t *)J, L, &o), L);
+    MF("metadata-frame-no-content-size", "the metadata frame omits Frame_Content_Size", frame(&fr, (const uint8_t *)J, L, &o), L);
     {
         char *J2 = AS("%s ", J); /* one more byte: FCS = L + 1, header says L */
         MF("metadata-frame-content-size-mismatch",
            "a well-formed frame of L + 1 bytes (FCS L + 1) where metadata_decoded_length says L",
-           zframe(&fr, (const uint8_t *)J2, L + 1, NULL), L);
+           frame(&fr, (const uint8_t *)J2, L + 1, NULL), L);
     }
     o = (zf_opts){.dict_id = 7};
-    MF("metadata-frame-dictionary", "the metadata frame has Dictionary_ID 7", zframe(&fr, (const uint8_t *)J, L, &o), L);
+    MF("metadata-frame-dictionary", "the metadata frame has Dictionary_ID 7", frame(&fr, (const uint8_t *)J, L, &o), L);
     o = (zf_opts){.window_log = 28};
     MF("metadata-frame-window-256mib", "the metadata frame declares a 2^28-byte window (limit 2^27)",
-       zframe(&fr, (const uint8_t *)J, L, &o), L);
+       frame(&fr, (const uint8_t *)J, L, &o), L);
     MF("metadata-frame-trailing-byte", "one zero byte after the metadata frame inside metadata_length",
-       (zframe(&fr, (const uint8_t *)J, L, NULL), buf_byte(&fr, 0)), L);
+       (frame(&fr, (const uint8_t *)J, L, NULL), xb_u8(&fr, 0)), L);
     MF("metadata-frame-two-frames", "the metadata split over two zstd frames (only one is allowed)",
-       (zframe(&fr, (const uint8_t *)J, L / 2, NULL), zframe(&fr, (const uint8_t *)J + L / 2, L - L / 2, NULL)), L);
+       (frame(&fr, (const uint8_t *)J, L / 2, NULL), frame(&fr, (const uint8_t *)J + L / 2, L - L / 2, NULL)), L);
     o = (zf_opts){.checksum = 2};
     MF("metadata-frame-bad-checksum", "the metadata frame's content checksum does not match",
-       zframe(&fr, (const uint8_t *)J, L, &o), L);
+       frame(&fr, (const uint8_t *)J, L, &o), L);
     o = (zf_opts){.extra_block_bytes = 5};
     MF("metadata-frame-corrupt-block", "the last raw block declares 5 bytes more than the frame holds",
-       zframe(&fr, (const uint8_t *)J, L, &o), L);
+       frame(&fr, (const uint8_t *)J, L, &o), L);
 #undef MF
 
     struct {
@@ -459,28 +459,28 @@ static void metadata_vectors(void)
         R(v[i].name, v[i].desc, &c, "BAD_METADATA", ST);
     }
     {
-        buf j = {0};
-        buf_str(&j, "{\"format\":\"expert-v2\",\"name\":\"base\",\"version\":\"1.0.0\",\"adapter_config\":"
+        xb j = {0};
+        xb_str(&j, "{\"format\":\"expert-v2\",\"name\":\"base\",\"version\":\"1.0.0\",\"adapter_config\":"
                     "\"adapter_config.json\",\"extra\":");
         for (int d = 2; d <= 33; d++)
-            buf_str(&j, d % 2 ? "[" : "{\"k\":");
-        buf_str(&j, "1");
+            xb_str(&j, d % 2 ? "[" : "{\"k\":");
+        xb_str(&j, "1");
         for (int d = 33; d >= 2; d--)
-            buf_str(&j, d % 2 ? "]" : "}");
+            xb_str(&j, d % 2 ? "]" : "}");
         const char *mods = strstr(J, ",\"modules\"");
-        buf_str(&j, mods);
+        xb_str(&j, mods);
         c = meta_b((const char *)j.p);
-        buf_free(&j);
+        xb_free(&j);
         R("metadata-json-depth-33", "metadata nested 33 deep (one past the limit)", &c, "BAD_METADATA", ST);
-        j = (buf){0};
-        buf_str(&j, "{\"format\":\"expert-v2\",\"name\":\"base\",\"version\":\"1.0.0\",\"extra\":");
+        j = (xb){0};
+        xb_str(&j, "{\"format\":\"expert-v2\",\"name\":\"base\",\"version\":\"1.0.0\",\"extra\":");
         for (int d = 0; d < 100000; d++)
-            buf_str(&j, "[");
+            xb_str(&j, "[");
         for (int d = 0; d < 100000; d++)
-            buf_str(&j, "]");
-        buf_str(&j, mods);
+            xb_str(&j, "]");
+        xb_str(&j, mods);
         c = meta_b((const char *)j.p);
-        buf_free(&j);
+        xb_free(&j);
         R("metadata-json-depth-100000", "arrays nested 100000 deep (a recursive parser must not overflow its stack)",
           &c, "BAD_METADATA", ST);
     }
@@ -525,13 +525,13 @@ typedef struct rename_ctx {
     size_t len;
 } rename_ctx;
 
-static void do_rename(model *m, void *ctx)
+static void do_rename(xm_model *m, void *ctx)
 {
     rename_ctx *r = ctx;
     model_rename(m, r->i, r->name, r->len);
 }
 
-static buf renamed(const buf *b, uint32_t i, const char *name, size_t len)
+static xb renamed(const xb *b, uint32_t i, const char *name, size_t len)
 {
     rename_ctx r = {i, name, len ? len : strlen(name)};
     return reserialize(b, do_rename, &r, NULL);
@@ -539,7 +539,7 @@ static buf renamed(const buf *b, uint32_t i, const char *name, size_t len)
 
 static void toc_vectors(void)
 {
-    buf b = base_b(), c;
+    xb b = base_b(), c;
     /* entry 4 is TENSOR extra.bias F16 [5], raw, 10 bytes */
 #define P(nm, ds, code, err)                                                                                           \
     do {                                                                                                               \
@@ -611,7 +611,7 @@ static void toc_vectors(void)
             tensor("x", EXPERT_DTYPE_U8, 0, 3, 0, 0, 0, 0, 0),
             tensor("y", EXPERT_DTYPE_U8, 0, 1, 4, 0, 0, 0, 1200),
         };
-        buf z = norm_file(META_MIN, s, 2);
+        xb z = norm_file(META_MIN, s, 2);
         c = dupb(&z);
         wr64(E(&c, 0) + T_DIMS, (uint64_t)1 << 32);
         wr64(E(&c, 0) + T_DIMS + 8, (uint64_t)1 << 32);
@@ -637,11 +637,11 @@ static void toc_vectors(void)
         R("layout-empty-section-misaligned",
           "an empty section at offset 8: in bounds, occupies nothing, but not a multiple of the alignment", &c,
           "MISALIGNED", ST);
-        buf_free(&z);
+        xb_free(&z);
     }
     {
         /* frame_size rules on a framed section (base Z, entry 1: small.z) */
-        buf z = base_z(1);
+        xb z = base_z(1);
         static const uint32_t fs[4] = {98304, 32768, 1u << 27, 0};
         static const char *fsn[4] = {"toc-frame-size-not-power-of-two", "toc-frame-size-32kib",
                                      "toc-frame-size-128mib", "toc-frame-size-0-framed"};
@@ -655,14 +655,14 @@ static void toc_vectors(void)
             fix(&c);
             R(fsn[i], fsd[i], &c, "BAD_TOC", ST);
         }
-        buf_free(&z);
+        xb_free(&z);
     }
     {
         /* total decoded length: 16 claims of 2^32 reach 2^36 exactly; one more byte exceeds it */
-        model m;
-        buf e0 = base_empty();
+        xm_model m;
+        xb e0 = base_empty();
         model_parse(e0.p, e0.n, &m);
-        buf_free(&e0);
+        xb_free(&e0);
         for (int i = 0; i < 17; i++) {
             uint8_t en[TOC_ENTRY] = {0};
             wr16(en + T_TYPE, EXPERT_SECTION_TENSOR);
@@ -676,10 +676,10 @@ static void toc_vectors(void)
             wr64(en + T_DECODED, dl);
             wr64(en + T_DIMS, dl);
             static const uint8_t junk[8] = {1, 2, 3, 4, 5, 6, 7, 8};
-            model_add(&m, en, AS("claim.%02d", i), junk, 8);
+            xm_add_section(&m, en, AS("claim.%02d", i), junk, 8);
         }
-        model_serialize(&m, NULL, &c);
-        model_free(&m);
+        xm_serialize(&m, NULL, &c);
+        xm_free(&m);
         R("limit-total-decoded-length",
           "17 zstd sections claiming 16 x 2^32 + 1 decoded bytes: the running total passes 2^36 at entry 16", &c,
           "LIMIT_EXCEEDED", ST);
@@ -749,7 +749,7 @@ static void toc_vectors(void)
        (wr16(e + T_TYPE, EXPERT_SECTION_SOFT_PROMPT), e[T_RANK] = 3, wr64(e + T_DIMS, 1), wr64(e + T_DIMS + 8, 1),
         wr64(e + T_DIMS + 16, 5)));
 #undef PT
-    buf_free(&b);
+    xb_free(&b);
 
     /* per-type rules needing other modules */
     {
@@ -783,7 +783,7 @@ static void toc_vectors(void)
             s[i].layer = 0;
             s[i].module = 2;
         }
-        buf t = norm_file(meta, s, 11);
+        xb t = norm_file(meta, s, 11);
         accept_vec("adapter-types-base", "DoRA ([1, out] magnitude), IA3, OSD with CSR, SAFETENSORS_HEADER: the base "
                                          "of the type-* reject vectors",
                    &t, NULL);
@@ -818,17 +818,17 @@ static void toc_vectors(void)
         R("type-safetensors-header-unsafe-path", "SAFETENSORS_HEADER named ../adapter_model.safetensors", &c,
           "BAD_TOC", ST);
         {
-            model m;
+            xm_model m;
             model_parse(t.p, t.n, &m);
             uint8_t en[TOC_ENTRY];
-            memcpy(en, m.sec[10].e, TOC_ENTRY);
-            model_add(&m, en, "second.safetensors", "\x08\0\0\0\0\0\0\0{}      ", 16);
-            model_serialize(&m, NULL, &c);
-            model_free(&m);
+            memcpy(en, m.sec[10].entry, TOC_ENTRY);
+            xm_add_section(&m, en, "second.safetensors", "\x08\0\0\0\0\0\0\0{}      ", 16);
+            xm_serialize(&m, NULL, &c);
+            xm_free(&m);
             R("type-safetensors-header-twice", "a second SAFETENSORS_HEADER section (reported on the second)", &c,
               "BAD_TOC", ST);
         }
-        buf_free(&t);
+        xb_free(&t);
     }
 }
 
@@ -836,18 +836,18 @@ static void toc_vectors(void)
 
 static void layout_vectors(void)
 {
-    buf b = base_b(), c;
+    xb b = base_b(), c;
     c = renamed(&b, 3, "extra.bias", 0);
     R("name-duplicate", "FILE docs/README.md renamed extra.bias, the name of TENSOR entry 4", &c, "DUPLICATE_NAME", ST);
     {
-        model m;
+        xm_model m;
         model_parse(b.p, b.n, &m);
         uint8_t en[TOC_ENTRY];
-        memcpy(en, m.sec[4].e, TOC_ENTRY);
+        memcpy(en, m.sec[4].entry, TOC_ENTRY);
         wr16(en + T_TYPE, 0x8000);
-        model_add(&m, en, "model.layers.0.self_attn.q_proj.lora_A.weight", m.sec[4].data, m.sec[4].len);
-        model_serialize(&m, NULL, &c);
-        model_free(&m);
+        xm_add_section(&m, en, "model.layers.0.self_attn.q_proj.lora_A.weight", m.sec[4].data, m.sec[4].len);
+        xm_serialize(&m, NULL, &c);
+        xm_free(&m);
         R("name-duplicate-must-ignore-type", "a must-ignore section (0x8000) with the name of the LORA_A section", &c,
           "DUPLICATE_NAME", ST);
     }
@@ -911,7 +911,7 @@ static void layout_vectors(void)
                 }
             }
         S s[2] = {tensor(n1, EXPERT_DTYPE_U8, 0, 1, 1, 0, 0, 0, 1400), tensor(n2, EXPERT_DTYPE_U8, 0, 1, 1, 0, 0, 0, 1401)};
-        buf z = norm_file(META_MIN, s, 2);
+        xb z = norm_file(META_MIN, s, 2);
         c = dupb(&z);
         uint8_t *ix = c.p + rd64(c.p + H_INDEX_OFF);
         uint32_t p = (uint32_t)(fnv1a64(n1, strlen(n1)) & 7);
@@ -925,7 +925,7 @@ static void layout_vectors(void)
              "still work, but it is not canonical)",
              n1, n2),
           &c, "BAD_INDEX", ST);
-        buf_free(&z);
+        xb_free(&z);
     }
 
     /* S14 */
@@ -940,7 +940,7 @@ static void layout_vectors(void)
             tensor("alias.b", EXPERT_DTYPE_U8, 0, 1, 64, 0, 0, 0, 1500),
             tensor("z", EXPERT_DTYPE_U8, 0, 1, 3, 0, 0, 0, 1501),
         };
-        buf z = norm_file(META_MIN, s, 3);
+        xb z = norm_file(META_MIN, s, 3);
         c = dupb(&z);
         uint64_t o1 = rd64(E(&c, 1) + T_OFFSET);
         memset(c.p + o1, 0, 64);
@@ -949,23 +949,23 @@ static void layout_vectors(void)
         R("layout-sections-alias",
           "two sections with identical content at the same offset (aliasing; both digests are valid)", &c, "OVERLAP",
           ST);
-        buf_free(&z);
+        xb_free(&z);
     }
     {
         /* a FILE whose bytes are the metadata frame: the metadata region can point at it and stay valid */
-        buf fr = {0};
-        zframe(&fr, (const uint8_t *)META_MIN, strlen(META_MIN), NULL);
+        xb fr = {0};
+        frame(&fr, (const uint8_t *)META_MIN, strlen(META_MIN), NULL);
         S s[2] = {bytes_sec("meta.zst", EXPERT_SECTION_FILE, fr.p, fr.n),
                   tensor("z", EXPERT_DTYPE_U8, 0, 1, 3, 0, 0, 0, 1502)};
-        buf z = norm_file(META_MIN, s, 2);
-        buf_free(&fr);
+        xb z = norm_file(META_MIN, s, 2);
+        xb_free(&fr);
         c = dupb(&z);
         wr64(c.p + H_META_OFF, rd64(E(&c, 0) + T_OFFSET));
         fix(&c);
         R("layout-metadata-aliases-section",
           "metadata_offset points at a FILE section holding the same metadata frame: the region overlaps the section",
           &c, "OVERLAP", ST);
-        buf_free(&z);
+        xb_free(&z);
     }
     {
         c = dupb(&b);
@@ -982,7 +982,7 @@ static void layout_vectors(void)
           "MISALIGNED", ST);
     }
     {
-        layout L = {0};
+        xm_layout L = {0};
         L.ngap_sec = 1;
         L.gap_sec_at[0] = 1;
         L.gap_sec[0] = 64;
@@ -995,12 +995,12 @@ static void layout_vectors(void)
           "BAD_PADDING", ST);
     }
     {
-        layout L = {0};
+        xm_layout L = {0};
         L.gap_toc = 8;
         c = reserialize(&b, NULL, NULL, &L);
         R("layout-gap-before-toc", "8 zero bytes between the metadata and the TOC (the gap must be < 8)", &c,
           "BAD_PADDING", ST);
-        L = (layout){0};
+        L = (xm_layout){0};
         L.gap_strings = 8;
         c = reserialize(&b, NULL, NULL, &L);
         R("layout-gap-before-strings", "8 zero bytes between the index and the strings (the gap must be < 8)", &c,
@@ -1008,20 +1008,20 @@ static void layout_vectors(void)
     }
     {
         c = dupb(&b);
-        buf_zero(&c, 8);
+        xb_zero(&c, 8);
         wr64(c.p + H_FILE_LEN, c.n);
         fix(&c);
         R("layout-trailing-zeros", "8 zero bytes after the last extent, counted in file_length", &c, "TRAILING_DATA",
           ST);
     }
-    buf_free(&b);
+    xb_free(&b);
 }
 
 /* ------------------------------------------------------------ module composition, S15 */
 
 static void module_vectors(void)
 {
-    buf b = base_b(), c;
+    xb b = base_b(), c;
     c = dupb(&b);
     wr16(E(&c, 1) + T_TYPE, EXPERT_SECTION_TENSOR);
     fix(&c);
@@ -1045,7 +1045,7 @@ static void module_vectors(void)
     c = meta_b(strrep(META_B, "\"rslora\":false}]",
                       "\"rslora\":false},{\"path\":\"unused\",\"type\":\"ia3\",\"layer\":null,\"feedforward\":true}]"));
     R("module-without-sections", "a declared ia3 module that owns no section", &c, "BAD_TOC", ST);
-    buf_free(&b);
+    xb_free(&b);
 
     const char *dora = "{\"format\":\"expert-v2\",\"name\":\"dora\",\"version\":\"1\",\"modules\":[{\"path\":\"d\","
                        "\"type\":\"dora\",\"layer\":0,\"r\":2,\"alpha\":2,\"rslora\":false}]}";
@@ -1127,86 +1127,86 @@ static void module_vectors(void)
 /* ------------------------------------------------------------ access level */
 
 static const uint8_t *g_plain;
-static void m_magic(buf *f, int i)
+static void m_magic(xb *f, int i)
 {
     (void)i;
     f->p[0] = 0x29;
 }
-static void m_skippable(buf *f, int i)
+static void m_skippable(xb *f, int i)
 {
     (void)i;
-    buf n = {0};
+    xb n = {0};
     static const uint8_t skip[12] = {0x5E, 0x2A, 0x4D, 0x18, 4, 0, 0, 0, 0, 0, 0, 0};
-    buf_put(&n, skip, sizeof skip);
-    buf_put(&n, f->p, f->n);
-    buf_free(f);
+    xb_put(&n, skip, sizeof skip);
+    xb_put(&n, f->p, f->n);
+    xb_free(f);
     *f = n;
 }
-static void m_trailing(buf *f, int i)
+static void m_trailing(xb *f, int i)
 {
     (void)i;
-    buf_byte(f, 0);
+    xb_u8(f, 0);
 }
 extern const uint8_t *g_chunk;
 extern size_t g_chunk_len;
-static void m_two_frames(buf *f, int i)
+static void m_two_frames(xb *f, int i)
 {
     (void)i;
-    buf n = {0};
-    zframe(&n, g_chunk, g_chunk_len / 2, NULL);
-    zframe(&n, g_chunk + g_chunk_len / 2, g_chunk_len - g_chunk_len / 2, NULL);
-    buf_free(f);
+    xb n = {0};
+    frame(&n, g_chunk, g_chunk_len / 2, NULL);
+    frame(&n, g_chunk + g_chunk_len / 2, g_chunk_len - g_chunk_len / 2, NULL);
+    xb_free(f);
     *f = n;
 }
-static void m_longer(buf *f, int i)
+static void m_longer(xb *f, int i)
 {
     (void)i;
     uint8_t *t = xmalloc(g_chunk_len + 4);
     memcpy(t, g_chunk, g_chunk_len);
     memset(t + g_chunk_len, 0x11, 4);
-    buf n = {0};
-    zframe(&n, t, g_chunk_len + 4, NULL);
+    xb n = {0};
+    frame(&n, t, g_chunk_len + 4, NULL);
     free(t);
-    buf_free(f);
+    xb_free(f);
     *f = n;
 }
-static void m_full_size(buf *f, int i)
+static void m_full_size(xb *f, int i)
 {
     (void)i;
     uint8_t *t = xcalloc(1, 65536);
     memcpy(t, g_chunk, g_chunk_len);
-    buf n = {0};
-    zframe(&n, t, 65536, NULL);
+    xb n = {0};
+    frame(&n, t, 65536, NULL);
     free(t);
-    buf_free(f);
+    xb_free(f);
     *f = n;
 }
-static void m_empty(buf *f, int i)
+static void m_empty(xb *f, int i)
 {
     (void)i;
     f->n = 0;
 }
 
-static buf z_frame_defect(int codec, int frame, const zf_opts *o, void (*mangle)(buf *, int))
+static xb z_frame_defect(int codec, int frame, const zf_opts *o, void (*mangle)(xb *, int))
 {
-    buf b = base_z(codec);
-    model m;
+    xb b = base_z(codec);
+    xm_model m;
     model_parse(b.p, b.n, &m);
-    buf_free(&b);
+    xb_free(&b);
     uint8_t *data = mkdata(EXPERT_DTYPE_F32, 20000, 201);
     g_plain = data;
-    buf st = {0};
+    xb st = {0};
     framed(&st, data, 80000, 65536, 4, codec == 2, frame, o, mangle);
-    model_set_data(&m, 0, st.p, st.n);
-    buf_free(&st);
-    model_serialize(&m, NULL, &b);
-    model_free(&m);
+    xm_set_section(&m, 0, st.p, st.n);
+    xb_free(&st);
+    xm_serialize(&m, NULL, &b);
+    xm_free(&m);
     return b;
 }
 
 static void access_vectors(void)
 {
-    buf b = base_b(), c;
+    xb b = base_b(), c;
     c = dupb(&b);
     c.p[rd64(E(&c, 0) + T_OFFSET) + 5] ^= 0x40;
     fix(&c);
@@ -1223,41 +1223,41 @@ static void access_vectors(void)
     fix(&c);
     R("section-hash-must-ignore-type", "a must-ignore section (0x8000) whose content does not match its digest", &c,
       "SECTION_HASH_MISMATCH", AC);
-    buf_free(&b);
+    xb_free(&b);
     {
         S s[2] = {
             tensor("empty", EXPERT_DTYPE_F32, 0, 1, 0, 0, 0, 0, 0),
             tensor("x", EXPERT_DTYPE_F32, 0, 1, 3, 0, 0, 0, 1700),
         };
-        buf z = norm_file(META_MIN, s, 2);
+        xb z = norm_file(META_MIN, s, 2);
         c = dupb(&z);
         memset(E(&c, 0) + T_SHA, 0, 32);
         fix(&c);
         R("section-hash-empty-section", "an empty section whose digest is all zero instead of SHA-256(\"\")", &c,
           "SECTION_HASH_MISMATCH", AC);
-        buf_free(&z);
+        xb_free(&z);
     }
     for (int codec = 1; codec <= 2; codec++) {
         const char *cn = codec == 1 ? "zstd" : "shuffle";
-        buf z = base_z(codec);
+        xb z = base_z(codec);
         c = dupb(&z);
         E(&c, 0)[T_SHA + 7] ^= 0x10;
         fix(&c);
         R(AS("section-hash-%s", cn), AS("a %s section that decodes cleanly but not to its TOC digest", cn), &c,
           "SECTION_HASH_MISMATCH", AC);
-        buf_free(&z);
+        xb_free(&z);
     }
 
     /* frame table, SIZE_MISMATCH */
     {
-        buf z = base_z(1);
-        model m;
+        xb z = base_z(1);
+        xm_model m;
         model_parse(z.p, z.n, &m);
         uint8_t four[4];
         wr32(four, 7);
-        model_set_data(&m, 0, four, 4);
-        model_serialize(&m, NULL, &c);
-        model_free(&m);
+        xm_set_section(&m, 0, four, 4);
+        xm_serialize(&m, NULL, &c);
+        xm_free(&m);
         R("frame-table-short", "a 2-frame section whose stored bytes are 4 (less than the 8-byte frame table)", &c,
           "SIZE_MISMATCH", AC);
         c = dupb(&z);
@@ -1271,17 +1271,17 @@ static void access_vectors(void)
         wr32(sec + 4, 0xFFFFFFFFu);
         fix(&c);
         R("frame-table-huge-entry", "c_1 = 0xFFFFFFFF", &c, "SIZE_MISMATCH", AC);
-        buf_free(&z);
+        xb_free(&z);
         /* an empty framed section with 4 stored bytes */
         S s[2] = {tensor("e", EXPERT_DTYPE_F32, 1, 1, 0, 0, 0, 0, 0), tensor("x", EXPERT_DTYPE_U8, 0, 1, 2, 0, 0, 0, 1710)};
-        buf e = norm_file(META_MIN, s, 2);
+        xb e = norm_file(META_MIN, s, 2);
         model_parse(e.p, e.n, &m);
-        buf_free(&e);
-        wr32(m.sec[0].e + T_FRAME, 65536);
+        xb_free(&e);
+        wr32(m.sec[0].entry + T_FRAME, 65536);
         static const uint8_t zero4[4] = {0, 0, 0, 0};
-        model_set_data(&m, 0, zero4, 4);
-        model_serialize(&m, NULL, &c);
-        model_free(&m);
+        xm_set_section(&m, 0, zero4, 4);
+        xm_serialize(&m, NULL, &c);
+        xm_free(&m);
         R("frame-empty-section-stored-bytes",
           "a zstd section with decoded_length 0 (n = 0 frames) but 4 stored bytes", &c, "SIZE_MISMATCH", AC);
     }
@@ -1332,7 +1332,7 @@ static void access_vectors(void)
 
 /* ------------------------------------------------------------ full level */
 
-static buf csr_base(int i64, const int64_t *indptr, const int64_t *indices)
+static xb csr_base(int i64, const int64_t *indptr, const int64_t *indices)
 {
     const char *osd = "{\"format\":\"expert-v2\",\"name\":\"csr\",\"version\":\"1\",\"modules\":[{\"path\":\"o\","
                       "\"type\":\"osd\",\"layer\":0,\"in_features\":5,\"out_features\":4,\"rank\":2,"
@@ -1362,7 +1362,7 @@ static buf csr_base(int i64, const int64_t *indptr, const int64_t *indices)
 
 static void full_vectors(void)
 {
-    buf b = base_b(), c;
+    xb b = base_b(), c;
     c = dupb(&b);
     {
         uint64_t end1 = rd64(E(&c, 1) + T_OFFSET) + rd64(E(&c, 1) + T_STORED);
@@ -1384,18 +1384,18 @@ static void full_vectors(void)
     {
         S s[1] = {tensor("x", EXPERT_DTYPE_U8, 0, 1, 1, 0, 0, 0, 1900)};
         F f = {META_MIN, s, 1, 4096, 0, 0};
-        buf z;
+        xb z;
         build_norm(&f, &z);
         c = dupb(&z);
         c.p[4095] = 0xFF;
         fix(&c);
         R("padding-nonzero-alignment-4096", "alignment 4096: the byte just before the first section is 0xFF", &c,
           "BAD_PADDING", FU);
-        buf_free(&z);
+        xb_free(&z);
     }
     c = dupb(&b);
     c.p[H_FILE_SHA + 31] ^= 0x01;
-    rehash_structure(c.p, c.n);
+    xm_rehash_structure(c.p, c.n);
     R("file-hash-wrong", "one bit of file_sha256 flipped (structure_sha256 recomputed over it)", &c,
       "FILE_HASH_MISMATCH", FU);
     c = dupb(&b);
@@ -1403,7 +1403,7 @@ static void full_vectors(void)
         uint64_t off = rd64(E(&c, 4) + T_OFFSET);
         c.p[off] ^= 0x01;
         set_sha_from_raw(&c, 4);
-        rehash_structure(c.p, c.n);
+        xm_rehash_structure(c.p, c.n);
     }
     R("file-hash-stale-after-section-edit",
       "a section's bytes and its TOC digest changed together; structure_sha256 updated, file_sha256 not", &c,
@@ -1411,9 +1411,9 @@ static void full_vectors(void)
 
     /* CSR validity */
     static const int64_t ok_ip[5] = {0, 1, 3, 3, 4}, ok_ix[4] = {2, 0, 4, 1};
-    buf ok = csr_base(0, ok_ip, ok_ix);
+    xb ok = csr_base(0, ok_ip, ok_ix);
     accept_vec("adapter-osd-csr-base", "the valid OSD + CSR file the csr-* reject vectors change", &ok, NULL);
-    buf_free(&ok);
+    xb_free(&ok);
     struct {
         const char *name, *desc;
         int i64;
@@ -1436,7 +1436,7 @@ static void full_vectors(void)
     }
 
     /* signatures (spec §11.3, §11.6) */
-    buf sg = dupb(&b);
+    xb sg = dupb(&b);
     sign_buf(&sg, 1);
     c = dupb(&sg);
     c.p[H_SIG + 10] ^= 0x04;
@@ -1493,8 +1493,8 @@ static void full_vectors(void)
     RK("key-der-trailing-byte",
        "a valid signed file, but the key's base64 decodes to the 44-byte DER plus one byte (spec §11.5)", &c,
        "BAD_KEY", FU, KEY_DER_TRAILING);
-    buf_free(&sg);
-    buf_free(&b);
+    xb_free(&sg);
+    xb_free(&b);
 }
 
 void gen_reject(void)

@@ -40,45 +40,45 @@ static wsec ws_tensor(const char *name, uint16_t type, uint8_t codec, uint8_t dt
 static void request(const char *name, const char *desc, uint32_t alignment, uint32_t frame_size, const char *meta,
                     const wsec *s, int n, int sign)
 {
-    buf o = {0};
-    buf_printf(&o, "{\n  \"alignment\": %u,\n", alignment);
+    xb o = {0};
+    xb_printf(&o, "{\n  \"alignment\": %u,\n", alignment);
     if (frame_size)
-        buf_printf(&o, "  \"frame_size\": %u,\n", frame_size);
+        xb_printf(&o, "  \"frame_size\": %u,\n", frame_size);
     if (sign)
-        buf_str(&o, "  \"signing_key\": \"../" KEY1_PRIV "\",\n");
-    buf_printf(&o, "  \"metadata\": %s,\n  \"sections\": [", meta);
+        xb_str(&o, "  \"signing_key\": \"../" KEY1_PRIV "\",\n");
+    xb_printf(&o, "  \"metadata\": %s,\n  \"sections\": [", meta);
     for (int i = 0; i < n; i++) {
-        buf_str(&o, i ? ",\n    {\"name\": " : "\n    {\"name\": ");
+        xb_str(&o, i ? ",\n    {\"name\": " : "\n    {\"name\": ");
         json_str(&o, (const uint8_t *)s[i].name, strlen(s[i].name));
-        buf_printf(&o, ", \"type\": %u, \"codec\": %u, \"dtype\": %u, \"shape\": [", s[i].type, s[i].codec,
+        xb_printf(&o, ", \"type\": %u, \"codec\": %u, \"dtype\": %u, \"shape\": [", s[i].type, s[i].codec,
                    s[i].dtype);
         for (int k = 0; k < s[i].rank; k++)
-            buf_printf(&o, "%s%llu", k ? ", " : "", (unsigned long long)s[i].dims[k]);
-        buf_str(&o, "], \"layer\": ");
+            xb_printf(&o, "%s%llu", k ? ", " : "", (unsigned long long)s[i].dims[k]);
+        xb_str(&o, "], \"layer\": ");
         if (s[i].layer == EXPERT_LAYER_NONE)
-            buf_str(&o, "null");
+            xb_str(&o, "null");
         else
-            buf_printf(&o, "%u", s[i].layer);
-        buf_str(&o, ", \"module\": ");
+            xb_printf(&o, "%u", s[i].layer);
+        xb_str(&o, ", \"module\": ");
         if (s[i].module == EXPERT_MODULE_NONE)
-            buf_str(&o, "null");
+            xb_str(&o, "null");
         else
-            buf_printf(&o, "%u", s[i].module);
-        buf_str(&o, ", \"flags\": 0, ");
+            xb_printf(&o, "%u", s[i].module);
+        xb_str(&o, ", \"flags\": 0, ");
         if (s[i].as_file) {
             const char *rel = AS("%s.%d.bin", name, i);
             out_write(AS("write/%s", rel), s[i].data, s[i].len);
-            buf_printf(&o, "\"data_file\": \"%s\"}", rel);
+            xb_printf(&o, "\"data_file\": \"%s\"}", rel);
         } else {
-            buf_str(&o, "\"data_hex\": \"");
+            xb_str(&o, "\"data_hex\": \"");
             for (size_t k = 0; k < s[i].len; k++)
-                buf_printf(&o, "%02x", s[i].data[k]);
-            buf_str(&o, "\"}");
+                xb_printf(&o, "%02x", s[i].data[k]);
+            xb_str(&o, "\"}");
         }
     }
-    buf_str(&o, n ? "\n  ]\n}\n" : "]\n}\n");
+    xb_str(&o, n ? "\n  ]\n}\n" : "]\n}\n");
     write_vec(name, desc, (const char *)o.p, sign ? KEY1_PUB : NULL);
-    buf_free(&o);
+    xb_free(&o);
 }
 
 static const char *meta_named(const char *name)
