@@ -192,13 +192,13 @@ static void test_lib_writer_and_kinds(void **state)
 static void test_v1_to_v2_roundtrip(void **state)
 {
     (void)state;
-    char *dir = tmpdir_new("rt");
+    char *dir = tmpdir_make("rt");
     pkg p;
     pkg_make(&p, PK_DORA, 2, 6, 21);
     size_t n = 0;
     uint8_t *tgz = pkg_targz(&p, &n);
-    char *in = pjoin(dir, "in.expert"), *out = pjoin(dir, "out.expert");
-    assert_int_equal(write_file(in, tgz, n), 0);
+    char *in = path_join(dir, "in.expert"), *out = path_join(dir, "out.expert");
+    assert_int_equal(file_save(in, tgz, n), 0);
     expert_reader *r1 = NULL, *r2 = NULL;
     expert_error e;
     memset(&e, 0, sizeof e);
@@ -228,7 +228,7 @@ static void test_v1_to_v2_roundtrip(void **state)
     free(in);
     free(out);
     pkg_free(&p);
-    tmpdir_rm(dir);
+    tmpdir_remove(dir);
 }
 
 /* v2 -> v1 (rollback): the v1 output holds every original file byte-exact,
@@ -236,13 +236,13 @@ static void test_v1_to_v2_roundtrip(void **state)
 static void test_v2_to_v1_rollback(void **state)
 {
     (void)state;
-    char *dir = tmpdir_new("rb");
+    char *dir = tmpdir_make("rb");
     pkg p;
     pkg_make(&p, PK_LORA, 2, 5, 31);
     size_t n = 0;
     uint8_t *tgz = pkg_targz(&p, &n);
-    char *in = pjoin(dir, "in.expert"), *v2 = pjoin(dir, "v2.expert"), *v1 = pjoin(dir, "back.expert");
-    assert_int_equal(write_file(in, tgz, n), 0);
+    char *in = path_join(dir, "in.expert"), *v2 = path_join(dir, "v2.expert"), *v1 = path_join(dir, "back.expert");
+    assert_int_equal(file_save(in, tgz, n), 0);
     expert_reader *r = NULL, *r2 = NULL, *r3 = NULL;
     expert_error e;
     memset(&e, 0, sizeof e);
@@ -271,14 +271,14 @@ static void test_v2_to_v1_rollback(void **state)
     if (system("tar --version >/dev/null 2>&1") != 0) {
         print_message("SKIPPED: tar not found\n");
     } else {
-        char *xdir = pjoin(dir, "x");
+        char *xdir = path_join(dir, "x");
         char cmd[1024];
         mkdir(xdir, 0755);
         snprintf(cmd, sizeof cmd, "tar -xzf '%s' -C '%s'", v1, xdir);
         assert_int_equal(system(cmd), 0);
-        assert_int_equal(dir_entries(xdir), p.n - 1 + 1); /* files + tests/ dir */
+        assert_int_equal(dir_count(xdir), p.n - 1 + 1); /* files + tests/ dir */
         for (int i = 0; i < p.n; i++) {
-            char *fp = pjoin(xdir, p.f[i].name);
+            char *fp = path_join(xdir, p.f[i].name);
             size_t fn = 0;
             uint8_t *fd = read_all(fp, &fn);
             if (fd == NULL || fn != p.f[i].size || memcmp(fd, p.f[i].data, fn) != 0)
@@ -299,19 +299,19 @@ static void test_v2_to_v1_rollback(void **state)
     free(v2);
     free(v1);
     pkg_free(&p);
-    tmpdir_rm(dir);
+    tmpdir_remove(dir);
 }
 
 static void test_sidecar(void **state)
 {
     (void)state;
-    char *dir = tmpdir_new("sc");
+    char *dir = tmpdir_make("sc");
     pkg p;
     pkg_make(&p, PK_DORA, 1, 2, 41);
     size_t n = 0;
     uint8_t *tgz = pkg_targz(&p, &n);
-    char *in = pjoin(dir, "pkg.expert"), *sc = pjoin(dir, "pkg.expert.sha256");
-    assert_int_equal(write_file(in, tgz, n), 0);
+    char *in = path_join(dir, "pkg.expert"), *sc = path_join(dir, "pkg.expert.sha256");
+    assert_int_equal(file_save(in, tgz, n), 0);
     uint8_t d[32];
     char line[128];
     expert_sha256(tgz, n, d);
@@ -329,14 +329,14 @@ static void test_sidecar(void **state)
     assert_memory_equal(vi.archive_sha256, d, 32);
     expert_close(r);
 
-    assert_int_equal(write_file(sc, line, strlen(line)), 0); /* match */
+    assert_int_equal(file_save(sc, line, strlen(line)), 0); /* match */
     CHECK_OK(expert_open(in, &k_open_any, &r, &e), e);
     expert_v1_info_get(r, &vi);
     assert_int_equal(vi.sidecar, EXPERT_V1_SIDECAR_MATCH);
     expert_close(r);
 
     line[0] = line[0] == '0' ? '1' : '0'; /* mismatch, unsigned: refused */
-    assert_int_equal(write_file(sc, line, strlen(line)), 0);
+    assert_int_equal(file_save(sc, line, strlen(line)), 0);
     assert_int_equal(expert_open(in, &k_open_any, &r, &e), EXPERT_E_FILE_HASH_MISMATCH);
     assert_null(r);
     assert_non_null(strstr(e.message, "sha256"));
@@ -346,7 +346,7 @@ static void test_sidecar(void **state)
     assert_int_equal(vi.sidecar, EXPERT_V1_SIDECAR_NOT_CHECKED);
     expert_close(r);
 
-    assert_int_equal(write_file(sc, "not a digest\n", 13), 0); /* malformed */
+    assert_int_equal(file_save(sc, "not a digest\n", 13), 0); /* malformed */
     CHECK_OK(expert_open(in, &k_open_any, &r, &e), e);
     expert_v1_info_get(r, &vi);
     assert_int_equal(vi.sidecar, EXPERT_V1_SIDECAR_MALFORMED);
@@ -359,11 +359,11 @@ static void test_sidecar(void **state)
     char pub[73];
     for (int i = 0; i < 32; i++)
         seed[i] = (uint8_t)(i * 7 + 1);
-    assert_int_equal(write_file(sc, line, strlen(line)), 0);
+    assert_int_equal(file_save(sc, line, strlen(line)), 0);
     pkg_sign_v1(&p, seed, pub);
     free(tgz);
     tgz = pkg_targz(&p, &n);
-    assert_int_equal(write_file(in, tgz, n), 0);
+    assert_int_equal(file_save(in, tgz, n), 0);
     CHECK_OK(expert_open(in, &k_open_any, &r, &e), e);
     expert_v1_info_get(r, &vi);
     assert_int_equal(vi.sidecar, EXPERT_V1_SIDECAR_STALE_SIGNED);
@@ -373,7 +373,7 @@ static void test_sidecar(void **state)
 
     /* expert_sign_file must never rewrite a v1 package */
     expert_private_key *k = NULL;
-    char *priv = pjoin(dir, "k.pem"), *pubp = pjoin(dir, "k.pub");
+    char *priv = path_join(dir, "k.pem"), *pubp = path_join(dir, "k.pub");
     CHECK_OK(expert_keygen(priv, pubp, &e), e);
     CHECK_OK(expert_private_key_load(priv, &k, &e), e);
     assert_int_equal(expert_sign_file(in, k, &e), EXPERT_E_BAD_MAGIC);
@@ -389,7 +389,7 @@ static void test_sidecar(void **state)
     free(in);
     free(sc);
     pkg_free(&p);
-    tmpdir_rm(dir);
+    tmpdir_remove(dir);
 }
 
 static void test_signatures(void **state)
@@ -445,8 +445,8 @@ static void test_signatures(void **state)
         assert_int_equal(si.status, EXPERT_V1_SIG_INVALID);
         assert_int_equal(expert_v1_verify(r, "ed25519:zz", &si, &e), EXPERT_E_BAD_KEY);
         /* the converted v2 keeps the v1 signature verifiable */
-        char *dir = tmpdir_new("sig");
-        char *out = pjoin(dir, "v2.expert");
+        char *dir = tmpdir_make("sig");
+        char *out = path_join(dir, "v2.expert");
         expert_reader *r2 = NULL;
         CHECK_OK(transcode_v2(r, out, &e), e);
         CHECK_OK(expert_open(out, &k_open_any, &r2, &e), e);
@@ -454,7 +454,7 @@ static void test_signatures(void **state)
         assert_int_equal(si.status, EXPERT_V1_SIG_VALID_LEGACY);
         expert_close(r2);
         free(out);
-        tmpdir_rm(dir);
+        tmpdir_remove(dir);
         expert_close(r);
         free(tgz);
 
@@ -548,8 +548,8 @@ static void test_plain_open_refuses_gzip(void **state)
     pkg_make(&p, PK_DORA, 4, 8, 77);
     size_t n = 0;
     uint8_t *tgz = pkg_targz(&p, &n);
-    char *dir = tmpdir_new("plain"), *f = pjoin(dir, "x.expert");
-    assert_int_equal(write_file(f, tgz, n), 0);
+    char *dir = tmpdir_make("plain"), *f = path_join(dir, "x.expert");
+    assert_int_equal(file_save(f, tgz, n), 0);
     expert_reader *r = NULL;
     expert_error e;
     expert_allocator counting = {count_malloc, count_realloc, count_free, NULL};
@@ -570,7 +570,7 @@ static void test_plain_open_refuses_gzip(void **state)
     assert_int_equal(expert_reader_source_format(r), 1);
     expert_close(r);
     free(f);
-    tmpdir_rm(dir);
+    tmpdir_remove(dir);
     free(tgz);
     pkg_free(&p);
 }

@@ -43,7 +43,7 @@ static char g_msg[512];
 
 static char *path(const char *name)
 {
-    return pjoin(g_dir, name);
+    return path_join(g_dir, name);
 }
 
 static void write_pkg(pkg *p, const char *name)
@@ -51,7 +51,7 @@ static void write_pkg(pkg *p, const char *name)
     size_t n = 0;
     uint8_t *tgz = pkg_targz(p, &n);
     char *f = path(name);
-    assert_int_equal(write_file(f, tgz, n), 0);
+    assert_int_equal(file_save(f, tgz, n), 0);
     free(f);
     free(tgz);
 }
@@ -273,11 +273,11 @@ static void test_convert_batch(void **state)
         size_t n = 0;
         uint8_t *tgz = pkg_targz(&ps[1], &n);
         char *bf = path("batch-in/sub/broken.expert");
-        assert_int_equal(write_file(bf, tgz, n / 2), 0);
+        assert_int_equal(file_save(bf, tgz, n / 2), 0);
         free(bf);
         free(tgz);
         char *txt = path("batch-in/notes.txt");
-        assert_int_equal(write_file(txt, "x", 1), 0);
+        assert_int_equal(file_save(txt, "x", 1), 0);
         free(txt);
     }
     int rc = run_cmd(NULL, "'%s' convert -q --batch '%s' '%s' --jobs 3 --summary-json '%s' --summary-md '%s' 2>/dev/null",
@@ -407,8 +407,8 @@ static void write_pkg_dir(const pkg *p, const char *dir)
 {
     assert_int_equal(run_cmd(NULL, "rm -rf '%s' && mkdir -p '%s/tests'", dir, dir), 0);
     for (int i = 0; i < p->n; i++) {
-        char *f = pjoin(dir, p->f[i].name);
-        assert_int_equal(write_file(f, p->f[i].data, p->f[i].size), 0);
+        char *f = path_join(dir, p->f[i].name);
+        assert_int_equal(file_save(f, p->f[i].data, p->f[i].size), 0);
         free(f);
     }
 }
@@ -638,14 +638,14 @@ static int setup(void **state)
     g_cli = getenv("EXPERT_CLI");
     if (g_cli != NULL && access(g_cli, X_OK) != 0)
         g_cli = NULL;
-    g_dir = tmpdir_new("cli");
+    g_dir = tmpdir_make("cli");
     return g_dir == NULL;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    tmpdir_rm(g_dir);
+    tmpdir_remove(g_dir);
     return 0;
 }
 

@@ -25,38 +25,6 @@ static void *xrealloc(void *p, size_t n)
     return q;
 }
 
-/* ------------------------------------------------------------ buffers */
-
-void tb_put(tbuf *b, const void *p, size_t n)
-{
-    if (b->n + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->n + n)
-            cap *= 2;
-        b->p = xrealloc(b->p, cap);
-        b->cap = cap;
-    }
-    if (n)
-        memcpy(b->p + b->n, p, n);
-    b->n += n;
-}
-
-void tb_zeros(tbuf *b, size_t n)
-{
-    static const uint8_t z[512];
-    while (n > 0) {
-        size_t k = n < sizeof z ? n : sizeof z;
-        tb_put(b, z, k);
-        n -= k;
-    }
-}
-
-void tb_free(tbuf *b)
-{
-    free(b->p);
-    memset(b, 0, sizeof *b);
-}
-
 /* ---------------------------------------------------------------- tar */
 
 static void octal(char *dst, size_t width, uint64_t v)
@@ -69,7 +37,7 @@ static void octal(char *dst, size_t width, uint64_t v)
     }
 }
 
-static void raw_header(tbuf *t, const char *name, char type, uint64_t size, const char *link)
+static void raw_header(xb *t, const char *name, char type, uint64_t size, const char *link)
 {
     char h[512];
     memset(h, 0, sizeof h);
@@ -93,29 +61,29 @@ static void raw_header(tbuf *t, const char *name, char type, uint64_t size, cons
         sum += (unsigned char)h[i];
     snprintf(h + 148, 8, "%06o", sum);
     h[155] = ' ';
-    tb_put(t, h, 512);
+    xb_put(t, h, 512);
 }
 
-void tar_entry(tbuf *t, const char *name, char type, const void *data, size_t data_len,
+void tar_entry(xb *t, const char *name, char type, const void *data, size_t data_len,
                uint64_t size_field, const char *link)
 {
     size_t nl = strlen(name);
     if (nl >= 100) { /* GNU long name */
         raw_header(t, "././@LongLink", 'L', nl + 1, NULL);
-        tb_put(t, name, nl + 1);
-        tb_zeros(t, (512 - (nl + 1) % 512) % 512);
+        xb_put(t, name, nl + 1);
+        xb_zero(t, (512 - (nl + 1) % 512) % 512);
     }
     raw_header(t, name, type, size_field, link);
-    tb_put(t, data, data_len);
-    tb_zeros(t, (512 - data_len % 512) % 512);
+    xb_put(t, data, data_len);
+    xb_zero(t, (512 - data_len % 512) % 512);
 }
 
-void tar_file(tbuf *t, const char *name, const void *data, size_t n)
+void tar_file(xb *t, const char *name, const void *data, size_t n)
 {
     tar_entry(t, name, '0', data, n, n, NULL);
 }
 
-void tar_pax_path(tbuf *t, const char *path)
+void tar_pax_path(xb *t, const char *path)
 {
     char rec[600];
     size_t body = strlen(" path=") + strlen(path) + 1, len = body + 1;
@@ -125,9 +93,9 @@ void tar_pax_path(tbuf *t, const char *path)
     tar_entry(t, "PaxHeaders/x", 'x', rec, strlen(rec), strlen(rec), NULL);
 }
 
-void tar_end(tbuf *t)
+void tar_end(xb *t)
 {
-    tb_zeros(t, 1024);
+    xb_zero(t, 1024);
 }
 
 uint8_t *gz(const void *p, size_t n, size_t *out_n)
@@ -166,11 +134,11 @@ static int spec_cmp(const void *a, const void *b)
 
 uint8_t *st_build(const st_spec *specs, int n, uint64_t seed, size_t *out_n)
 {
-    tbuf h = {0}, d = {0};
+    xb h = {0}, d = {0};
     char tmp[512];
     uint64_t off = 0;
     static const char meta[] = "{\"__metadata__\":{\"format\":\"pt\"}";
-    tb_put(&h, meta, sizeof meta - 1);
+    xb_put(&h, meta, sizeof meta - 1);
     for (int i = 0; i < n; i++) {
         uint64_t numel = 1;
         for (unsigned k = 0; k < specs[i].rank; k++)
@@ -178,14 +146,14 @@ uint8_t *st_build(const st_spec *specs, int n, uint64_t seed, size_t *out_n)
         size_t es = strcmp(specs[i].dtype, "F32") == 0 ? 4 : 2;
         int len = snprintf(tmp, sizeof tmp, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", specs[i].name,
                            specs[i].dtype);
-        tb_put(&h, tmp, (size_t)len);
+        xb_put(&h, tmp, (size_t)len);
         for (unsigned k = 0; k < specs[i].rank; k++) {
             len = snprintf(tmp, sizeof tmp, "%s%llu", k ? "," : "", (unsigned long long)specs[i].dims[k]);
-            tb_put(&h, tmp, (size_t)len);
+            xb_put(&h, tmp, (size_t)len);
         }
         len = snprintf(tmp, sizeof tmp, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
                        (unsigned long long)(off + numel * es));
-        tb_put(&h, tmp, (size_t)len);
+        xb_put(&h, tmp, (size_t)len);
         for (uint64_t e = 0; e < numel; e++) {
             uint64_t x = rng64(&seed);
             if (es == 4) {
@@ -198,27 +166,27 @@ uint8_t *st_build(const st_spec *specs, int n, uint64_t seed, size_t *out_n)
                     float f = (float)((int64_t)(x >> 40) - (1 << 23)) / (float)(1 << 26);
                     memcpy(&bits, &f, 4);
                 }
-                tb_put(&d, &bits, 4);
+                xb_put(&d, &bits, 4);
             } else {
                 uint16_t v = (uint16_t)(x >> 48);
-                tb_put(&d, &v, 2);
+                xb_put(&d, &v, 2);
             }
         }
         off += numel * es;
     }
-    tb_put(&h, "}", 1);
+    xb_put(&h, "}", 1);
     while ((8 + h.n) % 8 != 0)
-        tb_put(&h, " ", 1);
-    tbuf out = {0};
+        xb_put(&h, " ", 1);
+    xb out = {0};
     uint64_t hn = h.n;
     uint8_t le[8];
     for (int i = 0; i < 8; i++)
         le[i] = (uint8_t)(hn >> (8 * i));
-    tb_put(&out, le, 8);
-    tb_put(&out, h.p, h.n);
-    tb_put(&out, d.p, d.n);
-    tb_free(&h);
-    tb_free(&d);
+    xb_put(&out, le, 8);
+    xb_put(&out, h.p, h.n);
+    xb_put(&out, d.p, d.n);
+    xb_free(&h);
+    xb_free(&d);
     *out_n = out.n;
     return out.p;
 }
@@ -352,15 +320,15 @@ void pkg_make(pkg *p, pkg_kind kind, unsigned layers, unsigned r, uint64_t seed)
     set_text(p, "special_tokens_map.json", "{\"eos_token\": \"<|im_end|>\"}\n");
     set_text(p, "tokenizer_config.json", "{\"model_max_length\": 40960}\n");
     {
-        tbuf t = {0};
-        tb_put(&t, "{\"model\":{\"vocab\":{", 19);
+        xb t = {0};
+        xb_put(&t, "{\"model\":{\"vocab\":{", 19);
         for (int i = 0; i < 400; i++) {
             int len = snprintf(buf, sizeof buf, "%s\"tok%d\":%d", i ? "," : "", i, i);
-            tb_put(&t, buf, (size_t)len);
+            xb_put(&t, buf, (size_t)len);
         }
-        tb_put(&t, "}}}\n", 4);
+        xb_put(&t, "}}}\n", 4);
         pkg_set(p, "tokenizer.json", t.p, t.n);
-        tb_free(&t);
+        xb_free(&t);
     }
     {
         uint8_t bin[300];
@@ -384,12 +352,12 @@ void pkg_free(pkg *p)
 
 uint8_t *pkg_targz(const pkg *p, size_t *n)
 {
-    tbuf t = {0};
+    xb t = {0};
     for (int i = 0; i < p->n; i++)
         tar_file(&t, p->f[i].name, p->f[i].data, p->f[i].size);
     tar_end(&t);
     uint8_t *g = gz(t.p, t.n, n);
-    tb_free(&t);
+    xb_free(&t);
     return g;
 }
 
@@ -421,7 +389,7 @@ static int name_cmp(const void *a, const void *b)
 void pkg_sign_v1(pkg *p, const uint8_t seed[32], char pubkey_text[73])
 {
     pkg_file *sorted[24];
-    tbuf msg = {0}, blk = {0};
+    xb msg = {0}, blk = {0};
     char hx[24][65];
     for (int i = 0; i < p->n; i++)
         sorted[i] = &p->f[i];
@@ -431,10 +399,10 @@ void pkg_sign_v1(pkg *p, const uint8_t seed[32], char pubkey_text[73])
         expert_sha256(sorted[i]->data, sorted[i]->size, d);
         hexs(d, 32, hx[i]);
         if (i)
-            tb_put(&msg, "\n", 1);
-        tb_put(&msg, sorted[i]->name, strlen(sorted[i]->name));
-        tb_put(&msg, ":", 1);
-        tb_put(&msg, hx[i], 64);
+            xb_put(&msg, "\n", 1);
+        xb_put(&msg, sorted[i]->name, strlen(sorted[i]->name));
+        xb_put(&msg, ":", 1);
+        xb_put(&msg, hx[i], 64);
     }
     uint8_t sig[64], pub[32];
     expert_error err;
@@ -450,101 +418,39 @@ void pkg_sign_v1(pkg *p, const uint8_t seed[32], char pubkey_text[73])
                        "    \"signature_algorithm\": \"ed25519\",\n    \"signature\": \"%s\",\n"
                        "    \"files\": {\n",
                        ph, sh);
-    tb_put(&blk, line, (size_t)len);
+    xb_put(&blk, line, (size_t)len);
     for (int i = 0; i < p->n; i++) {
         len = snprintf(line, sizeof line, "      \"%s\": \"%s\"%s\n", sorted[i]->name, hx[i],
                        i + 1 < p->n ? "," : "");
-        tb_put(&blk, line, (size_t)len);
+        xb_put(&blk, line, (size_t)len);
     }
-    tb_put(&blk, "    }\n  },\n", 11);
+    xb_put(&blk, "    }\n  },\n", 11);
     pkg_file *m = pkg_get(p, "manifest.json");
     char *text = calloc(1, m->size + 1);
     memcpy(text, m->data, m->size);
     char *at = strstr(text, "\n  \"license\":");
     size_t pos = (size_t)(at - text) + 1;
-    tbuf nm = {0};
-    tb_put(&nm, text, pos);
-    tb_put(&nm, blk.p, blk.n);
-    tb_put(&nm, text + pos, m->size - pos);
+    xb nm = {0};
+    xb_put(&nm, text, pos);
+    xb_put(&nm, blk.p, blk.n);
+    xb_put(&nm, text + pos, m->size - pos);
     pkg_set(p, "manifest.json", nm.p, nm.n);
     pkg_set(p, "signature.sig", sh, 128);
     free(text);
-    tb_free(&nm);
-    tb_free(&blk);
-    tb_free(&msg);
+    xb_free(&nm);
+    xb_free(&blk);
+    xb_free(&msg);
 }
 
 /* --------------------------------------------------------------- misc */
 
-char *tmpdir_new(const char *tag)
-{
-    char tmpl[256];
-    const char *base = getenv("TMPDIR");
-    snprintf(tmpl, sizeof tmpl, "%s/xv1-%s-XXXXXX", base ? base : "/tmp", tag);
-    char *d = mkdtemp(tmpl);
-    return d ? strdup(d) : NULL;
-}
-
-static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-void tmpdir_rm(char *dir)
-{
-    if (dir != NULL)
-        nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-    free(dir);
-}
-
-char *pjoin(const char *a, const char *b)
-{
-    char *p = malloc(strlen(a) + strlen(b) + 2);
-    sprintf(p, "%s/%s", a, b);
-    return p;
-}
-
-int write_file(const char *path, const void *p, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    if (f == NULL)
-        return -1;
-    size_t k = fwrite(p, 1, n, f);
-    return (fclose(f) != 0 || k != n) ? -1 : 0;
-}
-
 uint8_t *read_all(const char *path, size_t *n)
 {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
+    xb b;
+    if (file_load(path, &b) != 0)
         return NULL;
-    tbuf b = {0};
-    uint8_t tmp[65536];
-    size_t k;
-    while ((k = fread(tmp, 1, sizeof tmp, f)) > 0)
-        tb_put(&b, tmp, k);
-    fclose(f);
-    if (b.p == NULL)
-        b.p = malloc(1);
     *n = b.n;
     return b.p;
-}
-
-int dir_entries(const char *dir)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "ls -A '%s' | wc -l", dir);
-    FILE *f = popen(cmd, "r");
-    int n = -1;
-    if (f != NULL) {
-        if (fscanf(f, "%d", &n) != 1)
-            n = -1;
-        pclose(f);
-    }
-    return n;
 }
 
 const expert_open_options k_open_any = {.flags = EXPERT_OPEN_V1, .threads = 0};
@@ -674,7 +580,7 @@ int check_pkg_files(expert_reader *r, pkg *p, char *msg, size_t cap)
 int check_pkg_dir(const char *dir, pkg *p, char *msg, size_t cap)
 {
     for (int i = 0; i < p->n; i++) {
-        char *fp = pjoin(dir, p->f[i].name);
+        char *fp = path_join(dir, p->f[i].name);
         size_t n = 0;
         uint8_t *d = read_all(fp, &n);
         int same = d != NULL && n == p->f[i].size && memcmp(d, p->f[i].data, n) == 0;

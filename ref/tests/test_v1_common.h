@@ -1,8 +1,9 @@
-/* test_v1_common.h — helpers shared by the v1 compatibility tests: a byte
- * buffer, hand-made tar (ustar/GNU headers written byte by byte, so hostile
- * entries need no tar library), gzip through zlib, synthetic PEFT packages
- * (safetensors with real PEFT key names, a manifest with the old packer's
- * quirks, tokenizer/README/grammar/LICENSE), temp dirs and file helpers. */
+/* test_v1_common.h — helpers shared by the v1 compatibility tests: hand-made
+ * tar (ustar/GNU headers written byte by byte, so hostile entries need no tar
+ * library), gzip through zlib, synthetic PEFT packages (safetensors with real
+ * PEFT key names, a manifest with the old packer's quirks,
+ * tokenizer/README/grammar/LICENSE); temp dirs, files and buffers come from
+ * craft.h. */
 #ifndef TEST_V1_COMMON_H
 #define TEST_V1_COMMON_H
 
@@ -10,27 +11,18 @@
 #include <stdint.h>
 
 #include "expert.h"
-#include "craft.h" /* run_cmd */
+#include "craft.h" /* temp dirs, files, run_cmd; xpmodel.h: buffers */
 #include "expert_v1.h"
-
-/* ------------------------------------------------------------ buffers */
-typedef struct tbuf {
-    uint8_t *p;
-    size_t n, cap;
-} tbuf;
-void tb_put(tbuf *b, const void *p, size_t n);
-void tb_zeros(tbuf *b, size_t n);
-void tb_free(tbuf *b);
 
 /* ---------------------------------------------------------------- tar */
 /* One entry: typeflag '0' file, '1' hard link, '2' symlink, '3' char dev,
  * '4' block dev, '5' dir, '6' fifo, 'S' GNU sparse, 'x' pax header...
  * size is the header's size field (data may be shorter to fake a lie). */
-void tar_entry(tbuf *t, const char *name, char type, const void *data, size_t data_len,
+void tar_entry(xb *t, const char *name, char type, const void *data, size_t data_len,
                uint64_t size_field, const char *link);
-void tar_file(tbuf *t, const char *name, const void *data, size_t n);
-void tar_pax_path(tbuf *t, const char *path); /* 'x' header with a path record */
-void tar_end(tbuf *t);                        /* two zero blocks */
+void tar_file(xb *t, const char *name, const void *data, size_t n);
+void tar_pax_path(xb *t, const char *path); /* 'x' header with a path record */
+void tar_end(xb *t);                        /* two zero blocks */
 
 /* gzip with zlib (level 6); caller frees. */
 uint8_t *gz(const void *p, size_t n, size_t *out_n);
@@ -74,12 +66,8 @@ uint8_t *st_build(const st_spec *specs, int n, uint64_t seed, size_t *out_n);
 void pkg_sign_v1(pkg *p, const uint8_t seed[32], char pubkey_text[73]);
 
 /* --------------------------------------------------------- misc */
-char *tmpdir_new(const char *tag);
-void tmpdir_rm(char *dir);
-char *pjoin(const char *a, const char *b);
-int write_file(const char *path, const void *p, size_t n);
+/* A whole file as a malloc'd buffer (NULL if unreadable). */
 uint8_t *read_all(const char *path, size_t *n);
-int dir_entries(const char *dir); /* entries besides . and .. */
 uint64_t rng64(uint64_t *s);
 
 /* Open options that accept v1 tar.gz as well as v2 (EXPERT_OPEN_V1). */

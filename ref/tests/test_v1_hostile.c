@@ -32,8 +32,8 @@ static char *g_dir;
 
 static void run_case(hcase *c)
 {
-    char *path = pjoin(g_dir, "hostile.expert");
-    assert_int_equal(write_file(path, c->data, c->size), 0);
+    char *path = path_join(g_dir, "hostile.expert");
+    assert_int_equal(file_save(path, c->data, c->size), 0);
     expert_reader *r = NULL;
     expert_error e;
     memset(&e, 0, sizeof e);
@@ -51,7 +51,7 @@ static void run_case(hcase *c)
         fail_msg("[%s] memory open: got %s (%s), want %s", c->label, expert_status_name(s),
                  e.message, expert_status_name(c->want));
     /* nothing extracted or left behind next to the input */
-    if (dir_entries(g_dir) != 1)
+    if (dir_count(g_dir) != 1)
         fail_msg("[%s] the reader wrote to disk", c->label);
     print_message("  %-34s -> %s: %s\n", c->label, expert_status_name(c->want), e.message);
     unlink(path);
@@ -61,25 +61,25 @@ static void run_case(hcase *c)
 
 /* A valid small package as a tar stream (not yet gzipped), with one
  * extra entry appended by the caller before tar_end. */
-static void base_tar(tbuf *t, pkg *p)
+static void base_tar(xb *t, pkg *p)
 {
     pkg_make(p, PK_DORA, 1, 2, 77);
     for (int i = 0; i < p->n; i++)
         tar_file(t, p->f[i].name, p->f[i].data, p->f[i].size);
 }
 
-static void finish(hcase *c, tbuf *t, pkg *p)
+static void finish(hcase *c, xb *t, pkg *p)
 {
     tar_end(t);
     c->data = gz(t->p, t->n, &c->size);
-    tb_free(t);
+    xb_free(t);
     pkg_free(p);
 }
 
 static void extra_entry(const char *label, const char *name, char type, const char *link,
                         const char *keyword)
 {
-    tbuf t = {0};
+    xb t = {0};
     pkg p;
     hcase c = {label, EXPERT_E_BAD_ARCHIVE, keyword, NULL, 0, {0, 0, 0, 0, NULL}, 0};
     base_tar(&t, &p);
@@ -114,7 +114,7 @@ static void test_names_and_types(void **state)
         extra_entry("GNU long name with ..", longname, '0', NULL, "'..'");
     }
     { /* pax header overriding the path */
-        tbuf t = {0};
+        xb t = {0};
         pkg p;
         hcase c = {"pax path ../", EXPERT_E_BAD_ARCHIVE, "'..'", NULL, 0, {0, 0, 0, 0, NULL}, 0};
         base_tar(&t, &p);
@@ -124,7 +124,7 @@ static void test_names_and_types(void **state)
         run_case(&c);
     }
     { /* old-GNU sparse file */
-        tbuf t = {0};
+        xb t = {0};
         pkg p;
         hcase c = {"GNU sparse file", EXPERT_E_BAD_ARCHIVE, NULL, NULL, 0, {0, 0, 0, 0, NULL}, 0};
         base_tar(&t, &p);
@@ -151,7 +151,7 @@ static void test_bombs_and_truncation(void **state)
 {
     (void)state;
     { /* entry declaring 4 GiB + 1 under the default 1 GiB per-entry limit */
-        tbuf t = {0};
+        xb t = {0};
         pkg p;
         hcase c = {"entry over the default limit", EXPERT_E_BAD_ARCHIVE, "gzip bomb", NULL, 0,
                    {0, 0, 0, 0, NULL}, 0};
@@ -161,7 +161,7 @@ static void test_bombs_and_truncation(void **state)
         run_case(&c);
     }
     { /* 32 MiB of zeros as one entry: ~32 KiB of gzip, limit 4 MiB */
-        tbuf t = {0};
+        xb t = {0};
         pkg p;
         hcase c = {"gzip bomb (one entry)", EXPERT_E_BAD_ARCHIVE, "gzip bomb", NULL, 0,
                    {4u << 20, 0, 0, 0, NULL}, 1};
@@ -174,19 +174,19 @@ static void test_bombs_and_truncation(void **state)
         run_case(&c);
     }
     { /* a valid package followed by 32 MiB of zeros inside the gzip stream */
-        tbuf t = {0};
+        xb t = {0};
         pkg p;
         hcase c = {"gzip bomb (after the tar end)", EXPERT_E_BAD_ARCHIVE, "gzip bomb", NULL, 0,
                    {4u << 20, 0, 0, 0, NULL}, 1};
         base_tar(&t, &p);
         tar_end(&t);
-        tb_zeros(&t, 32u << 20);
+        xb_zero(&t, 32u << 20);
         c.data = gz(t.p, t.n, &c.size);
-        tb_free(&t);
+        xb_free(&t);
         pkg_free(&p);
         run_case(&c);
     }
-    tbuf t = {0};
+    xb t = {0};
     pkg p;
     base_tar(&t, &p);
     tar_end(&t);
@@ -247,18 +247,18 @@ static void test_bombs_and_truncation(void **state)
     {
         hcase c = {"damaged tar header checksum", EXPERT_E_BAD_ARCHIVE, "tar", NULL, 0,
                    {0, 0, 0, 0, NULL}, 0};
-        tbuf d = {0};
-        tb_put(&d, t.p, t.n);
+        xb d = {0};
+        xb_put(&d, t.p, t.n);
         d.p[0] ^= 0x20; /* first header's name: checksum no longer matches */
         c.data = gz(d.p, d.n, &c.size);
-        tb_free(&d);
+        xb_free(&d);
         run_case(&c);
     }
     {
         hcase c = {"damaged header mid-archive", EXPERT_E_BAD_ARCHIVE, "tar", NULL, 0,
                    {0, 0, 0, 0, NULL}, 0};
-        tbuf d = {0};
-        tb_put(&d, t.p, t.n);
+        xb d = {0};
+        xb_put(&d, t.p, t.n);
         size_t at = 0;
         for (size_t o = 512; o + 512 <= d.n && at == 0; o += 512)
             if (memcmp(d.p + o, "adapter_config.json", 20) == 0)
@@ -266,7 +266,7 @@ static void test_bombs_and_truncation(void **state)
         assert_true(at > 0);
         d.p[at + 124 + 5] ^= 0x01; /* size field digit: checksum breaks */
         c.data = gz(d.p, d.n, &c.size);
-        tb_free(&d);
+        xb_free(&d);
         run_case(&c);
     }
     {
@@ -281,7 +281,7 @@ static void test_bombs_and_truncation(void **state)
         run_case(&c);
     }
     free(good);
-    tb_free(&t);
+    xb_free(&t);
     pkg_free(&p);
 }
 
@@ -360,14 +360,14 @@ static void test_safetensors_defects(void **state)
 static int setup(void **state)
 {
     (void)state;
-    g_dir = tmpdir_new("hostile");
+    g_dir = tmpdir_make("hostile");
     return g_dir == NULL;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    tmpdir_rm(g_dir);
+    tmpdir_remove(g_dir);
     return 0;
 }
 

@@ -103,7 +103,7 @@ static void *worker(void *arg)
 static void test_mixed_experts_threads(void **state)
 {
     (void)state;
-    char *dir = tmpdir_new("multi");
+    char *dir = tmpdir_make("multi");
     static const pkg_kind kinds[N_EXPERTS] = {PK_DORA, PK_LORA, PK_IA3, PK_DORA, PK_DORA};
     static const int as_v2[N_EXPERTS] = {0, 0, 1, 1, 0};
     expert_error e;
@@ -116,14 +116,14 @@ static void test_mixed_experts_threads(void **state)
         size_t n = 0;
         uint8_t *tgz = pkg_targz(&x->p, &n);
         snprintf(name, sizeof name, "x%d.v1.expert", i);
-        char *v1 = pjoin(dir, name);
-        assert_int_equal(write_file(v1, tgz, n), 0);
+        char *v1 = path_join(dir, name);
+        assert_int_equal(file_save(v1, tgz, n), 0);
         x->format = 1;
         x->path = v1;
         if (as_v2[i]) {
             expert_reader *r1 = NULL;
             snprintf(name, sizeof name, "x%d.v2.expert", i);
-            x->path = pjoin(dir, name);
+            x->path = path_join(dir, name);
             assert_int_equal(expert_open(v1, &k_open_any, &r1, &e), EXPERT_OK);
             assert_int_equal(transcode_v2(r1, x->path, &e), EXPERT_OK);
             expert_close(r1);
@@ -159,7 +159,7 @@ static void test_mixed_experts_threads(void **state)
         pkg_free(&g_x[i].p);
         free(g_x[i].path);
     }
-    tmpdir_rm(dir);
+    tmpdir_remove(dir);
 }
 
 int main(void)

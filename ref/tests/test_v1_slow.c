@@ -40,7 +40,7 @@ static void compare_dirs(const char *ref, const char *dir)
     while ((de = readdir(d)) != NULL) {
         if (de->d_name[0] == '.')
             continue;
-        char *a = pjoin(ref, de->d_name), *b = pjoin(dir, de->d_name);
+        char *a = path_join(ref, de->d_name), *b = path_join(dir, de->d_name);
         size_t na = 0, nb = 0;
         uint8_t *da = read_all(a, &na), *db = read_all(b, &nb);
         if (da == NULL || db == NULL || na != nb || memcmp(da, db, na) != 0)
@@ -52,7 +52,7 @@ static void compare_dirs(const char *ref, const char *dir)
         n++;
     }
     closedir(d);
-    assert_int_equal(dir_entries(dir), n);
+    assert_int_equal(dir_count(dir), n);
 }
 
 static void compare_tensors(expert_reader *r, const char *st_path)
@@ -95,17 +95,17 @@ static void one_fixture(const char *tag, const char *gen_args, int expect_tensor
 {
     char buf[256];
     snprintf(buf, sizeof buf, "%s-dir", tag);
-    char *src = pjoin(g_dir, buf);
+    char *src = path_join(g_dir, buf);
     snprintf(buf, sizeof buf, "%s.v1.expert", tag);
-    char *v1 = pjoin(g_dir, buf);
+    char *v1 = path_join(g_dir, buf);
     snprintf(buf, sizeof buf, "%s.v2.expert", tag);
-    char *v2 = pjoin(g_dir, buf);
+    char *v2 = path_join(g_dir, buf);
     snprintf(buf, sizeof buf, "%s-x", tag);
-    char *x = pjoin(g_dir, buf);
+    char *x = path_join(g_dir, buf);
     snprintf(buf, sizeof buf, "%s.back.expert", tag);
-    char *back = pjoin(g_dir, buf);
+    char *back = path_join(g_dir, buf);
     snprintf(buf, sizeof buf, "%s-tar", tag);
-    char *tx = pjoin(g_dir, buf);
+    char *tx = path_join(g_dir, buf);
 
     assert_int_equal(run_cmd(NULL, "'%s' '%s' %s --quiet", g_gen, src, gen_args), 0);
     assert_int_equal(run_cmd(NULL, "'%s' '%s' -o '%s' -q", g_gen_v1, src, v1), 0);
@@ -115,7 +115,7 @@ static void one_fixture(const char *tag, const char *gen_args, int expect_tensor
     assert_int_equal(run_cmd(NULL, "'%s' extract -q '%s' -o '%s'", g_cli, v2, x), 0);
     compare_dirs(src, x);
 
-    char *stp = pjoin(src, "adapter_model.safetensors");
+    char *stp = path_join(src, "adapter_model.safetensors");
     expert_reader *r1 = NULL, *r2 = NULL;
     expert_error e;
     assert_int_equal(expert_open(v1, &k_open_any, &r1, &e), EXPERT_OK);
@@ -183,14 +183,14 @@ static int setup(void **state)
     g_cli = env_exe("EXPERT_CLI");
     g_gen = env_exe("EXPERT_GEN_SAMPLE");
     g_gen_v1 = env_exe("EXPERT_GEN_V1");
-    g_dir = tmpdir_new("slow");
+    g_dir = tmpdir_make("slow");
     return g_dir == NULL;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    tmpdir_rm(g_dir);
+    tmpdir_remove(g_dir);
     return 0;
 }
 
