@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
@@ -28,90 +29,85 @@ int cli_usage_error(const cli_cmd *cmd, const char *fmt, ...)
     return CLI_EXIT_USAGE;
 }
 
-static const cli_opt_spec *find_long(const cli_opt_spec *specs, size_t n, const char *name,
-                                     size_t name_len, size_t *index)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (strlen(specs[i].name) == name_len && memcmp(specs[i].name, name, name_len) == 0) {
-            *index = i;
-            return &specs[i];
-        }
-    }
-    return NULL;
-}
-
-static const cli_opt_spec *find_short(const cli_opt_spec *specs, size_t n, char c, size_t *index)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (specs[i].short_name != 0 && specs[i].short_name == c) {
-            *index = i;
-            return &specs[i];
-        }
-    }
-    return NULL;
-}
+/* Long options map to 256 + their index in specs, so every getopt_long
+ * answer leads back to the spec it concerns. */
+#define CLI_LONG_BASE 256
+#define CLI_HELP_VAL (CLI_LONG_BASE - 1)
 
 int cli_parse(const cli_cmd *cmd, int argc, char **argv, const cli_opt_spec *specs,
               cli_opt_val *vals, size_t nopts, const char **pos, size_t min_pos,
               size_t max_pos, size_t *npos)
 {
-    size_t np = 0;
-    int only_positionals = 0;
-
+    /* "-": positionals come back in order as 1; ":": a missing value is ':' */
+    char shorts[2 + 2 * 64 + 2] = "-:";
+    size_t ns = 2;
+    struct option *longs = calloc(nopts + 2, sizeof *longs);
+    if (longs == NULL) {
+        fprintf(stderr, "%s %s: NOMEM: out of memory\n", CLI_NAME, cmd->name);
+        return CLI_EXIT_USAGE;
+    }
     for (size_t i = 0; i < nopts; i++) {
         vals[i].seen = 0;
         vals[i].value = NULL;
+        longs[i] = (struct option){specs[i].name, specs[i].has_value ? required_argument : no_argument, NULL,
+                                   CLI_LONG_BASE + (int)i};
+        if (specs[i].short_name != 0 && ns + 3 < sizeof shorts) {
+            shorts[ns++] = specs[i].short_name;
+            if (specs[i].has_value)
+                shorts[ns++] = ':';
+        }
     }
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const cli_opt_spec *spec = NULL;
-        size_t idx = 0;
-        const char *value = NULL;
+    longs[nopts] = (struct option){"help", no_argument, NULL, CLI_HELP_VAL};
+    shorts[ns++] = 'h';
+    shorts[ns] = '\0';
 
-        if (only_positionals || a[0] != '-' || a[1] == '\0') {
+    size_t np = 0;
+    int rc = 0, c;
+    opterr = 0;
+    optind = 0; /* full re-initialisation: a process may parse more than once */
+    while (rc == 0 && (c = getopt_long(argc, argv, shorts, longs, NULL)) != -1) {
+        if (c == 1) {
             if (np >= max_pos)
-                return cli_usage_error(cmd, "unexpected argument '%s'", a);
-            pos[np++] = a;
-            continue;
-        }
-        if (strcmp(a, "--") == 0) {
-            only_positionals = 1;
-            continue;
-        }
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+                rc = cli_usage_error(cmd, "unexpected argument '%s'", optarg);
+            else
+                pos[np++] = optarg;
+        } else if (c == 'h' || c == CLI_HELP_VAL) {
             fputs(cmd->help, stdout);
-            return CLI_PARSE_HELP;
-        }
-        if (a[1] == '-') {
-            const char *name = a + 2;
-            const char *eq = strchr(name, '=');
-            size_t name_len = eq ? (size_t)(eq - name) : strlen(name);
-            spec = find_long(specs, nopts, name, name_len, &idx);
-            if (spec == NULL)
-                return cli_usage_error(cmd, "unknown option '--%.*s'", (int)name_len, name);
-            if (eq != NULL) {
-                if (!spec->has_value)
-                    return cli_usage_error(cmd, "option '--%s' takes no value", spec->name);
-                value = eq + 1;
-            }
+            rc = CLI_PARSE_HELP;
+        } else if (c == ':' || c == '?') {
+            const cli_opt_spec *spec = NULL;
+            for (size_t i = 0; i < nopts && spec == NULL; i++)
+                if (optopt == CLI_LONG_BASE + (int)i || (optopt != 0 && optopt == specs[i].short_name))
+                    spec = &specs[i];
+            if (c == ':')
+                rc = cli_usage_error(cmd, "option '--%s' needs a value", spec ? spec->name : "?");
+            else if (spec != NULL)
+                rc = cli_usage_error(cmd, "option '--%s' takes no value", spec->name);
+            else if (optopt != 0)
+                rc = cli_usage_error(cmd, "unknown option '-%c'", optopt);
+            else
+                rc = cli_usage_error(cmd, "unknown or ambiguous option '%s'", argv[optind - 1]);
         } else {
-            spec = find_short(specs, nopts, a[1], &idx);
-            if (spec == NULL)
-                return cli_usage_error(cmd, "unknown option '-%c'", a[1]);
-            if (a[2] != '\0') {
-                if (!spec->has_value)
-                    return cli_usage_error(cmd, "option '-%c' takes no value", a[1]);
-                value = a + 2;
+            size_t idx = nopts;
+            for (size_t i = 0; i < nopts && idx == nopts; i++)
+                if (c == CLI_LONG_BASE + (int)i || c == specs[i].short_name)
+                    idx = i;
+            if (idx < nopts) {
+                vals[idx].seen = 1;
+                vals[idx].value = specs[idx].has_value ? optarg : NULL;
             }
         }
-        if (spec->has_value && value == NULL) {
-            if (i + 1 >= argc)
-                return cli_usage_error(cmd, "option '--%s' needs a value", spec->name);
-            value = argv[++i];
-        }
-        vals[idx].seen = 1;
-        vals[idx].value = value;
     }
+    /* after "--": the rest are positionals */
+    for (int i = optind; rc == 0 && i < argc; i++) {
+        if (np >= max_pos)
+            rc = cli_usage_error(cmd, "unexpected argument '%s'", argv[i]);
+        else
+            pos[np++] = argv[i];
+    }
+    free(longs);
+    if (rc != 0)
+        return rc;
     if (np < min_pos)
         return cli_usage_error(cmd, "missing argument (expected %zu, got %zu)", min_pos, np);
     *npos = np;

@@ -70,7 +70,8 @@ typedef struct cli_opt_val {
     const char *value; /* last value given */
 } cli_opt_val;
 
-/* Parses argv[1..argc) of a subcommand. Options may appear anywhere; "--"
+/* Parses argv[1..argc) of a subcommand with getopt_long. Options may appear
+ * anywhere (unique prefixes of long names are accepted); "--"
  * ends them; "-" alone is a positional. --help / -h prints cmd->help to
  * stdout and returns CLI_PARSE_HELP. Usage errors print a message to stderr
  * and return CLI_EXIT_USAGE. Positionals must number in [min_pos, max_pos]. */
