@@ -16,6 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 /* ====================================================== argument parsing */
 
 int cli_usage_error(const cli_cmd *cmd, const char *fmt, ...)
@@ -463,52 +465,30 @@ void fput_term(FILE *f, const char *s, size_t n)
 
 void sb_json_string(strbuf *sb, const char *s, size_t n)
 {
-    const unsigned char *p = (const unsigned char *)s;
-    size_t i = 0, run = 0;
-
-    sb_append(sb, "\"", 1);
-    while (i < n) {
-        unsigned c = p[i];
-        const char *esc = NULL;
-        char buf[8];
-        size_t len;
-
-        switch (c) {
-        case '"': esc = "\\\""; break;
-        case '\\': esc = "\\\\"; break;
-        case '\n': esc = "\\n"; break;
-        case '\r': esc = "\\r"; break;
-        case '\t': esc = "\\t"; break;
-        case '\b': esc = "\\b"; break;
-        case '\f': esc = "\\f"; break;
-        default:
-            if (c < 0x20) {
-                snprintf(buf, sizeof buf, "\\u%04x", c);
-                esc = buf;
-            }
-            break;
-        }
-        if (esc != NULL) {
-            sb_append(sb, s + i - run, run);
-            run = 0;
-            sb_puts(sb, esc);
-            i++;
-            continue;
-        }
+    /* JSON text is Unicode: bytes that are not UTF-8 (a path may hold any)
+     * become U+FFFD; jansson does the escaping. */
+    strbuf clean;
+    sb_init(&clean);
+    for (size_t i = 0; i < n;) {
         uint32_t cp;
-        len = utf8_decode(p + i, n - i, &cp);
+        size_t len = utf8_decode((const unsigned char *)s + i, n - i, &cp);
         if (len == 0) {
-            sb_append(sb, s + i - run, run);
-            run = 0;
-            sb_puts(sb, "\\ufffd");
+            sb_puts(&clean, "\xEF\xBF\xBD");
             i++;
-            continue;
+        } else {
+            sb_append(&clean, s + i, len);
+            i += len;
         }
-        run += len;
-        i += len;
     }
-    sb_append(sb, s + n - run, run);
-    sb_append(sb, "\"", 1);
+    json_t *j = clean.failed ? NULL : json_stringn(clean.data ? clean.data : "", clean.len);
+    char *text = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
+    if (text == NULL)
+        sb->failed = 1;
+    else
+        sb_puts(sb, text);
+    free(text);
+    json_decref(j);
+    sb_free(&clean);
 }
 
 void sb_json_cstr(strbuf *sb, const char *s)

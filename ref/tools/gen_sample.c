@@ -557,7 +557,10 @@ static void sb_indent(sbuf *b, unsigned n)
     sb_put(b, spaces, n);
 }
 
-/* JSON string with quotes; UTF-8 passes through (ensure_ascii=False). */
+/* JSON string with quotes; UTF-8 passes through (ensure_ascii=False). Written
+ * here, not through jansson, because the sample's bytes are part of what the
+ * benchmarks and sizes measure: one fixed form (lower-case \u00xx, '/' as is)
+ * whatever jansson version is installed. */
 static void sb_jstr(sbuf *b, const char *s, size_t n)
 {
     sb_put(b, "\"", 1);

@@ -79,6 +79,9 @@ void model_set_meta_json(xm_model *m, const char *json, size_t len)
 
 /* ------------------------------------------------------------ JSON */
 
+/* Not jansson: the manifest must list names byte for byte, including the
+ * reject vectors' names that are not UTF-8 (jansson refuses those), and its
+ * bytes must not change with the jansson version. */
 void json_str(xb *b, const uint8_t *s, size_t n)
 {
     xb_u8(b, '"');

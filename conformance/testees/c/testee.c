@@ -78,19 +78,25 @@ static void sb_printf(sbuf *b, const char *fmt, ...)
 
 static void sb_json_string(sbuf *b, const char *s, size_t n)
 {
-    sb_put(b, "\"", 1);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') {
-            char e[2] = {'\\', (char)c};
-            sb_put(b, e, 2);
-        } else if (c < 0x20) {
-            sb_printf(b, "\\u%04x", c);
-        } else {
-            sb_put(b, (const char *)&c, 1);
+    /* jansson escapes; a string that is not UTF-8 (none reaches here from a
+     * valid file) is written with its non-ASCII bytes as '?'. */
+    json_t *j = json_stringn(s, n);
+    if (j == NULL) {
+        char *ascii = malloc(n ? n : 1);
+        if (ascii != NULL) {
+            for (size_t i = 0; i < n; i++)
+                ascii[i] = (unsigned char)s[i] < 0x80 ? s[i] : '?';
+            j = json_stringn(ascii, n);
+            free(ascii);
         }
     }
-    sb_put(b, "\"", 1);
+    char *text = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
+    if (text != NULL)
+        sb_put(b, text, strlen(text));
+    else
+        sb_put(b, "null", 4);
+    free(text);
+    json_decref(j);
 }
 
 /* Copies valid JSON without insignificant whitespace (the library has
