@@ -1200,6 +1200,47 @@ static const cli_opt_spec k_extract_opts[X_COUNT] = {
     [X_JSON] = {"json", 0, 0},    [X_QUIET] = {"quiet", 'q', 0}, [X_MAX_DECODED] = {"max-decoded", 0, 1},
 };
 
+/* Length of the longest prefix of dir, cut at a '/', that names an
+ * existing directory (0 when none does): what make_dirs will not create. */
+static size_t existing_prefix(const char *dir)
+{
+    struct stat st;
+    size_t n = strlen(dir);
+    while (n > 0) {
+        char *p = strndup(dir, n);
+        int exists = p != NULL && stat(p, &st) == 0;
+        free(p);
+        if (exists || p == NULL)
+            return n;
+        while (n > 0 && dir[n - 1] != '/')
+            n--;
+        while (n > 1 && dir[n - 1] == '/')
+            n--;
+    }
+    return 0;
+}
+
+/* Removes the directories of dir beyond its first `keep` bytes, deepest
+ * first, each only if empty: an extract that fails leaves none it created. */
+static void remove_new_dirs(const char *dir, size_t keep)
+{
+    size_t n = strlen(dir);
+    while (n > keep && dir[n - 1] == '/')
+        n--;
+    while (n > keep) {
+        char *p = strndup(dir, n);
+        if (p == NULL || rmdir(p) != 0) {
+            free(p);
+            return;
+        }
+        free(p);
+        while (n > keep && dir[n - 1] != '/')
+            n--;
+        while (n > keep && dir[n - 1] == '/')
+            n--;
+    }
+}
+
 static int cmd_extract(const cli_cmd *cmd, int argc, char **argv)
 {
     cli_opt_val v[X_COUNT];
@@ -1209,7 +1250,8 @@ static int cmd_extract(const cli_cmd *cmd, int argc, char **argv)
     expert_error err;
     expert_status s;
     unsigned threads;
-    int rc, made_root = 0;
+    int rc;
+    size_t existing = 0; /* length of the longest prefix of DIR that existed before */
 
     memset(&job, 0, sizeof job);
     job.rootfd = -1;
@@ -1235,8 +1277,7 @@ static int cmd_extract(const cli_cmd *cmd, int argc, char **argv)
             s = err_set(&err, EXPERT_E_NOMEM, "out of memory");
     }
     if (s == EXPERT_OK) {
-        struct stat st;
-        made_root = stat(job.dir, &st) != 0;
+        existing = existing_prefix(job.dir);
         s = make_dirs(job.dir, &err);
     }
     if (s == EXPERT_OK) {
@@ -1268,8 +1309,8 @@ static int cmd_extract(const cli_cmd *cmd, int argc, char **argv)
     rc = s == EXPERT_OK ? 0 : cli_report(job.json, job.r, s, &err);
     if (job.rootfd >= 0)
         close(job.rootfd);
-    if (s != EXPERT_OK && made_root && job.placed == 0)
-        rmdir(job.dir); /* only the last component, and only if empty */
+    if (s != EXPERT_OK && job.placed == 0)
+        remove_new_dirs(job.dir, existing);
     for (size_t i = 0; i < job.nstaged; i++)
         free(job.staged[i].name);
     for (size_t i = 0; i < job.ncreated; i++)

@@ -80,7 +80,7 @@ static struct {
     {"test_kill_leaves_nothing", "kill -9 during a write leaves no temporary name; an existing destination is "
                                  "untouched", false},
     {"test_extract_all_or_nothing", "an extract failing at its second file leaves no file, no hidden temporary "
-                                    "and no directory it created", false},
+                                    "and none of the directories it created (-o a/b/c too)", false},
     {"test_terminal_escaping", "names with ESC, CR, BEL, DEL, C1 CSI, U+202E and a path with an invalid byte "
                                "print escaped in `inspect` and error lines; `--json` stays exact", false},
     {"test_require_signature", "`validate --require-signature`: unsigned -> UNSIGNED, no key -> BAD_KEY, "
@@ -314,6 +314,12 @@ static void test_extract_all_or_nothing(void **state)
     assert_int_equal(run_cmd(NULL, "'%s' extract -q '%s' -o '%s' 2>/dev/null", g_cli, f, fresh),
                      EXPERT_E_SECTION_HASH_MISMATCH);
     assert_false(file_exists(fresh));
+    /* -o fresh/x/y/: none of the three directories it created stays */
+    char *deep = path_join(fresh, "x/y/");
+    assert_int_equal(run_cmd(NULL, "'%s' extract -q '%s' -o '%s' 2>/dev/null", g_cli, f, deep),
+                     EXPERT_E_SECTION_HASH_MISMATCH);
+    assert_false(file_exists(fresh));
+    free(deep);
 
     assert_int_equal(mkdir(kept, 0755), 0);
     assert_int_equal(file_save(keep, "mine", 4), 0);
@@ -321,6 +327,13 @@ static void test_extract_all_or_nothing(void **state)
                      EXPERT_E_SECTION_HASH_MISMATCH);
     assert_int_equal(dir_count(kept), 1);
     assert_true(file_exists(keep));
+    /* under an existing directory, only what the extract created goes */
+    char *under = path_join(kept, "new/deeper");
+    assert_int_equal(run_cmd(NULL, "'%s' extract -q '%s' -o '%s' 2>/dev/null", g_cli, f, under),
+                     EXPERT_E_SECTION_HASH_MISMATCH);
+    assert_int_equal(dir_count(kept), 1);
+    assert_true(file_exists(keep));
+    free(under);
 
     free(keep);
     free(good);
