@@ -753,7 +753,7 @@ static void *batch_worker(void *arg)
             char *slash = strrchr(dir, '/');
             if (slash != NULL && slash != dir) {
                 *slash = '\0';
-                s = make_dirs(dir, &r->err);
+                s = make_dirs(dir, NULL, &r->err);
             }
             free(dir);
         }
@@ -909,7 +909,7 @@ static int run_batch(const cli_cmd *cmd, conv_opts *o, const char *in_dir, const
     (void)cmd;
     expert_status s = walk_dir(in_dir, &files, &err);
     if (s == EXPERT_OK)
-        s = make_dirs(out_dir, &err);
+        s = make_dirs(out_dir, NULL, &err);
     if (s != EXPERT_OK) {
         file_list_free(&files);
         return cli_report(o->json, NULL, s, &err);

@@ -1200,26 +1200,6 @@ static const cli_opt_spec k_extract_opts[X_COUNT] = {
     [X_JSON] = {"json", 0, 0},    [X_QUIET] = {"quiet", 'q', 0}, [X_MAX_DECODED] = {"max-decoded", 0, 1},
 };
 
-/* Length of the longest prefix of dir, cut at a '/', that names an
- * existing directory (0 when none does): what make_dirs will not create. */
-static size_t existing_prefix(const char *dir)
-{
-    struct stat st;
-    size_t n = strlen(dir);
-    while (n > 0) {
-        char *p = strndup(dir, n);
-        int exists = p != NULL && stat(p, &st) == 0;
-        free(p);
-        if (exists || p == NULL)
-            return n;
-        while (n > 0 && dir[n - 1] != '/')
-            n--;
-        while (n > 1 && dir[n - 1] == '/')
-            n--;
-    }
-    return 0;
-}
-
 /* Removes the directories of dir beyond its first `keep` bytes, deepest
  * first, each only if empty: an extract that fails leaves none it created. */
 static void remove_new_dirs(const char *dir, size_t keep)
@@ -1251,7 +1231,7 @@ static int cmd_extract(const cli_cmd *cmd, int argc, char **argv)
     expert_status s;
     unsigned threads;
     int rc;
-    size_t existing = 0; /* length of the longest prefix of DIR that existed before */
+    size_t existing = SIZE_MAX; /* length of the prefix of DIR that existed before */
 
     memset(&job, 0, sizeof job);
     job.rootfd = -1;
@@ -1277,8 +1257,7 @@ static int cmd_extract(const cli_cmd *cmd, int argc, char **argv)
             s = err_set(&err, EXPERT_E_NOMEM, "out of memory");
     }
     if (s == EXPERT_OK) {
-        existing = existing_prefix(job.dir);
-        s = make_dirs(job.dir, &err);
+        s = make_dirs(job.dir, &existing, &err);
     }
     if (s == EXPERT_OK) {
         job.rootfd = open(job.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -779,12 +779,14 @@ expert_status atomic_write_path(const char *path, const void *data, size_t n, in
 
 /* =========================================================== directories */
 
-expert_status make_dirs(const char *path, expert_error *err)
+expert_status make_dirs(const char *path, size_t *existed, expert_error *err)
 {
-    size_t n = strlen(path);
+    size_t n = strlen(path), last_sep = 0;
     char *buf = malloc(n + 1);
     struct stat st;
 
+    if (existed != NULL)
+        *existed = n;
     if (buf == NULL)
         return err_set(err, EXPERT_E_NOMEM, "out of memory");
     memcpy(buf, path, n + 1);
@@ -792,13 +794,17 @@ expert_status make_dirs(const char *path, expert_error *err)
         if (buf[i] != '/' && buf[i] != '\0')
             continue;
         buf[i] = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+        if (mkdir(buf, 0755) == 0) {
+            if (existed != NULL && *existed == n)
+                *existed = last_sep; /* this component is the first one created */
+        } else if (errno != EEXIST) {
             expert_status s = err_errno(err, EXPERT_E_IO, errno, "cannot create directory '%s'", buf);
             free(buf);
             return s;
         }
         if (i < n)
             buf[i] = '/';
+        last_sep = i;
     }
     free(buf);
     if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))

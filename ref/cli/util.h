@@ -191,8 +191,11 @@ expert_status atomic_produce_path(const char *path, int overwrite, atomic_produc
 expert_status atomic_write_path(const char *path, const void *data, size_t n, int overwrite,
                                 expert_error *err);
 
-/* mkdir -p for an ordinary user-given path (symlinks allowed), mode 0755. */
-expert_status make_dirs(const char *path, expert_error *err);
+/* mkdir -p for an ordinary user-given path (symlinks allowed), mode 0755.
+ * existed (may be NULL): the length of the prefix of path that was there
+ * before, cut before the first component this call created (strlen(path)
+ * when it created none). */
+expert_status make_dirs(const char *path, size_t *existed, expert_error *err);
 /* Told of each directory open_subdir creates (its first len bytes of
  * reldir); nonzero means out of memory. */
 typedef int (*dir_created_fn)(void *ctx, const char *reldir, size_t len);
