@@ -1256,9 +1256,8 @@ static int cmd_extract(const cli_cmd *cmd, int argc, char **argv)
         if (job.used == NULL)
             s = err_set(&err, EXPERT_E_NOMEM, "out of memory");
     }
-    if (s == EXPERT_OK) {
+    if (s == EXPERT_OK)
         s = make_dirs(job.dir, &existing, &err);
-    }
     if (s == EXPERT_OK) {
         job.rootfd = open(job.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (job.rootfd < 0)
