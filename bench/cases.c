@@ -35,7 +35,7 @@
  *                  then read() adapter_model.safetensors, parse it, and copy
  *                  every tensor into the arena; removing the directory is
  *                  untimed
- *   v1 libexpert   expert_open(EXPERT_OPEN_V1) on the tar.gz (in-memory v1 compat) + read of
+ *   v1 libexpert   expert_open_v1 on the tar.gz (in-memory v1 compat) + read of
  *                  every tensor section (verified) + close
  *   st mmap        mmap adapter_model.safetensors + parse + copy of every
  *                  tensor into the arena + munmap
@@ -227,8 +227,7 @@ static int build_plan(const char *path, plan *p, char *err, size_t errlen)
     expert_reader *r = NULL;
     expert_error e;
     memset(p, 0, sizeof *p);
-    expert_open_options any = {.flags = EXPERT_OPEN_V1, .threads = 0}; /* plans are made for v1 inputs too */
-    if (expert_open(path, &any, &r, &e) != EXPERT_OK) {
+    if (expert_open_any(path, NULL, NULL, &r, &e) != EXPERT_OK) { /* plans are made for v1 inputs too */
         set_err(err, errlen, "%s: %s: %s", path, expert_status_name(e.code), e.message);
         return -1;
     }
@@ -804,8 +803,8 @@ static int run_base(xb_case *c, double *sec, char *err, size_t errlen)
     case K_V1_LIB: {
         expert_reader *r = NULL;
         expert_error e;
-        expert_open_options o = {.flags = EXPERT_OPEN_V1, .threads = 1};
-        if (expert_open(c->path, &o, &r, &e) != EXPERT_OK) {
+        expert_open_options o = {.threads = 1};
+        if (expert_open_v1(c->path, &o, NULL, &r, &e) != EXPERT_OK) {
             set_err(err, errlen, "expert_open (v1) %s: %s", expert_status_name(e.code), e.message);
             rc = -1;
         } else {

@@ -578,8 +578,8 @@ static void convert_one(const conv_opts *o, const char *in, const char *out, int
     if (resume && path_exists(out)) {
         expert_reader *done_r = NULL;
         expert_error e2;
-        expert_open_options any = {.flags = EXPERT_OPEN_V1, .threads = o->threads}; /* OUT may be a v1 rollback */
-        if (expert_open(out, &any, &done_r, &e2) == EXPERT_OK &&
+        expert_open_options any = {.threads = o->threads};
+        if (expert_open_any(out, &any, NULL, &done_r, &e2) == EXPERT_OK && /* OUT may be a v1 rollback */
             expert_reader_source_format(done_r) == o->to &&
             expert_verify_full(done_r, NULL, &e2) == EXPERT_OK && same_sections(r, done_r)) {
             res->state = R_SKIPPED;

@@ -299,10 +299,10 @@ static expert_status open_reader(const char *path, int no_mmap, unsigned threads
 {
     expert_open_options opt = {0};
     opt.max_decoded_bytes = g_max_decoded;
-    opt.flags = (no_mmap ? EXPERT_OPEN_NO_MMAP : 0) | (allow_v1 ? EXPERT_OPEN_V1 : 0);
+    opt.flags = no_mmap ? EXPERT_OPEN_NO_MMAP : 0;
     opt.threads = threads;
     *r = NULL;
-    expert_status s = expert_open(path, &opt, r, err);
+    expert_status s = allow_v1 ? expert_open_any(path, &opt, NULL, r, err) : expert_open(path, &opt, r, err);
     if (s == EXPERT_OK && !quiet && expert_reader_notice(*r) != NULL)
         fprintf(stderr, "%s: note: %s\n", CLI_NAME, expert_reader_notice(*r));
     return s;

@@ -104,6 +104,14 @@ typedef struct expert_error {
 EXPERT_API const char *expert_status_name(expert_status s);
 /* Parses a class name back (for conformance tools); EXPERT_E_INVALID_ARGUMENT if unknown. */
 EXPERT_API expert_status expert_status_from_name(const char *name, expert_status *out);
+/* Fills *err (when err is not NULL) and returns code: the library's error
+ * convention, for callbacks (expert_write_fn) and layers built on this API. */
+EXPERT_API expert_status expert_error_set(expert_error *err, expert_status code, uint64_t offset,
+                                          uint32_t section, const char *fmt, ...)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 5, 6)))
+#endif
+    ;
 
 /* Replace malloc/realloc/free for the whole library (not thread-safe; call
  * before any other function). Pass NULLs to restore the defaults. */
@@ -114,6 +122,12 @@ typedef struct expert_allocator {
     void *user;
 } expert_allocator;
 EXPERT_API void expert_set_allocator(const expert_allocator *alloc);
+/* The library's allocator, for memory exchanged with it: what the library
+ * hands out (expert_file_rebuild, the v1 buffers) is released with
+ * expert_free. expert_malloc never returns NULL for size 0. */
+EXPERT_API void *expert_malloc(size_t size);
+EXPERT_API void *expert_realloc(void *ptr, size_t size);
+EXPERT_API void expert_free(void *ptr);
 
 /* ---------------------------------------------------------- format enums */
 
@@ -172,6 +186,10 @@ EXPERT_API expert_status expert_codec_from_name(const char *name, expert_codec *
 /* Slots of the name index for a file with this many sections (spec §8), for
  * tools that predict a file's layout. */
 EXPERT_API uint32_t expert_index_slot_count(uint32_t section_count);
+/* 1 when a section name is one the format allows (spec §12.1 (h)): 1..1024
+ * bytes of UTF-8 (RFC 3629) without NUL. */
+#define EXPERT_MAX_NAME_BYTES 1024u
+EXPERT_API int expert_name_valid(const char *name, size_t length);
 
 /* -------------------------------------------------------------- reading */
 
@@ -179,12 +197,7 @@ typedef struct expert_reader expert_reader;
 
 enum {
     EXPERT_OPEN_NO_MMAP = 1u << 0, /* read the file into memory with read() */
-    EXPERT_OPEN_V2_ONLY = 1u << 1, /* the default; kept so older callers still build */
-    /* Also accept a v1 tar.gz package (gzip magic), read through the
-     * compatibility layer with the default limits of expert_v1.h: the whole
-     * archive is inflated and held in memory. Without it a gzip input is
-     * BAD_MAGIC after reading 2 bytes. expert_open_v1 takes explicit limits. */
-    EXPERT_OPEN_V1 = 1u << 2
+    EXPERT_OPEN_V2_ONLY = 1u << 1  /* the only behaviour; kept so older callers still build */
 };
 
 /* Reader limits below the spec's (§14.1), for untrusted input: a small file
@@ -220,12 +233,23 @@ EXPERT_API void expert_reader_limits(const expert_reader *r, expert_limits *out)
 
 /* Opens a v2 file and runs structural validation (level 1): header,
  * structure hash, metadata, TOC, index, layout. Touches no section body.
- * v1 packages only with EXPERT_OPEN_V1 (or expert_open_v1). */
+ * A v1 tar.gz is BAD_MAGIC after 2 bytes: v1 is opened through the
+ * compatibility layer of expert_v1.h (expert_open_v1, expert_open_any). */
 EXPERT_API expert_status expert_open(const char *path, const expert_open_options *opt,
                           expert_reader **out, expert_error *err);
 /* Same over caller memory, which must outlive the reader (not copied). */
 EXPERT_API expert_status expert_open_memory(const void *data, size_t size, const expert_open_options *opt,
                                  expert_reader **out, expert_error *err);
+/* Same over memory the reader takes over: release(owner) is called once,
+ * when the reader is closed, or before this returns when it fails. */
+typedef void (*expert_release_fn)(void *owner);
+EXPERT_API expert_status expert_open_memory_owned(const void *data, size_t size,
+                                                  const expert_open_options *opt,
+                                                  expert_release_fn release, void *owner,
+                                                  expert_reader **out, expert_error *err);
+/* The owner given to expert_open_memory_owned when `release` is the
+ * callback it was given with, else NULL: a layer recognises its readers. */
+EXPERT_API void *expert_reader_owner(const expert_reader *r, expert_release_fn release);
 EXPERT_API void expert_close(expert_reader *r);
 
 typedef struct expert_header_info {
@@ -335,7 +359,7 @@ EXPERT_API expert_status expert_module(const expert_reader *r, uint32_t index, e
 EXPERT_API expert_status expert_file_write(expert_reader *r, uint32_t section, expert_write_fn write,
                                 void *user, expert_error *err);
 /* The same file in one buffer, allocated with the library allocator:
- * release it with expert_v1_free(). */
+ * release it with expert_free(). */
 EXPERT_API expert_status expert_file_rebuild(expert_reader *r, uint32_t section, void **data, size_t *size,
                                   expert_error *err);
 
@@ -379,6 +403,21 @@ EXPERT_API expert_status expert_writer_finish(expert_writer *w, const expert_pri
                                    expert_error *err);
 /* Discards everything written (removes the temporary file). */
 EXPERT_API void expert_writer_abort(expert_writer *w);
+
+/* A writer whose file is built in memory (nothing touches the disk);
+ * size_hint preallocates. It ends with expert_writer_finish_memory, which
+ * hands the image over (data aligned to the file alignment, so it opens with
+ * expert_open_memory as a mapped file would); the writer is freed either way. */
+typedef struct expert_image {
+    const uint8_t *data;
+    size_t size;
+    void *allocation; /* what expert_image_free releases */
+} expert_image;
+EXPERT_API expert_status expert_writer_open_memory(const expert_writer_options *opt, size_t size_hint,
+                                                   expert_writer **out, expert_error *err);
+EXPERT_API expert_status expert_writer_finish_memory(expert_writer *w, const expert_private_key *key,
+                                                     expert_image *out, expert_error *err);
+EXPERT_API void expert_image_free(expert_image *image);
 
 /* -------------------------------------------------------------- packing */
 

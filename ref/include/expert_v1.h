@@ -6,12 +6,14 @@
  * A v1 package is a gzip'd tar whose entries all sit at the archive root
  * (manifest.json, adapter_model.safetensors, adapter_config.json, tokenizer
  * files, README.md, grammar.gbnf, LICENSE, optional tests/... and
- * signature.sig). expert_open() and expert_open_memory() recognise one by
- * its gzip magic (1f 8b) and read it as a stream, in memory, never writing
- * anything to disk: every regular entry is kept (bounded by
+ * signature.sig). expert_open_v1() (or expert_open_any(), which recognises
+ * one by its gzip magic 1f 8b; expert_open() refuses it) reads it as a
+ * stream, in memory, never writing anything to disk: this layer is built on
+ * the public API of expert.h only. Every regular entry is kept (bounded by
  * expert_v1_options), adapter_model.safetensors is parsed with
  * expert_safetensors_parse(), and an in-memory v2 image (raw codec) is built
- * with the same sections and metadata `expert-cli pack` gives the extracted
+ * (expert_writer_open_memory, expert_pack) with the same sections and
+ * metadata `expert-cli pack` gives the extracted
  * directory, following the v1 mapping of spec §9.5 and §10.7:
  *   - SAFETENSORS_HEADER "adapter_model.safetensors", then one section per
  *     tensor in streaming order (layer, module path, A < B < magnitude <
@@ -79,6 +81,18 @@ EXPERT_API expert_status expert_open_v1_memory(const void *data, size_t size, co
                                     const expert_v1_options *v1opt, expert_reader **out,
                                     expert_error *err);
 
+/* Either format, told apart by the first two bytes (gzip magic: v1): for
+ * tools that take what the user gives them. v2 files open as expert_open /
+ * expert_open_memory would (the memory is borrowed), v1 packages as
+ * expert_open_v1 / expert_open_v1_memory (copied). */
+EXPERT_API expert_status expert_open_any(const char *path, const expert_open_options *opt,
+                                         const expert_v1_options *v1opt, expert_reader **out,
+                                         expert_error *err);
+EXPERT_API expert_status expert_open_any_memory(const void *data, size_t size,
+                                                const expert_open_options *opt,
+                                                const expert_v1_options *v1opt, expert_reader **out,
+                                                expert_error *err);
+
 /* 1 when the reader was built from a v1 tar.gz, 2 for a v2 file (0 for NULL). */
 EXPERT_API int expert_reader_source_format(const expert_reader *r);
 /* Deprecation notice for v1 readers (a static string the caller may show);
@@ -112,7 +126,7 @@ EXPERT_API expert_status expert_v1_info_get(const expert_reader *r, expert_v1_in
 /* Name of the i-th regular entry in archive order (NULL past the end or for v2). */
 EXPERT_API const char *expert_v1_entry_name(const expert_reader *r, uint32_t i);
 
-/* Frees what the v1 functions and expert_file_rebuild allocate. */
+/* Frees what the v1 functions allocate (the same as expert_free). */
 EXPERT_API void expert_v1_free(void *p);
 
 /* ------------------------------------------------------ v1 signatures */

@@ -66,3 +66,18 @@ char *xp_strndup(const char *s, size_t n)
     p[n] = '\0';
     return p;
 }
+
+void *expert_malloc(size_t size)
+{
+    return xp_malloc(size);
+}
+
+void *expert_realloc(void *ptr, size_t size)
+{
+    return xp_realloc(ptr, size);
+}
+
+void expert_free(void *ptr)
+{
+    xp_free(ptr);
+}

@@ -64,8 +64,8 @@ expert_status expert_status_from_name(const char *name, expert_status *out)
     return EXPERT_E_INVALID_ARGUMENT;
 }
 
-expert_status xp_set_error(expert_error *err, expert_status code, uint64_t offset,
-                           uint32_t section, const char *fmt, ...)
+expert_status expert_error_set(expert_error *err, expert_status code, uint64_t offset,
+                                uint32_t section, const char *fmt, ...)
 {
     if (err != NULL) {
         err->code = code;

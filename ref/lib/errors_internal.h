@@ -13,8 +13,8 @@
 #define XP_PRINTF(a, b)
 #endif
 
-expert_status xp_set_error(expert_error *err, expert_status code, uint64_t offset,
-                           uint32_t section, const char *fmt, ...) XP_PRINTF(5, 6);
+/* The public expert_error_set, under the name the library's code reads best with. */
+#define xp_set_error expert_error_set
 
 /* Propagate a failure unchanged (err already filled by the callee). */
 #define XP_TRY(expr)                                                                              \

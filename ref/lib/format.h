@@ -65,7 +65,7 @@
 
 /* ---- limits (spec §14) ---- */
 #define XP_MAX_SECTIONS 65536u
-#define XP_MAX_NAME 1024u
+#define XP_MAX_NAME EXPERT_MAX_NAME_BYTES
 #define XP_MAX_METADATA (16u * 1024u * 1024u)
 #define XP_MAX_STRINGS (64u * 1024u * 1024u)
 #define XP_MAX_SECTION_DECODED (UINT64_C(1) << 32)
@@ -238,7 +238,7 @@ const char *xp_metadata_adapter_config(const xp_metadata *m);
 uint32_t xp_metadata_module_count(const xp_metadata *m);
 const expert_module_info *xp_metadata_module(const xp_metadata *m, uint32_t i);
 
-/* ---- reader internals shared with the writer and v1.c ---- */
+/* ---- reader internals shared with the writer ---- */
 int xp_utf8_valid(const uint8_t *s, size_t n, int allow_nul);
 const uint8_t *expert_reader_bytes(const expert_reader *r, size_t *length);
 

@@ -30,7 +30,6 @@
 #include "alloc.h"
 #include "errors_internal.h"
 #include "format.h"
-#include "v1.h" /* v1 compat: gzip dispatch and v1 provenance */
 
 typedef struct xp_section {
     expert_section_info info;
@@ -62,7 +61,8 @@ struct expert_reader {
     char *metadata_json;   /* decoded, NUL-terminated */
     size_t metadata_json_length;
     xp_metadata *meta;
-    xp_v1_info *v1;        /* v1 compat: source archive of an in-memory image, or NULL */
+    expert_release_fn release; /* expert_open_memory_owned: called with owner at close */
+    void *owner;
 };
 
 #define FAIL(code, off, sec, ...) xp_set_error(err, (code), (off), (sec), __VA_ARGS__)
@@ -71,7 +71,7 @@ struct expert_reader {
 
 /* ------------------------------------------------------------ utilities */
 
-/* Strict UTF-8 (RFC 3629). Shared with v1.c, which checks archive entry names. */
+/* Strict UTF-8 (RFC 3629). */
 int xp_utf8_valid(const uint8_t *s, size_t n, int allow_nul)
 {
     size_t i = 0;
@@ -111,6 +111,12 @@ int xp_utf8_valid(const uint8_t *s, size_t n, int allow_nul)
         i += len;
     }
     return 1;
+}
+
+int expert_name_valid(const char *name, size_t length)
+{
+    return name != NULL && length >= 1 && length <= XP_MAX_NAME &&
+           xp_utf8_valid((const uint8_t *)name, length, 0);
 }
 
 /* [off, off+len) inside [lo, hi]? Overflow-safe. */
@@ -829,9 +835,37 @@ static expert_status open_common(expert_reader *r, const expert_open_options *op
     return EXPERT_OK;
 }
 
+static int is_gzip(const uint8_t *p, size_t n)
+{
+    return n >= 2 && p[0] == 0x1f && p[1] == 0x8b;
+}
+
 static const char k_gzip_refused[] =
-    "a gzip stream, not a .expert v2 file (a v1 tar.gz package? open it with EXPERT_OPEN_V1 or "
-    "expert_open_v1, or convert it with `expert-cli convert`)";
+    "a gzip stream, not a .expert v2 file (a v1 tar.gz package? open it with expert_open_v1 or "
+    "expert_open_any, or convert it with `expert-cli convert`)";
+
+static expert_status open_image(const void *data, size_t size, const expert_open_options *opt,
+                                expert_release_fn release, void *owner, expert_reader **out,
+                                expert_error *err)
+{
+    if (is_gzip(data, size)) { /* v1 is a layer above this one, opened on purpose */
+        if (release != NULL)
+            release(owner);
+        return FAIL(EXPERT_E_BAD_MAGIC, 0, NOSEC, "%s", k_gzip_refused);
+    }
+    expert_reader *r = xp_calloc(1, sizeof *r);
+    if (r == NULL) {
+        if (release != NULL)
+            release(owner);
+        return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
+    }
+    static const uint8_t empty[1] = {0};
+    r->data = size ? data : empty;
+    r->size = size;
+    r->release = release; /* from here expert_close releases, also when open fails */
+    r->owner = owner;
+    return open_common(r, opt, out, err);
+}
 
 expert_status expert_open_memory(const void *data, size_t size, const expert_open_options *opt,
                                  expert_reader **out, expert_error *err)
@@ -839,18 +873,25 @@ expert_status expert_open_memory(const void *data, size_t size, const expert_ope
     if (out == NULL || (data == NULL && size != 0))
         return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, NOSEC, "invalid argument");
     *out = NULL;
-    if (xp_is_gzip(data, size)) { /* a v1 tar.gz package: opt-in, as legacy formats are */
-        if (opt != NULL && (opt->flags & EXPERT_OPEN_V1))
-            return xp_v1_open_memory(data, size, opt, NULL, out, err);
-        return FAIL(EXPERT_E_BAD_MAGIC, 0, NOSEC, "%s", k_gzip_refused);
+    return open_image(data, size, opt, NULL, NULL, out, err);
+}
+
+expert_status expert_open_memory_owned(const void *data, size_t size,
+                                       const expert_open_options *opt, expert_release_fn release,
+                                       void *owner, expert_reader **out, expert_error *err)
+{
+    if (out == NULL || (data == NULL && size != 0) || release == NULL) {
+        if (release != NULL)
+            release(owner);
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, NOSEC, "invalid argument");
     }
-    expert_reader *r = xp_calloc(1, sizeof *r);
-    if (r == NULL)
-        return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
-    static const uint8_t empty[1] = {0};
-    r->data = size ? data : empty;
-    r->size = size;
-    return open_common(r, opt, out, err);
+    *out = NULL;
+    return open_image(data, size, opt, release, owner, out, err);
+}
+
+void *expert_reader_owner(const expert_reader *r, expert_release_fn release)
+{
+    return r != NULL && release != NULL && r->release == release ? r->owner : NULL;
 }
 
 expert_status expert_open(const char *path, const expert_open_options *opt, expert_reader **out,
@@ -871,15 +912,11 @@ expert_status expert_open(const char *path, const expert_open_options *opt, expe
         close(fd);
         return FAIL(EXPERT_E_LIMIT_EXCEEDED, NOOFF, NOSEC, "file too large for this machine");
     }
-    { /* a gzip magic means a v1 tar.gz package: read as a stream, if asked for */
+    { /* a v1 tar.gz is refused before anything is mapped or read */
         uint8_t magic[2];
-        if (st.st_size >= 2 && pread(fd, magic, 2, 0) == 2 && xp_is_gzip(magic, 2)) {
-            expert_status vs = opt != NULL && (opt->flags & EXPERT_OPEN_V1)
-                                   ? xp_v1_open_fd(fd, path, opt, NULL, out, err)
-                                   : FAIL(EXPERT_E_BAD_MAGIC, 0, NOSEC, "%s: %s", path,
-                                          k_gzip_refused);
+        if (st.st_size >= 2 && pread(fd, magic, 2, 0) == 2 && is_gzip(magic, 2)) {
             close(fd);
-            return vs;
+            return FAIL(EXPERT_E_BAD_MAGIC, 0, NOSEC, "%s: %s", path, k_gzip_refused);
         }
     }
     expert_reader *r = xp_calloc(1, sizeof *r);
@@ -961,7 +998,8 @@ void expert_close(expert_reader *r)
         pthread_mutex_destroy(&r->pool_lock);
     xp_free(r->metadata_json);
     xp_metadata_free(r->meta);
-    xp_v1_info_free(r->v1); /* v1 compat */
+    if (r->release != NULL)
+        r->release(r->owner);
     xp_free(r);
 }
 
@@ -1527,28 +1565,4 @@ const uint8_t *expert_reader_bytes(const expert_reader *r, size_t *length)
 {
     *length = r->size;
     return r->data;
-}
-
-/* ------------------------------------------- v1 compat (see v1.h, v1.c) */
-
-expert_status xp_reader_open_owned(uint8_t *alloc, const uint8_t *image, size_t size,
-                                   const expert_open_options *opt, xp_v1_info *v1,
-                                   expert_reader **out, expert_error *err)
-{
-    expert_reader *r = xp_calloc(1, sizeof *r);
-    if (r == NULL) {
-        xp_free(alloc);
-        xp_v1_info_free(v1);
-        return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
-    }
-    r->owned = alloc; /* freed by expert_close, also when open_common fails */
-    r->data = image;
-    r->size = size;
-    r->v1 = v1;
-    return open_common(r, opt, out, err);
-}
-
-const xp_v1_info *xp_reader_v1(const expert_reader *r)
-{
-    return r != NULL ? r->v1 : NULL;
 }

@@ -13,7 +13,6 @@
 #include "alloc.h"
 #include "errors_internal.h"
 #include "format.h"
-#include "rebuild.h"
 
 #define FAIL(code, sec, ...) xp_set_error(err, (code), EXPERT_NO_OFFSET, (sec), __VA_ARGS__)
 
@@ -107,15 +106,12 @@ expert_status expert_file_write(expert_reader *r, uint32_t section, expert_write
 typedef struct mem_sink {
     uint8_t *p;
     size_t len, cap;
-    uint8_t *used; /* per section, or NULL */
 } mem_sink;
 
 static expert_status mem_write(void *user, uint32_t section, const void *data, size_t length,
                                expert_error *err)
 {
     mem_sink *m = user;
-    if (m->used != NULL)
-        m->used[section] = 1;
     if (length > m->cap - m->len) { /* only when the caller's size was wrong */
         size_t need = m->len + length, cap = m->cap * 2;
         if (need < m->len)
@@ -133,20 +129,21 @@ static expert_status mem_write(void *user, uint32_t section, const void *data, s
     return EXPERT_OK;
 }
 
-expert_status xp_file_rebuild(expert_reader *r, uint32_t section, uint8_t **data, size_t *size,
-                              uint8_t *used, expert_error *err)
+expert_status expert_file_rebuild(expert_reader *r, uint32_t section, void **data, size_t *size,
+                                  expert_error *err)
 {
     expert_section_info si;
     if (r == NULL || data == NULL || size == NULL || expert_section(r, section, &si) != EXPERT_OK)
         return FAIL(EXPERT_E_INVALID_ARGUMENT, EXPERT_NO_SECTION, "invalid argument");
     *data = NULL;
     *size = 0;
-    mem_sink m = {NULL, 0, 0, used};
+    mem_sink m = {NULL, 0, 0};
     /* exact for a FILE; for a safetensors file the header, grown by doubling;
      * never more than the reader would agree to decode */
     expert_limits lim;
     expert_reader_limits(r, &lim);
-    if (si.decoded_length < SIZE_MAX && si.decoded_length <= lim.max_decoded_bytes && (m.p = xp_malloc(si.decoded_length ? (size_t)si.decoded_length : 1)) != NULL)
+    if (si.decoded_length < SIZE_MAX && si.decoded_length <= lim.max_decoded_bytes &&
+        (m.p = xp_malloc(si.decoded_length ? (size_t)si.decoded_length : 1)) != NULL)
         m.cap = si.decoded_length ? (size_t)si.decoded_length : 1;
     expert_status s = expert_file_write(r, section, mem_write, &m, err);
     if (s != EXPERT_OK) {
@@ -156,14 +153,4 @@ expert_status xp_file_rebuild(expert_reader *r, uint32_t section, uint8_t **data
     *data = m.p;
     *size = m.len;
     return EXPERT_OK;
-}
-
-expert_status expert_file_rebuild(expert_reader *r, uint32_t section, void **data, size_t *size,
-                                  expert_error *err)
-{
-    uint8_t *p = NULL;
-    expert_status s = xp_file_rebuild(r, section, &p, size, NULL, err);
-    if (data != NULL)
-        *data = p;
-    return s;
 }

@@ -21,7 +21,6 @@
 #include "errors_internal.h"
 #include "format.h"
 #include "outfile.h"
-#include "v1.h" /* v1 compat: in-memory sink (xp_writer_open_memory) */
 
 typedef struct wsection {
     uint8_t entry[XP_TOC_ENTRY_SIZE]; /* final TOC bytes except name_offset */
@@ -29,11 +28,20 @@ typedef struct wsection {
     uint16_t name_length;
 } wsection;
 
+/* Where the bytes go: a temporary file published by rename, or an image in
+ * memory handed to the caller. The encoder above never knows which. */
+typedef struct sink_ops {
+    expert_status (*append)(expert_writer *w, const uint8_t *p, size_t n, expert_error *err);
+    expert_status (*put_header)(expert_writer *w, const uint8_t *header, expert_error *err);
+    /* every byte after the header, for the file hash */
+    expert_status (*hash_body)(expert_writer *w, xp_sha256_ctx *c, expert_error *err);
+    /* structural open of what was written, before anything is handed out */
+    expert_status (*self_check)(expert_writer *w, expert_error *err);
+    void (*drop)(expert_writer *w);
+} sink_ops;
+
 struct expert_writer {
-    char *path;
-    xp_outfile out;
-    int has_out;       /* out holds a temporary to commit or drop */
-    int fd;            /* out.fd, or -1 for the in-memory sink */
+    const sink_ops *sink;
     uint64_t pos;
     expert_writer_options opt;
     wsection *sections;
@@ -43,18 +51,120 @@ struct expert_writer {
     size_t metadata_length;
     size_t metadata_decoded_length;
     uint32_t module_count;
-    int failed;            /* a write failed: the temporary file is unusable */
-    /* v1 compat: in-memory sink. When in_memory, bytes go to mem[0..pos)
-     * instead of fd, and finish hands the buffer out (xp_writer_finish_memory). */
-    int in_memory;
-    uint8_t *mem_alloc; /* allocation; mem is mem_alloc rounded up to the alignment */
+    int failed;            /* a write failed: what was written is unusable */
+    /* file sink */
+    char *path;
+    xp_outfile out;
+    int has_out;           /* out holds a temporary to commit or drop */
+    /* memory sink: bytes [0, pos) at mem, which is mem_alloc rounded up to the
+     * file alignment, so raw sections are as aligned as in a mapped file (§4.7) */
+    uint8_t *mem_alloc;
     uint8_t *mem;
     size_t mem_cap;
 };
 
-/* v1 compat: (re)allocates the memory image at an address aligned to the
- * file alignment, so raw sections are as aligned in memory as in a mapped
- * file (spec §4.7). */
+#define FAIL(code, ...) xp_set_error(err, (code), EXPERT_NO_OFFSET, EXPERT_NO_SECTION, __VA_ARGS__)
+
+static expert_status write_all(expert_writer *w, const void *data, size_t length, expert_error *err)
+{
+    expert_status s = w->sink->append(w, data, length, err);
+    if (s != EXPERT_OK)
+        w->failed = 1;
+    return s;
+}
+
+static expert_status sink_write(void *ctx, const uint8_t *data, size_t length, expert_error *err)
+{
+    return write_all(ctx, data, length, err);
+}
+
+/* ------------------------------------------------------------ file sink */
+
+static expert_status file_append(expert_writer *w, const uint8_t *p, size_t length,
+                                 expert_error *err)
+{
+    while (length > 0) {
+        ssize_t k = write(w->out.fd, p, length);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return FAIL(EXPERT_E_IO, "write to the temporary file for %s failed: %s", w->path,
+                        k < 0 ? strerror(errno) : "no progress");
+        p += k;
+        length -= (size_t)k;
+        w->pos += (uint64_t)k;
+    }
+    return EXPERT_OK;
+}
+
+static expert_status pwrite_all(int fd, const uint8_t *p, size_t n, uint64_t off, expert_error *err)
+{
+    while (n > 0) {
+        ssize_t k = pwrite(fd, p, n, (off_t)off);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return FAIL(EXPERT_E_IO, "write failed: %s", k < 0 ? strerror(errno) : "no progress");
+        p += k;
+        n -= (size_t)k;
+        off += (uint64_t)k;
+    }
+    return EXPERT_OK;
+}
+
+static expert_status file_put_header(expert_writer *w, const uint8_t *header, expert_error *err)
+{
+    return pwrite_all(w->out.fd, header, XP_HEADER_SIZE, 0, err);
+}
+
+/* The bytes are read back (from the page cache): the file hash needs the
+ * finished header, which comes last. */
+static expert_status file_hash_body(expert_writer *w, xp_sha256_ctx *c, expert_error *err)
+{
+    uint8_t *buf = xp_malloc(1u << 20);
+    if (buf == NULL)
+        return FAIL(EXPERT_E_NOMEM, "out of memory");
+    expert_status s = EXPERT_OK;
+    uint64_t off = XP_HEADER_SIZE;
+    while (s == EXPERT_OK && off < w->pos) {
+        size_t want = (size_t)(w->pos - off < (1u << 20) ? w->pos - off : (1u << 20));
+        ssize_t k = pread(w->out.fd, buf, want, (off_t)off);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            s = FAIL(EXPERT_E_IO, "reading back the temporary file for %s failed", w->path);
+            break;
+        }
+        if (xp_sha256_update(c, buf, (size_t)k) != EXPERT_OK)
+            s = FAIL(EXPERT_E_NOMEM, "hashing failed");
+        off += (uint64_t)k;
+    }
+    xp_free(buf);
+    return s;
+}
+
+static expert_status file_self_check(expert_writer *w, expert_error *err)
+{
+    expert_reader *check = NULL;
+    char self[64];
+    xp_outfile_reopen_path(&w->out, self, sizeof self);
+    expert_status s = expert_open(self, NULL, &check, err); /* mmap: touches only the structure */
+    expert_close(check);
+    return s;
+}
+
+static void file_drop(expert_writer *w)
+{
+    if (w->has_out)
+        xp_outfile_abort(&w->out);
+    w->has_out = 0;
+}
+
+static const sink_ops k_file_sink = {file_append, file_put_header, file_hash_body,
+                                     file_self_check, file_drop};
+
+/* ---------------------------------------------------------- memory sink */
+
 static int mem_reserve(expert_writer *w, size_t cap)
 {
     size_t a = w->opt.alignment;
@@ -73,47 +183,56 @@ static int mem_reserve(expert_writer *w, size_t cap)
     return 0;
 }
 
-#define FAIL(code, ...) xp_set_error(err, (code), EXPERT_NO_OFFSET, EXPERT_NO_SECTION, __VA_ARGS__)
-
-static expert_status write_all(expert_writer *w, const void *data, size_t length, expert_error *err)
+static expert_status mem_append(expert_writer *w, const uint8_t *p, size_t length,
+                                expert_error *err)
 {
-    const uint8_t *p = data;
-    if (w->in_memory) { /* v1 compat: append to the memory image */
-        if (length > w->mem_cap - (size_t)w->pos) {
-            size_t cap = w->mem_cap ? w->mem_cap : 4096;
-            while (cap - (size_t)w->pos < length) {
-                if (cap > SIZE_MAX / 2)
-                    return FAIL(EXPERT_E_NOMEM, "in-memory image too large");
-                cap *= 2;
-            }
-            if (mem_reserve(w, cap) != 0)
-                return FAIL(EXPERT_E_NOMEM, "out of memory building an in-memory image");
+    if (length > w->mem_cap - (size_t)w->pos) {
+        size_t cap = w->mem_cap ? w->mem_cap : 4096;
+        while (cap - (size_t)w->pos < length) {
+            if (cap > SIZE_MAX / 2)
+                return FAIL(EXPERT_E_NOMEM, "in-memory image too large");
+            cap *= 2;
         }
-        if (length > 0)
-            memcpy(w->mem + w->pos, p, length);
-        w->pos += length;
-        return EXPERT_OK;
+        if (mem_reserve(w, cap) != 0)
+            return FAIL(EXPERT_E_NOMEM, "out of memory building an in-memory image");
     }
-    while (length > 0) {
-        ssize_t k = write(w->fd, p, length);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0) {
-            w->failed = 1;
-            return FAIL(EXPERT_E_IO, "write to the temporary file for %s failed: %s", w->path,
-                        k < 0 ? strerror(errno) : "no progress");
-        }
-        p += k;
-        length -= (size_t)k;
-        w->pos += (uint64_t)k;
-    }
+    if (length > 0)
+        memcpy(w->mem + w->pos, p, length);
+    w->pos += length;
     return EXPERT_OK;
 }
 
-static expert_status sink_write(void *ctx, const uint8_t *data, size_t length, expert_error *err)
+static expert_status mem_put_header(expert_writer *w, const uint8_t *header, expert_error *err)
 {
-    return write_all(ctx, data, length, err);
+    (void)err;
+    memcpy(w->mem, header, XP_HEADER_SIZE);
+    return EXPERT_OK;
 }
+
+static expert_status mem_hash_body(expert_writer *w, xp_sha256_ctx *c, expert_error *err)
+{
+    if (xp_sha256_update(c, w->mem + XP_HEADER_SIZE, (size_t)w->pos - XP_HEADER_SIZE) != EXPERT_OK)
+        return FAIL(EXPERT_E_NOMEM, "hashing failed");
+    return EXPERT_OK;
+}
+
+static expert_status mem_self_check(expert_writer *w, expert_error *err)
+{
+    expert_reader *check = NULL;
+    expert_status s = expert_open_memory(w->mem, (size_t)w->pos, NULL, &check, err);
+    expert_close(check);
+    return s;
+}
+
+static void mem_drop(expert_writer *w)
+{
+    xp_free(w->mem_alloc);
+    w->mem_alloc = NULL;
+    w->mem = NULL;
+}
+
+static const sink_ops k_memory_sink = {mem_append, mem_put_header, mem_hash_body, mem_self_check,
+                                       mem_drop};
 
 static expert_status pad_to(expert_writer *w, uint64_t align, expert_error *err)
 {
@@ -124,36 +243,58 @@ static expert_status pad_to(expert_writer *w, uint64_t align, expert_error *err)
     return write_all(w, zeros, (size_t)(target - w->pos), err);
 }
 
+static expert_status resolve_options(const expert_writer_options *opt, expert_writer_options *o,
+                                    expert_error *err)
+{
+    *o = (expert_writer_options){0};
+    if (opt != NULL)
+        *o = *opt;
+    if (o->alignment == 0)
+        o->alignment = 64;
+    if (o->frame_size == 0)
+        o->frame_size = XP_DEFAULT_FRAME_SIZE;
+    if (o->zstd_level == 0)
+        o->zstd_level = 9;
+    if (o->alignment != 64 && o->alignment != 256 && o->alignment != 4096)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "alignment %u (must be 64, 256 or 4096)", o->alignment);
+    if (!xp_is_pow2(o->frame_size) || o->frame_size < XP_MIN_FRAME_SIZE ||
+        o->frame_size > XP_MAX_FRAME_SIZE)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "frame size %u (power of two in 64 KiB..64 MiB)",
+                    o->frame_size);
+    if (o->zstd_level < ZSTD_minCLevel() || o->zstd_level > ZSTD_maxCLevel())
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "zstd level %d out of range", o->zstd_level);
+    return EXPERT_OK;
+}
+
+/* A writer on `sink` with a placeholder header (rewritten by finish). */
+static expert_status writer_start(expert_writer *w, const sink_ops *sink, expert_writer **out,
+                                  expert_error *err)
+{
+    w->sink = sink;
+    uint8_t zeros[XP_HEADER_SIZE] = {0};
+    expert_status s = write_all(w, zeros, sizeof zeros, err);
+    if (s != EXPERT_OK) {
+        expert_writer_abort(w);
+        return s;
+    }
+    *out = w;
+    return EXPERT_OK;
+}
+
 expert_status expert_writer_open(const char *path, const expert_writer_options *opt,
                                  expert_writer **out, expert_error *err)
 {
     if (path == NULL || out == NULL)
         return FAIL(EXPERT_E_INVALID_ARGUMENT, "path and out are required");
     *out = NULL;
-    expert_writer_options o = {0};
-    if (opt != NULL)
-        o = *opt;
-    if (o.alignment == 0)
-        o.alignment = 64;
-    if (o.frame_size == 0)
-        o.frame_size = XP_DEFAULT_FRAME_SIZE;
-    if (o.zstd_level == 0)
-        o.zstd_level = 9;
-    if (o.alignment != 64 && o.alignment != 256 && o.alignment != 4096)
-        return FAIL(EXPERT_E_INVALID_ARGUMENT, "alignment %u (must be 64, 256 or 4096)", o.alignment);
-    if (!xp_is_pow2(o.frame_size) || o.frame_size < XP_MIN_FRAME_SIZE || o.frame_size > XP_MAX_FRAME_SIZE)
-        return FAIL(EXPERT_E_INVALID_ARGUMENT, "frame size %u (power of two in 64 KiB..64 MiB)",
-                    o.frame_size);
-    if (o.zstd_level < ZSTD_minCLevel() || o.zstd_level > ZSTD_maxCLevel())
-        return FAIL(EXPERT_E_INVALID_ARGUMENT, "zstd level %d out of range", o.zstd_level);
-
+    expert_writer_options o;
+    XP_TRY(resolve_options(opt, &o, err));
     expert_writer *w = xp_calloc(1, sizeof *w);
     if (w == NULL)
         return FAIL(EXPERT_E_NOMEM, "out of memory");
     w->opt = o;
-    w->fd = -1;
-    size_t n = strlen(path);
-    w->path = xp_strndup(path, n);
+    w->sink = &k_file_sink;
+    w->path = xp_strndup(path, strlen(path));
     if (w->path == NULL) {
         expert_writer_abort(w);
         return FAIL(EXPERT_E_NOMEM, "out of memory");
@@ -165,22 +306,27 @@ expert_status expert_writer_open(const char *path, const expert_writer_options *
         return s;
     }
     w->has_out = 1;
-    w->fd = w->out.fd;
-    /* Placeholder header; rewritten by finish. */
-    uint8_t zeros[XP_HEADER_SIZE] = {0};
-    expert_status s = write_all(w, zeros, sizeof zeros, err);
-    if (s != EXPERT_OK) {
-        expert_writer_abort(w);
-        return s;
-    }
-    *out = w;
-    return EXPERT_OK;
+    return writer_start(w, &k_file_sink, out, err);
 }
 
-static int name_ok(const char *name, size_t n)
+expert_status expert_writer_open_memory(const expert_writer_options *opt, size_t size_hint,
+                                        expert_writer **out, expert_error *err)
 {
-    /* UTF-8 validity is checked again by the reader; here: no NUL. */
-    return memchr(name, '\0', n) == NULL;
+    if (out == NULL)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "out is required");
+    *out = NULL;
+    expert_writer_options o;
+    XP_TRY(resolve_options(opt, &o, err));
+    expert_writer *w = xp_calloc(1, sizeof *w);
+    if (w == NULL)
+        return FAIL(EXPERT_E_NOMEM, "out of memory");
+    w->opt = o;
+    w->sink = &k_memory_sink;
+    if (mem_reserve(w, size_hint > XP_HEADER_SIZE ? size_hint : 4096) != 0) {
+        expert_writer_abort(w);
+        return FAIL(EXPERT_E_NOMEM, "out of memory (%zu-byte image)", size_hint);
+    }
+    return writer_start(w, &k_memory_sink, out, err);
 }
 
 static expert_status check_desc(const expert_writer *w, const expert_section_desc *d,
@@ -188,8 +334,8 @@ static expert_status check_desc(const expert_writer *w, const expert_section_des
 {
     if (w->count >= XP_MAX_SECTIONS)
         return FAIL(EXPERT_E_LIMIT_EXCEEDED, "more than %u sections", XP_MAX_SECTIONS);
-    if (name_length == 0 || name_length > XP_MAX_NAME || !name_ok(d->name, name_length))
-        return FAIL(EXPERT_E_INVALID_ARGUMENT, "section name must be 1..%u bytes without NUL",
+    if (!expert_name_valid(d->name, name_length))
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "section name must be 1..%u bytes of UTF-8 without NUL",
                     XP_MAX_NAME);
     if (d->codec > EXPERT_CODEC_SHUFFLE_ZSTD)
         return FAIL(EXPERT_E_UNKNOWN_CODEC, "unknown codec %u", d->codec);
@@ -313,69 +459,23 @@ expert_status expert_writer_set_metadata(expert_writer *w, const char *json, siz
     return EXPERT_OK;
 }
 
-/* The file hash needs the finished header first, so it is computed by
- * reading the file back (from the page cache) with the hash fields zeroed. */
+/* The file hash: the header with its hash fields zeroed, then the body. */
 static expert_status hash_file(expert_writer *w, const uint8_t *header, uint8_t out[32],
                                expert_error *err)
 {
     xp_sha256_ctx *c = NULL;
     if (xp_sha256_new(&c) != EXPERT_OK)
         return FAIL(EXPERT_E_NOMEM, "out of memory");
-    if (w->in_memory) { /* v1 compat: the image is at hand */
-        expert_status ms = xp_hash_header(c, header, XP_HEADER_SIZE, 1);
-        if (ms == EXPERT_OK)
-            ms = xp_sha256_update(c, w->mem + XP_HEADER_SIZE, (size_t)w->pos - XP_HEADER_SIZE);
-        if (ms == EXPERT_OK)
-            ms = xp_sha256_final(c, out);
-        xp_sha256_free(c);
-        return ms == EXPERT_OK ? EXPERT_OK : FAIL(ms, "hashing failed");
+    expert_status s = xp_hash_header(c, header, XP_HEADER_SIZE, 1);
+    if (s == EXPERT_OK) {
+        s = w->sink->hash_body(w, c, err); /* fills err itself */
+        if (s == EXPERT_OK && xp_sha256_final(c, out) != EXPERT_OK)
+            s = FAIL(EXPERT_E_NOMEM, "hashing failed");
+    } else {
+        s = FAIL(s, "hashing failed");
     }
-    uint8_t *buf = xp_malloc(1u << 20);
-    expert_status s = buf == NULL ? FAIL(EXPERT_E_NOMEM, "out of memory")
-                                  : xp_hash_header(c, header, XP_HEADER_SIZE, 1);
-    uint64_t off = XP_HEADER_SIZE;
-    while (s == EXPERT_OK && off < w->pos) {
-        size_t want = (size_t)(w->pos - off < (1u << 20) ? w->pos - off : (1u << 20));
-        ssize_t k = pread(w->fd, buf, want, (off_t)off);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0) {
-            s = FAIL(EXPERT_E_IO, "reading back the temporary file for %s failed", w->path);
-            break;
-        }
-        s = xp_sha256_update(c, buf, (size_t)k);
-        off += (uint64_t)k;
-    }
-    if (s == EXPERT_OK)
-        s = xp_sha256_final(c, out);
-    xp_free(buf);
     xp_sha256_free(c);
     return s;
-}
-
-static expert_status pwrite_all(int fd, const uint8_t *p, size_t n, uint64_t off, expert_error *err)
-{
-    while (n > 0) {
-        ssize_t k = pwrite(fd, p, n, (off_t)off);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return FAIL(EXPERT_E_IO, "write failed: %s", k < 0 ? strerror(errno) : "no progress");
-        p += k;
-        n -= (size_t)k;
-        off += (uint64_t)k;
-    }
-    return EXPERT_OK;
-}
-
-/* v1 compat: the header goes into the memory image or the file. */
-static expert_status header_write(expert_writer *w, const uint8_t *header, expert_error *err)
-{
-    if (w->in_memory) {
-        memcpy(w->mem, header, XP_HEADER_SIZE);
-        return EXPERT_OK;
-    }
-    return pwrite_all(w->fd, header, XP_HEADER_SIZE, 0, err);
 }
 
 static expert_status commit(xp_outfile *o, const char *path, expert_error *err)
@@ -476,7 +576,7 @@ static expert_status write_structure(expert_writer *w, uint8_t *header, const ex
     xp_put64(header + XP_OFF_STRINGS_OFFSET, strings_off);
     xp_put64(header + XP_OFF_STRINGS_LENGTH, strings_length);
     xp_put64(header + XP_OFF_FILE_LENGTH, w->pos);
-    if ((s = header_write(w, header, err)) != EXPERT_OK)
+    if ((s = w->sink->put_header(w, header, err)) != EXPERT_OK)
         goto done;
 
     /* 1. file hash, 2. structure hash (covers the file hash), 3. signature. */
@@ -512,7 +612,7 @@ static expert_status write_structure(expert_writer *w, uint8_t *header, const ex
         if ((s = xp_ed25519_sign(key, msg, sizeof msg, header + XP_OFF_SIGNATURE, err)) != EXPERT_OK)
             goto done;
     }
-    s = header_write(w, header, err);
+    s = w->sink->put_header(w, header, err);
 done:
     xp_free(toc);
     xp_free(index);
@@ -524,121 +624,78 @@ done:
     return s;
 }
 
+/* Everything finish does before the bytes are handed out, for both sinks.
+ * The writer never hands out a file its own reader would reject: the
+ * structural check catches module/metadata inconsistencies of the caller. */
+static expert_status finish_common(expert_writer *w, const expert_private_key *key,
+                                   expert_error *err)
+{
+    if (w->failed)
+        return FAIL(EXPERT_E_IO, "an earlier write failed; nothing was published");
+    if (w->metadata == NULL)
+        return FAIL(EXPERT_E_BAD_METADATA, "metadata was not set");
+    uint8_t header[XP_HEADER_SIZE] = {0};
+    XP_TRY(write_structure(w, header, key, err));
+    return w->sink->self_check(w, err);
+}
+
 expert_status expert_writer_finish(expert_writer *w, const expert_private_key *key,
                                    expert_error *err)
 {
     if (w == NULL)
         return FAIL(EXPERT_E_INVALID_ARGUMENT, "invalid argument");
-    if (w->in_memory) { /* v1 compat: memory writers end with xp_writer_finish_memory */
+    if (w->sink != &k_file_sink) {
         expert_writer_abort(w);
-        return FAIL(EXPERT_E_INVALID_ARGUMENT, "in-memory writer: use xp_writer_finish_memory");
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "a memory writer ends with expert_writer_finish_memory");
     }
-    expert_status s = EXPERT_OK;
-    if (w->failed)
-        s = FAIL(EXPERT_E_IO, "an earlier write failed; nothing was published");
-    else if (w->metadata == NULL)
-        s = FAIL(EXPERT_E_BAD_METADATA, "metadata was not set");
-    uint8_t header[XP_HEADER_SIZE] = {0};
-    if (s == EXPERT_OK)
-        s = write_structure(w, header, key, err);
-    if (s == EXPERT_OK) {
-        /* The writer never publishes a file its own reader would reject:
-         * structural validation of the temporary file before the rename
-         * catches module/metadata inconsistencies the caller introduced. */
-        expert_reader *check = NULL;
-        char self[64];
-        xp_outfile_reopen_path(&w->out, self, sizeof self);
-        s = expert_open(self, NULL, &check, err); /* mmap: touches only the structure */
-        expert_close(check);
-    }
+    expert_status s = finish_common(w, key, err);
     if (s == EXPERT_OK) {
         w->has_out = 0; /* commit releases it, whatever happens */
-        w->fd = -1;
         s = commit(&w->out, w->path, err);
     }
     expert_writer_abort(w);
     return s;
 }
 
+expert_status expert_writer_finish_memory(expert_writer *w, const expert_private_key *key,
+                                          expert_image *out, expert_error *err)
+{
+    if (w == NULL || out == NULL || w->sink != &k_memory_sink) {
+        expert_writer_abort(w);
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "expert_writer_finish_memory needs a memory writer "
+                                               "and an image to fill");
+    }
+    *out = (expert_image){0};
+    expert_status s = finish_common(w, key, err);
+    if (s == EXPERT_OK) {
+        *out = (expert_image){w->mem, (size_t)w->pos, w->mem_alloc};
+        w->mem_alloc = NULL;
+        w->mem = NULL;
+    }
+    expert_writer_abort(w);
+    return s;
+}
+
+void expert_image_free(expert_image *image)
+{
+    if (image == NULL)
+        return;
+    xp_free(image->allocation);
+    *image = (expert_image){0};
+}
+
 void expert_writer_abort(expert_writer *w)
 {
     if (w == NULL)
         return;
-    if (w->has_out)
-        xp_outfile_abort(&w->out);
-    xp_free(w->mem_alloc); /* v1 compat: in-memory image not handed out */
+    if (w->sink != NULL)
+        w->sink->drop(w);
     for (uint32_t i = 0; i < w->count; i++)
         xp_free(w->sections[i].name);
     xp_free(w->sections);
     xp_free(w->metadata);
     xp_free(w->path);
     xp_free(w);
-}
-
-/* --------------------------------------- v1 compat: in-memory images */
-
-expert_status xp_writer_open_memory(const expert_writer_options *opt, size_t size_hint,
-                                    expert_writer **out, expert_error *err)
-{
-    if (out == NULL)
-        return FAIL(EXPERT_E_INVALID_ARGUMENT, "out is required");
-    *out = NULL;
-    expert_writer_options o = {0};
-    if (opt != NULL)
-        o = *opt;
-    if (o.alignment == 0)
-        o.alignment = 64;
-    if (o.frame_size == 0)
-        o.frame_size = XP_DEFAULT_FRAME_SIZE;
-    if (o.zstd_level == 0)
-        o.zstd_level = 9;
-    if (o.alignment != 64 && o.alignment != 256 && o.alignment != 4096)
-        return FAIL(EXPERT_E_INVALID_ARGUMENT, "alignment %u (must be 64, 256 or 4096)", o.alignment);
-    expert_writer *w = xp_calloc(1, sizeof *w);
-    if (w == NULL)
-        return FAIL(EXPERT_E_NOMEM, "out of memory");
-    w->opt = o;
-    w->fd = -1;
-    w->in_memory = 1;
-    if (mem_reserve(w, size_hint > XP_HEADER_SIZE ? size_hint : 4096) != 0) {
-        xp_free(w);
-        return FAIL(EXPERT_E_NOMEM, "out of memory (%zu-byte image)", size_hint);
-    }
-    uint8_t zeros[XP_HEADER_SIZE] = {0};
-    expert_status s = write_all(w, zeros, sizeof zeros, err);
-    if (s != EXPERT_OK) {
-        expert_writer_abort(w);
-        return s;
-    }
-    *out = w;
-    return EXPERT_OK;
-}
-
-expert_status xp_writer_finish_memory(expert_writer *w, const expert_private_key *key,
-                                      uint8_t **alloc, const uint8_t **image, size_t *size,
-                                      expert_error *err)
-{
-    if (w == NULL || !w->in_memory || alloc == NULL || image == NULL || size == NULL) {
-        expert_writer_abort(w);
-        return FAIL(EXPERT_E_INVALID_ARGUMENT, "invalid argument");
-    }
-    expert_status s = EXPERT_OK;
-    if (w->failed)
-        s = FAIL(EXPERT_E_IO, "an earlier write failed; nothing was published");
-    else if (w->metadata == NULL)
-        s = FAIL(EXPERT_E_BAD_METADATA, "metadata was not set");
-    uint8_t header[XP_HEADER_SIZE] = {0};
-    if (s == EXPERT_OK)
-        s = write_structure(w, header, key, err);
-    if (s == EXPERT_OK) {
-        *alloc = w->mem_alloc;
-        *image = w->mem;
-        *size = (size_t)w->pos;
-        w->mem_alloc = NULL;
-        w->mem = NULL;
-    }
-    expert_writer_abort(w);
-    return s;
 }
 
 /* ------------------------------------------------------------- signing */

@@ -544,8 +544,7 @@ static expert_status sc_v1_file(void)
 {
     expert_reader *r = NULL;
     expert_error e;
-    expert_open_options o = {.flags = EXPERT_OPEN_V1, .threads = 0};
-    expert_status s = expert_open(g_targz_path, &o, &r, &e);
+    expert_status s = expert_open_v1(g_targz_path, NULL, NULL, &r, &e);
     if (s == EXPERT_OK)
         s = read_everything(r, NULL);
     expert_close(r);

@@ -82,7 +82,7 @@ static void test_convert_roundtrip(void **state)
     /* through the library */
     expert_reader *r = NULL;
     expert_error e;
-    assert_int_equal(expert_open(v2, &k_open_any, &r, &e), EXPERT_OK);
+    assert_int_equal(expert_open_any(v2, NULL, NULL, &r, &e), EXPERT_OK);
     assert_int_equal(expert_reader_source_format(r), 2);
     assert_int_equal(expert_verify_full(r, NULL, &e), EXPERT_OK);
     CHECK0(check_pkg_tensors(r, &p, g_msg, sizeof g_msg));
@@ -105,7 +105,7 @@ static void test_convert_roundtrip(void **state)
     }
     if (run_cmd(NULL, "sha256sum --version >/dev/null 2>&1") == 0)
         assert_int_equal(run_cmd(NULL, "cd '%s' && sha256sum -c --quiet rt.back.expert.sha256", g_dir), 0);
-    assert_int_equal(expert_open(back, &k_open_any, &r, &e), EXPERT_OK);
+    assert_int_equal(expert_open_any(back, NULL, NULL, &r, &e), EXPERT_OK);
     expert_v1_info vi;
     expert_v1_info_get(r, &vi);
     assert_int_equal(vi.sidecar, EXPERT_V1_SIDECAR_MATCH);
@@ -165,7 +165,7 @@ static void test_convert_lossy(void **state)
     /* independent check: every F32 value became its round-to-nearest-even bf16 */
     expert_reader *r = NULL;
     expert_error e;
-    assert_int_equal(expert_open(out, &k_open_any, &r, &e), EXPERT_OK);
+    assert_int_equal(expert_open_any(out, NULL, NULL, &r, &e), EXPERT_OK);
     pkg_file *sf = pkg_get(&p, "adapter_model.safetensors");
     expert_safetensors *st = NULL;
     assert_int_equal(expert_safetensors_parse(sf->data, sf->size, &st, &e), EXPERT_OK);
@@ -301,7 +301,7 @@ static void test_convert_batch(void **state)
         char *o = path(outs[i]);
         expert_reader *r = NULL;
         expert_error e;
-        assert_int_equal(expert_open(o, &k_open_any, &r, &e), EXPERT_OK);
+        assert_int_equal(expert_open_any(o, NULL, NULL, &r, &e), EXPERT_OK);
         CHECK0(check_pkg_files(r, &ps[i], g_msg, sizeof g_msg));
         CHECK0(check_pkg_tensors(r, &ps[i], g_msg, sizeof g_msg));
         expert_close(r);
@@ -331,7 +331,7 @@ static void test_convert_batch(void **state)
     char *b2 = path("batch-back/sub/deeper/p2.expert");
     expert_reader *r = NULL;
     expert_error e;
-    assert_int_equal(expert_open(b2, &k_open_any, &r, &e), EXPERT_OK);
+    assert_int_equal(expert_open_any(b2, NULL, NULL, &r, &e), EXPERT_OK);
     assert_int_equal(expert_reader_source_format(r), 1);
     CHECK0(check_pkg_files(r, &ps[2], g_msg, sizeof g_msg));
     expert_close(r);
@@ -379,7 +379,7 @@ static void test_convert_signed(void **state)
     expert_reader *r = NULL;
     expert_error e;
     expert_v1_signature_info si;
-    assert_int_equal(expert_open(out2, &k_open_any, &r, &e), EXPERT_OK);
+    assert_int_equal(expert_open_any(out2, NULL, NULL, &r, &e), EXPERT_OK);
     assert_int_equal(expert_v1_verify(r, pub, &si, &e), EXPERT_OK);
     assert_int_equal(si.status, EXPERT_V1_SIG_VALID_LEGACY);
     expert_close(r);
@@ -515,7 +515,7 @@ static void check_semantics(const pack_variant *v, const char *file)
 {
     expert_reader *r = NULL;
     expert_error e;
-    assert_int_equal(expert_open(file, &k_open_any, &r, &e), EXPERT_OK);
+    assert_int_equal(expert_open_any(file, NULL, NULL, &r, &e), EXPERT_OK);
     assert_true(expert_module_count(r) > 0);
     for (uint32_t i = 0; i < expert_module_count(r); i++) {
         expert_module_info m;

@@ -453,7 +453,6 @@ uint8_t *read_all(const char *path, size_t *n)
     return b.p;
 }
 
-const expert_open_options k_open_any = {.flags = EXPERT_OPEN_V1, .threads = 0};
 
 expert_status open_v1_mem(const uint8_t *p, size_t n, const expert_v1_options *o,
                           expert_reader **r, expert_error *e)
@@ -462,7 +461,7 @@ expert_status open_v1_mem(const uint8_t *p, size_t n, const expert_v1_options *o
     *r = NULL;
     if (o != NULL)
         return expert_open_v1_memory(p, n, NULL, o, r, e);
-    return expert_open_memory(p, n, &k_open_any, r, e);
+    return expert_open_any_memory(p, n, NULL, NULL, r, e);
 }
 
 expert_status transcode_v2(expert_reader *r, const char *path, expert_error *e)

@@ -71,7 +71,6 @@ uint8_t *read_all(const char *path, size_t *n);
 uint64_t rng64(uint64_t *s);
 
 /* Open options that accept v1 tar.gz as well as v2 (EXPERT_OPEN_V1). */
-extern const expert_open_options k_open_any;
 
 /* Opens memory, asserting the status; returns the reader or NULL. */
 expert_status open_v1_mem(const uint8_t *p, size_t n, const expert_v1_options *o,

@@ -38,7 +38,7 @@ static void run_case(hcase *c)
     expert_error e;
     memset(&e, 0, sizeof e);
     expert_status s = c->use_opt ? expert_open_v1(path, NULL, &c->opt, &r, &e)
-                                 : expert_open(path, &k_open_any, &r, &e);
+                                 : expert_open_any(path, NULL, NULL, &r, &e);
     if (s != c->want || r != NULL)
         fail_msg("[%s] path open: got %s (%s), want %s", c->label, expert_status_name(s), e.message,
                  expert_status_name(c->want));
@@ -46,7 +46,7 @@ static void run_case(hcase *c)
         fail_msg("[%s] message '%s' lacks '%s'", c->label, e.message, c->keyword);
     memset(&e, 0, sizeof e);
     s = c->use_opt ? expert_open_v1_memory(c->data, c->size, NULL, &c->opt, &r, &e)
-                   : expert_open_memory(c->data, c->size, &k_open_any, &r, &e);
+                   : expert_open_any_memory(c->data, c->size, NULL, NULL, &r, &e);
     if (s != c->want || r != NULL)
         fail_msg("[%s] memory open: got %s (%s), want %s", c->label, expert_status_name(s),
                  e.message, expert_status_name(c->want));

@@ -88,8 +88,8 @@ static void *worker(void *arg)
         int j = (id + round) % N_EXPERTS;
         expert_reader *own = NULL;
         expert_error e;
-        expert_open_options oo = {.flags = EXPERT_OPEN_V1, .threads = 2};
-        if (expert_open(g_x[j].path, &oo, &own, &e) != EXPERT_OK ||
+        expert_open_options oo = {.threads = 2};
+        if (expert_open_any(g_x[j].path, &oo, NULL, &own, &e) != EXPERT_OK ||
             expert_reader_source_format(own) != g_x[j].format) {
             atomic_fetch_add(&g_bad, 1);
         } else {
@@ -124,17 +124,17 @@ static void test_mixed_experts_threads(void **state)
             expert_reader *r1 = NULL;
             snprintf(name, sizeof name, "x%d.v2.expert", i);
             x->path = path_join(dir, name);
-            assert_int_equal(expert_open(v1, &k_open_any, &r1, &e), EXPERT_OK);
+            assert_int_equal(expert_open_any(v1, NULL, NULL, &r1, &e), EXPERT_OK);
             assert_int_equal(transcode_v2(r1, x->path, &e), EXPERT_OK);
             expert_close(r1);
             free(v1);
             x->format = 2;
         }
-        expert_open_options oo = {.flags = EXPERT_OPEN_V1, .threads = 2};
+        expert_open_options oo = {.threads = 2};
         if (i == 4) /* one shared v1 reader straight from memory */
-            assert_int_equal(expert_open_memory(tgz, n, &oo, &x->r, &e), EXPERT_OK);
+            assert_int_equal(expert_open_any_memory(tgz, n, &oo, NULL, &x->r, &e), EXPERT_OK);
         else
-            assert_int_equal(expert_open(x->path, &oo, &x->r, &e), EXPERT_OK);
+            assert_int_equal(expert_open_any(x->path, &oo, NULL, &x->r, &e), EXPERT_OK);
         assert_int_equal(expert_reader_source_format(x->r), x->format);
         free(tgz);
     }

@@ -118,8 +118,8 @@ static void one_fixture(const char *tag, const char *gen_args, int expect_tensor
     char *stp = path_join(src, "adapter_model.safetensors");
     expert_reader *r1 = NULL, *r2 = NULL;
     expert_error e;
-    assert_int_equal(expert_open(v1, &k_open_any, &r1, &e), EXPERT_OK);
-    assert_int_equal(expert_open(v2, &k_open_any, &r2, &e), EXPERT_OK);
+    assert_int_equal(expert_open_any(v1, NULL, NULL, &r1, &e), EXPERT_OK);
+    assert_int_equal(expert_open_any(v2, NULL, NULL, &r2, &e), EXPERT_OK);
     assert_int_equal(expert_reader_source_format(r1), 1);
     assert_int_equal(expert_reader_source_format(r2), 2);
     assert_int_equal(expert_section_count(r1), expert_section_count(r2));

@@ -1,13 +1,13 @@
-/* v1_write.c — writing v1 tar.gz packages the way the old packer did (GNU
+/* write.c — writing v1 tar.gz packages the way the old packer did (GNU
  * tar headers, gzip), from entries or from any reader's package files
- * (rollback of a v2 file to v1). */
+ * (rollback of a v2 file to v1). Files are replaced atomically by
+ * outfile.h, as every output of the project is. */
 #define ZLIB_CONST
 #include <archive.h>
 #include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,12 +15,8 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "alloc.h"
-#include "errors_internal.h"
-#include "format.h"
+#include "outfile.h"
 #include "v1.h"
-
-#define FAIL(code, ...) xp_set_error(err, (code), EXPERT_NO_OFFSET, EXPERT_NO_SECTION, __VA_ARGS__)
 
 /* ====================================================== writing v1 */
 
@@ -49,9 +45,9 @@ static int sink_emit(gz_sink *k, const uint8_t *p, size_t n)
                     return -1;
                 cap *= 2;
             }
-            uint8_t *g = xp_realloc(k->mem, cap);
+            uint8_t *g = expert_realloc(k->mem, cap);
             if (g == NULL) {
-                xp_set_error(&k->e, EXPERT_E_NOMEM, EXPERT_NO_OFFSET, EXPERT_NO_SECTION,
+                expert_error_set(&k->e, EXPERT_E_NOMEM, EXPERT_NO_OFFSET, EXPERT_NO_SECTION,
                              "out of memory");
                 k->st = EXPERT_E_NOMEM;
                 return -1;
@@ -69,7 +65,7 @@ static int sink_emit(gz_sink *k, const uint8_t *p, size_t n)
             continue;
         if (w <= 0) {
             k->st = EXPERT_E_IO;
-            xp_set_error(&k->e, EXPERT_E_IO, EXPERT_NO_OFFSET, EXPERT_NO_SECTION, "write failed: %s",
+            expert_error_set(&k->e, EXPERT_E_IO, EXPERT_NO_OFFSET, EXPERT_NO_SECTION, "write failed: %s",
                          w < 0 ? strerror(errno) : "no progress");
             return -1;
         }
@@ -94,7 +90,7 @@ static int sink_deflate(gz_sink *k, const void *data, size_t n, int flush)
             int zr = deflate(&k->zs, last ? Z_FINISH : Z_NO_FLUSH);
             if (zr == Z_STREAM_ERROR) {
                 k->st = EXPERT_E_NOMEM;
-                xp_set_error(&k->e, EXPERT_E_NOMEM, EXPERT_NO_OFFSET, EXPERT_NO_SECTION,
+                expert_error_set(&k->e, EXPERT_E_NOMEM, EXPERT_NO_OFFSET, EXPERT_NO_SECTION,
                              "deflate failed");
                 return -1;
             }
@@ -128,9 +124,9 @@ static expert_status write_tar_gz(gz_sink *k, const expert_v1_entry *entries, si
         const char *why = NULL;
         if (entries[i].name == NULL || (entries[i].data == NULL && entries[i].size != 0))
             return FAIL(EXPERT_E_INVALID_ARGUMENT, "entry %zu has no name or data", i);
-        char *norm = xp_v1_normalize_name(entries[i].name, 0, &why);
+        char *norm = v1_normalize_name(entries[i].name, 0, &why);
         int same = norm != NULL && strcmp(norm, entries[i].name) == 0;
-        xp_free(norm);
+        expert_free(norm);
         if (!same)
             return FAIL(EXPERT_E_INVALID_ARGUMENT, "unsafe entry name '%s'%s%s", entries[i].name,
                         why ? ": " : "", why ? why : "");
@@ -138,7 +134,7 @@ static expert_status write_tar_gz(gz_sink *k, const expert_v1_entry *entries, si
             if (strcmp(entries[j].name, entries[i].name) == 0)
                 return FAIL(EXPERT_E_INVALID_ARGUMENT, "entry name '%s' given twice", entries[i].name);
     }
-    k->outbuf = xp_malloc(SINK_CHUNK);
+    k->outbuf = expert_malloc(SINK_CHUNK);
     if (k->outbuf == NULL)
         return FAIL(EXPERT_E_NOMEM, "out of memory");
     /* gzip wrapper (windowBits 15+16), memLevel 8, default strategy: zlib's
@@ -208,7 +204,7 @@ static void sink_free(gz_sink *k)
 {
     if (k->z_ready)
         deflateEnd(&k->zs);
-    xp_free(k->outbuf);
+    expert_free(k->outbuf);
 }
 
 expert_status expert_v1_write_memory(const expert_v1_entry *entries, size_t count,
@@ -223,7 +219,7 @@ expert_status expert_v1_write_memory(const expert_v1_entry *entries, size_t coun
     expert_status s = write_tar_gz(&k, entries, count, opt, err);
     sink_free(&k);
     if (s != EXPERT_OK) {
-        xp_free(k.mem);
+        expert_free(k.mem);
         return s;
     }
     *data = k.mem;
@@ -236,43 +232,21 @@ expert_status expert_v1_write(const char *path, const expert_v1_entry *entries, 
 {
     if (path == NULL || (entries == NULL && count != 0))
         return FAIL(EXPERT_E_INVALID_ARGUMENT, "invalid argument");
-    size_t n = strlen(path);
-    char *tmp = xp_malloc(n + 16);
-    if (tmp == NULL)
-        return FAIL(EXPERT_E_NOMEM, "out of memory");
-    snprintf(tmp, n + 16, "%s.tmp.XXXXXX", path);
-    int fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0) {
-        expert_status s = FAIL(EXPERT_E_IO, "cannot create %s: %s", tmp, strerror(errno));
-        xp_free(tmp);
-        return s;
-    }
-    (void)fchmod(fd, 0644);
+    xp_outfile o;
+    int e = xp_outfile_begin(&o, path);
+    if (e != 0)
+        return FAIL(EXPERT_E_IO, "cannot %s for %s: %s", o.step, path, strerror(e));
     gz_sink k;
     memset(&k, 0, sizeof k);
-    k.fd = fd;
+    k.fd = o.fd;
     expert_status s = write_tar_gz(&k, entries, count, opt, err);
     sink_free(&k);
-    if (s == EXPERT_OK && fsync(fd) != 0)
-        s = FAIL(EXPERT_E_IO, "fsync %s: %s", tmp, strerror(errno));
-    close(fd);
-    if (s == EXPERT_OK && rename(tmp, path) != 0)
-        s = FAIL(EXPERT_E_IO, "rename to %s failed: %s", path, strerror(errno));
     if (s != EXPERT_OK) {
-        unlink(tmp);
-    } else {
-        char *dir = xp_strndup(path, n);
-        if (dir != NULL) {
-            int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-            if (dfd >= 0) {
-                (void)fsync(dfd);
-                close(dfd);
-            }
-            xp_free(dir);
-        }
+        xp_outfile_abort(&o);
+        return s;
     }
-    xp_free(tmp);
-    return s;
+    e = xp_outfile_commit(&o, 1);
+    return e == 0 ? EXPERT_OK : FAIL(EXPERT_E_IO, "cannot %s (%s): %s", o.step, path, strerror(e));
 }
 
 /* ============================================================ export */
@@ -302,16 +276,16 @@ static unsigned packer_rank(const char *name)
 
 static int pfile_order_cmp(const void *a, const void *b)
 {
-    const xp_v1_pfile *x = a, *y = b;
+    const v1_pfile *x = a, *y = b;
     if (x->order != y->order)
         return x->order < y->order ? -1 : 1;
     return strcmp(x->name, y->name);
 }
 
-static expert_status export_prepare(expert_reader *r, xp_v1_pfiles *pf, expert_v1_entry **out,
+static expert_status export_prepare(expert_reader *r, v1_pfiles *pf, expert_v1_entry **out,
                                     expert_error *err)
 {
-    XP_TRY(xp_v1_collect_files(r, 1, pf, err));
+    V1_TRY(v1_collect_files(r, 1, pf, err));
     /* Original archive order and modes, when the image came from v1. */
     size_t mlen = 0;
     const char *mj = expert_metadata_json(r, &mlen);
@@ -319,11 +293,11 @@ static expert_status export_prepare(expert_reader *r, xp_v1_pfiles *pf, expert_v
     const json_t *ents = json_object_get(json_object_get(json_object_get(meta, "extra"), "v1_source"),
                                          "entries");
     for (uint32_t i = 0; i < pf->count; i++) {
-        xp_v1_pfile *f = &pf->f[i];
+        v1_pfile *f = &pf->f[i];
         f->order = 1000u + packer_rank(f->name);
         for (size_t k = 0; json_is_array(ents) && k < json_array_size(ents); k++) {
             const json_t *e = json_array_get(ents, k);
-            const char *nm = xp_jstr(e, "name");
+            const char *nm = v1_jstr(e, "name");
             if (nm == NULL || strcmp(nm, f->name) != 0)
                 continue;
             const json_t *mode = json_object_get(e, "mode"), *mt = json_object_get(e, "mtime");
@@ -337,9 +311,9 @@ static expert_status export_prepare(expert_reader *r, xp_v1_pfiles *pf, expert_v
     }
     json_decref(meta);
     qsort(pf->f, pf->count, sizeof *pf->f, pfile_order_cmp);
-    expert_v1_entry *e = xp_calloc(pf->count ? pf->count : 1, sizeof *e);
+    expert_v1_entry *e = v1_calloc(pf->count ? pf->count : 1, sizeof *e);
     if (e == NULL) {
-        xp_v1_pfiles_free(pf);
+        v1_pfiles_free(pf);
         return FAIL(EXPERT_E_NOMEM, "out of memory");
     }
     for (uint32_t i = 0; i < pf->count; i++) {
@@ -358,13 +332,13 @@ expert_status expert_export_v1(expert_reader *r, const char *path,
 {
     if (r == NULL || path == NULL)
         return FAIL(EXPERT_E_INVALID_ARGUMENT, "invalid argument");
-    xp_v1_pfiles pf;
+    v1_pfiles pf;
     expert_v1_entry *e = NULL;
     memset(&pf, 0, sizeof pf);
-    XP_TRY(export_prepare(r, &pf, &e, err));
+    V1_TRY(export_prepare(r, &pf, &e, err));
     expert_status s = expert_v1_write(path, e, pf.count, opt, err);
-    xp_free(e);
-    xp_v1_pfiles_free(&pf);
+    expert_free(e);
+    v1_pfiles_free(&pf);
     return s;
 }
 
@@ -373,12 +347,12 @@ expert_status expert_export_v1_memory(expert_reader *r, const expert_v1_write_op
 {
     if (r == NULL || data == NULL || size == NULL)
         return FAIL(EXPERT_E_INVALID_ARGUMENT, "invalid argument");
-    xp_v1_pfiles pf;
+    v1_pfiles pf;
     expert_v1_entry *e = NULL;
     memset(&pf, 0, sizeof pf);
-    XP_TRY(export_prepare(r, &pf, &e, err));
+    V1_TRY(export_prepare(r, &pf, &e, err));
     expert_status s = expert_v1_write_memory(e, pf.count, opt, data, size, err);
-    xp_free(e);
-    xp_v1_pfiles_free(&pf);
+    expert_free(e);
+    v1_pfiles_free(&pf);
     return s;
 }

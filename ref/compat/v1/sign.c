@@ -1,7 +1,7 @@
 /* v1_sign.c — the v1 package signature scheme of the old hivellm tool
  * (Ed25519 over the sorted "path:sha256" lines of the package files), for
  * readers of either format: every package file is rebuilt from the
- * sections (xp_v1_collect_files) and hashed. Also signs, for fixtures. */
+ * sections (v1_collect_files) and hashed. Also signs, for fixtures. */
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -13,35 +13,47 @@
 
 #include <openssl/evp.h>
 
-#include "alloc.h"
-#include "errors_internal.h"
-#include "format.h"
-#include "rebuild.h"
 #include "v1.h"
 
-#define FAIL(code, ...) xp_set_error(err, (code), EXPERT_NO_OFFSET, EXPERT_NO_SECTION, __VA_ARGS__)
 
 /* ===================================================== file rebuild */
 
-void xp_v1_pfiles_free(xp_v1_pfiles *p)
+void v1_pfiles_free(v1_pfiles *p)
 {
     for (uint32_t i = 0; i < p->count; i++) {
-        xp_free(p->f[i].name);
-        xp_free(p->f[i].data);
+        expert_free(p->f[i].name);
+        expert_free(p->f[i].data);
     }
-    xp_free(p->f);
+    expert_free(p->f);
     memset(p, 0, sizeof *p);
 }
 
-expert_status xp_v1_collect_files(expert_reader *r, int require_all, xp_v1_pfiles *out,
+/* The tensor sections a rebuilt safetensors file was made of (it was
+ * rebuilt from them, so its header parses and every tensor has one). */
+static void mark_tensors(const expert_reader *r, const uint8_t *file, size_t size, uint8_t *used)
+{
+    expert_safetensors *st = NULL;
+    if (expert_safetensors_parse(file, size, &st, NULL) != EXPERT_OK)
+        return;
+    for (uint32_t t = 0; t < expert_safetensors_count(st); t++) {
+        expert_tensor_info ti;
+        uint32_t sec;
+        if (expert_safetensors_tensor(st, t, &ti) == EXPERT_OK &&
+            expert_find(r, ti.name, strlen(ti.name), &sec) == EXPERT_OK)
+            used[sec] = 1;
+    }
+    expert_safetensors_free(st);
+}
+
+expert_status v1_collect_files(expert_reader *r, int require_all, v1_pfiles *out,
                                    expert_error *err)
 {
     uint32_t n = expert_section_count(r);
-    uint8_t *used = xp_calloc(n ? n : 1, 1);
-    out->f = xp_calloc(n ? n : 1, sizeof *out->f);
+    uint8_t *used = v1_calloc(n ? n : 1, 1);
+    out->f = v1_calloc(n ? n : 1, sizeof *out->f);
     out->count = 0;
     if (used == NULL || out->f == NULL) {
-        xp_free(used);
+        expert_free(used);
         return FAIL(EXPERT_E_NOMEM, "out of memory");
     }
     expert_status s = EXPERT_OK;
@@ -51,27 +63,31 @@ expert_status xp_v1_collect_files(expert_reader *r, int require_all, xp_v1_pfile
         if (si.type != EXPERT_SECTION_FILE && si.type != EXPERT_SECTION_SAFETENSORS_HEADER)
             continue;
         used[i] = 1;
-        xp_v1_pfile *f = &out->f[out->count];
-        f->name = xp_strndup(si.name, si.name_length);
+        v1_pfile *f = &out->f[out->count];
+        f->name = v1_strndup(si.name, si.name_length);
         if (f->name == NULL) {
             s = FAIL(EXPERT_E_NOMEM, "out of memory");
             break;
         }
         out->count++;
-        s = xp_file_rebuild(r, i, &f->data, &f->size, used, err);
+        void *data = NULL;
+        s = expert_file_rebuild(r, i, &data, &f->size, err);
+        f->data = data;
+        if (s == EXPERT_OK && si.type == EXPERT_SECTION_SAFETENSORS_HEADER)
+            mark_tensors(r, f->data, f->size, used);
     }
     for (uint32_t i = 0; s == EXPERT_OK && require_all && i < n; i++) {
         expert_section_info si;
         expert_section(r, i, &si);
         if (!used[i] && si.type < 0x8000) /* must-ignore types may be dropped */
-            s = xp_set_error(err, EXPERT_E_INVALID_ARGUMENT, EXPERT_NO_OFFSET, i,
+            s = expert_error_set(err, EXPERT_E_INVALID_ARGUMENT, EXPERT_NO_OFFSET, i,
                              "section '%.*s' (%s) belongs to no package file: a v1 package "
                              "cannot hold it",
                              (int)si.name_length, si.name, expert_section_type_name(si.type));
     }
-    xp_free(used);
+    expert_free(used);
     if (s != EXPERT_OK)
-        xp_v1_pfiles_free(out);
+        v1_pfiles_free(out);
     return s;
 }
 
@@ -112,7 +128,7 @@ static int parse_pubkey_text(const char *text, uint8_t out[32])
 {
     if (strncmp(text, "ed25519:", 8) == 0)
         text += 8;
-    return xp_hex_decode(text, strlen(text), out, 32);
+    return v1_hex_decode(text, strlen(text), out, 32);
 }
 
 /* JSON text scanner for the top-level members of an object: enough to cut
@@ -191,14 +207,14 @@ static int manifest_matches_without_integrity(const uint8_t *data, size_t n, con
             size_t cuts[2][2] = {{prev_end, vend}, {key_start, last ? vend : next_key}};
             for (int c = 0; c < 2; c++) {
                 size_t a = cuts[c][0], b = cuts[c][1];
-                uint8_t *tmp = xp_malloc(n - (b - a) + 1);
+                uint8_t *tmp = expert_malloc(n - (b - a) + 1);
                 uint8_t d[32];
                 if (tmp == NULL)
                     return 0;
                 memcpy(tmp, data, a);
                 memcpy(tmp + a, data + b, n - b);
                 int ok = expert_sha256(tmp, n - (b - a), d) == EXPERT_OK && memcmp(d, want, 32) == 0;
-                xp_free(tmp);
+                expert_free(tmp);
                 if (ok)
                     return 1;
             }
@@ -247,14 +263,14 @@ expert_status expert_v1_verify(expert_reader *r, const char *trusted_pubkey,
     if (trusted_pubkey != NULL && !parse_pubkey_text(trusted_pubkey, trusted))
         return FAIL(EXPERT_E_BAD_KEY, "public key must be \"ed25519:<64 hex digits>\"");
 
-    xp_v1_pfiles pf;
+    v1_pfiles pf;
     memset(&pf, 0, sizeof pf);
-    XP_TRY(xp_v1_collect_files(r, 0, &pf, err));
+    V1_TRY(v1_collect_files(r, 0, &pf, err));
     expert_status s = EXPERT_OK;
     json_t *manifest = NULL;
     char **names = NULL;
     uint8_t *msg = NULL;
-    const xp_v1_pfile *mf = NULL, *sigf = NULL;
+    const v1_pfile *mf = NULL, *sigf = NULL;
     for (uint32_t i = 0; i < pf.count; i++) {
         if (strcmp(pf.f[i].name, MANIFEST_NAME) == 0)
             mf = &pf.f[i];
@@ -276,9 +292,9 @@ expert_status expert_v1_verify(expert_reader *r, const char *trusted_pubkey,
                                        "integrity block: the signed file list is unknown");
         goto finish;
     }
-    const char *sig_hex = xp_jstr(integ, "signature");
-    const char *pub_hex = xp_jstr(integ, "pubkey");
-    const char *alg = xp_jstr(integ, "signature_algorithm");
+    const char *sig_hex = v1_jstr(integ, "signature");
+    const char *pub_hex = v1_jstr(integ, "pubkey");
+    const char *alg = v1_jstr(integ, "signature_algorithm");
     const json_t *files = json_object_get(integ, "files");
     uint8_t sig[64], pub[32];
     if (alg != NULL && strcmp(alg, "ed25519") != 0) {
@@ -289,11 +305,11 @@ expert_status expert_v1_verify(expert_reader *r, const char *trusted_pubkey,
         size_t k = sigf->size;
         while (k > 0 && (sigf->data[k - 1] == '\n' || sigf->data[k - 1] == '\r' || sigf->data[k - 1] == ' '))
             k--;
-        if (!xp_hex_decode((const char *)sigf->data, k, sig, 64)) {
+        if (!v1_hex_decode((const char *)sigf->data, k, sig, 64)) {
             SIG_SET(EXPERT_V1_SIG_INVALID, "signature.sig is not 128 hex digits");
             goto finish;
         }
-    } else if (sig_hex == NULL || !xp_hex_decode(sig_hex, strlen(sig_hex), sig, 64)) {
+    } else if (sig_hex == NULL || !v1_hex_decode(sig_hex, strlen(sig_hex), sig, 64)) {
         SIG_SET(EXPERT_V1_SIG_INVALID, "integrity.signature is missing or not 128 hex digits");
         goto finish;
     }
@@ -302,7 +318,7 @@ expert_status expert_v1_verify(expert_reader *r, const char *trusted_pubkey,
         size_t k = sigf->size;
         while (k > 0 && (sigf->data[k - 1] == '\n' || sigf->data[k - 1] == '\r' || sigf->data[k - 1] == ' '))
             k--;
-        if (!xp_hex_decode((const char *)sigf->data, k, sig2, 64) || memcmp(sig, sig2, 64) != 0) {
+        if (!v1_hex_decode((const char *)sigf->data, k, sig2, 64) || memcmp(sig, sig2, 64) != 0) {
             SIG_SET(EXPERT_V1_SIG_INVALID, "signature.sig differs from integrity.signature");
             goto finish;
         }
@@ -316,14 +332,14 @@ expert_status expert_v1_verify(expert_reader *r, const char *trusted_pubkey,
         info->key_from_package = 1;
     }
     memcpy(info->pubkey, "ed25519:", 8);
-    xp_hex_encode(pub, 32, info->pubkey + 8);
+    v1_hex_encode(pub, 32, info->pubkey + 8);
     if (!json_is_object(files) || json_object_size(files) == 0) {
         SIG_SET(EXPERT_V1_SIG_INVALID, "integrity.files is missing or empty");
         goto finish;
     }
     /* Message: "<path>:<hex>" lines sorted by path, joined by "\n". */
     size_t nf = json_object_size(files), msg_len = 0, k = 0;
-    names = xp_calloc(nf, sizeof *names);
+    names = v1_calloc(nf, sizeof *names);
     if (names == NULL) {
         s = FAIL(EXPERT_E_NOMEM, "out of memory");
         goto finish;
@@ -339,7 +355,7 @@ expert_status expert_v1_verify(expert_reader *r, const char *trusted_pubkey,
         msg_len += strlen(key) + 1 + json_string_length(val) + 1;
     }
     qsort(names, nf, sizeof *names, cstr_cmp);
-    msg = xp_malloc(msg_len + 1);
+    msg = expert_malloc(msg_len + 1);
     if (msg == NULL) {
         s = FAIL(EXPERT_E_NOMEM, "out of memory");
         goto finish;
@@ -368,7 +384,7 @@ expert_status expert_v1_verify(expert_reader *r, const char *trusted_pubkey,
     int manifest_state = 0; /* 0 matches, 1 matches without integrity, 2 changed */
     for (size_t i = 0; i < nf; i++) {
         const char *h = json_string_value(json_object_get(files, names[i]));
-        const xp_v1_pfile *f = NULL;
+        const v1_pfile *f = NULL;
         uint8_t want[32], got[32];
         for (uint32_t j = 0; j < pf.count && f == NULL; j++)
             if (strcmp(pf.f[j].name, names[i]) == 0)
@@ -377,7 +393,7 @@ expert_status expert_v1_verify(expert_reader *r, const char *trusted_pubkey,
             SIG_SET(EXPERT_V1_SIG_INVALID, "signed file '%s' is missing from the package", names[i]);
             goto finish;
         }
-        if (!xp_hex_decode(h, strlen(h), want, 32)) {
+        if (!v1_hex_decode(h, strlen(h), want, 32)) {
             SIG_SET(EXPERT_V1_SIG_INVALID, "integrity.files['%s'] is not a SHA-256 hex digest",
                     names[i]);
             goto finish;
@@ -423,10 +439,10 @@ expert_status expert_v1_verify(expert_reader *r, const char *trusted_pubkey,
                 "defect) and its signed content cannot be recovered",
                 info->files_matched);
 finish:
-    xp_free(msg);
-    xp_free(names);
+    expert_free(msg);
+    expert_free(names);
     json_decref(manifest);
-    xp_v1_pfiles_free(&pf);
+    v1_pfiles_free(&pf);
     if (s != EXPERT_OK)
         return s;
     return sig_result(info, err);

@@ -1,6 +1,9 @@
-/* v1_read.c — v1 .expert packages (hivellm tar.gz): reading them as a
- * stream into an in-memory v2 image (v1_sign.c: the v1 signature scheme;
- * v1_write.c: writing v1 tar.gz packages for rollback and fixtures).
+/* read.c — v1 .expert packages (hivellm tar.gz): reading them as a stream
+ * into an in-memory v2 image (sign.c: the v1 signature scheme; write.c:
+ * writing v1 tar.gz packages for rollback and fixtures). The v1 layer is
+ * built on libexpert's public API only: the image comes from a memory
+ * writer and is opened with expert_open_memory_owned, whose owner (the
+ * v1_source below) carries what is known of the archive.
  *
  * Reading pipeline (nothing touches the disk except reading the input):
  *
@@ -28,14 +31,8 @@
 
 #include <openssl/evp.h>
 
-#include "alloc.h"
-#include "errors_internal.h"
-#include "format.h"
-#include "pack.h"
-#include "rebuild.h"
 #include "v1.h"
 
-#define FAIL(code, ...) xp_set_error(err, (code), EXPERT_NO_OFFSET, EXPERT_NO_SECTION, __VA_ARGS__)
 
 #define CREATED_BY "libexpert 2.0.0 (v1 import)"
 #define IN_CHUNK (1u << 20)
@@ -48,7 +45,65 @@ static const char k_notice[] =
 
 /* ============================================================ utilities */
 
-void xp_hex_encode(const uint8_t *p, size_t n, char *out)
+void *v1_calloc(size_t count, size_t size)
+{
+    if (size != 0 && count > SIZE_MAX / size)
+        return NULL;
+    void *p = expert_malloc(count * size);
+    if (p != NULL)
+        memset(p, 0, count * size);
+    return p;
+}
+
+char *v1_strndup(const char *s, size_t n)
+{
+    char *p = n < SIZE_MAX ? expert_malloc(n + 1) : NULL;
+    if (p != NULL) {
+        memcpy(p, s, n);
+        p[n] = '\0';
+    }
+    return p;
+}
+
+static int is_gzip(const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    return n >= 2 && b[0] == 0x1f && b[1] == 0x8b;
+}
+
+/* What a reader opened from a v1 package owns (its expert_reader_owner):
+ * the v2 image built from the archive, and what is known of the archive. */
+typedef struct v1_entry_meta {
+    char *name;
+    uint64_t size;
+    uint32_t mode;
+    int64_t mtime;
+} v1_entry_meta;
+
+typedef struct v1_source {
+    expert_v1_info pub;
+    v1_entry_meta *entries; /* archive order */
+    expert_image image;
+} v1_source;
+
+static void v1_source_free(void *owner)
+{
+    v1_source *v = owner;
+    if (v == NULL)
+        return;
+    for (uint32_t i = 0; i < v->pub.entry_count; i++)
+        expert_free(v->entries[i].name);
+    expert_free(v->entries);
+    expert_image_free(&v->image);
+    expert_free(v);
+}
+
+static const v1_source *source_of(const expert_reader *r)
+{
+    return expert_reader_owner(r, v1_source_free);
+}
+
+void v1_hex_encode(const uint8_t *p, size_t n, char *out)
 {
     static const char digits[] = "0123456789abcdef";
     for (size_t i = 0; i < n; i++) {
@@ -70,7 +125,7 @@ static int hex_val(char c)
 }
 
 /* Exactly 2n hex digits -> n bytes. */
-int xp_hex_decode(const char *s, size_t len, uint8_t *out, size_t n)
+int v1_hex_decode(const char *s, size_t len, uint8_t *out, size_t n)
 {
     if (len != 2 * n)
         return 0;
@@ -86,7 +141,7 @@ int xp_hex_decode(const char *s, size_t len, uint8_t *out, size_t n)
 /* Checks and normalises an archive entry name: leading "./" dropped, and
  * for directories trailing '/'. Refuses what could escape or alias a target
  * directory. Returns NULL (with *why) or a fresh string ("" for the root). */
-char *xp_v1_normalize_name(const char *raw, int is_dir, const char **why)
+char *v1_normalize_name(const char *raw, int is_dir, const char **why)
 {
     if (raw == NULL || raw[0] == '\0') {
         *why = "empty name";
@@ -112,15 +167,15 @@ char *xp_v1_normalize_name(const char *raw, int is_dir, const char **why)
             n--;
     if (n == 0 || (n == 1 && p[0] == '.')) {
         if (is_dir)
-            return xp_strndup("", 0);
+            return v1_strndup("", 0);
         *why = "empty name";
         return NULL;
     }
-    if (n > XP_MAX_NAME) {
+    if (n > EXPERT_MAX_NAME_BYTES) {
         *why = "name longer than 1024 bytes";
         return NULL;
     }
-    if (!xp_utf8_valid((const uint8_t *)p, n, 1)) {
+    if (!expert_name_valid(p, n)) {
         *why = "name is not valid UTF-8";
         return NULL;
     }
@@ -148,12 +203,12 @@ char *xp_v1_normalize_name(const char *raw, int is_dir, const char **why)
         }
         start = i + 1;
     }
-    return xp_strndup(p, n);
+    return v1_strndup(p, n);
 }
 
 void expert_v1_free(void *p)
 {
-    xp_free(p);
+    expert_free(p);
 }
 
 /* ========================================================= gzip source */
@@ -166,7 +221,7 @@ typedef struct gz_src {
     uint8_t *inbuf;
     int in_eof;
     uint64_t in_bytes;
-    xp_sha256_ctx *sha;
+    EVP_MD_CTX *sha;
     z_stream zs;
     int z_ready;
     int in_member;           /* inside a gzip member */
@@ -183,7 +238,7 @@ static expert_status gz_fail(gz_src *g, expert_status code, const char *msg)
 {
     if (g->st == EXPERT_OK) {
         g->st = code;
-        xp_set_error(&g->e, code, g->in_bytes, EXPERT_NO_SECTION, "%s", msg);
+        expert_error_set(&g->e, code, g->in_bytes, EXPERT_NO_SECTION, "%s", msg);
     }
     return g->st;
 }
@@ -202,7 +257,7 @@ static expert_status gz_fill(gz_src *g)
         g->zs.avail_in = (uInt)n;
         g->mem_pos += n;
         g->in_bytes += n;
-        return xp_sha256_update(g->sha, g->zs.next_in, n) == EXPERT_OK
+        return EVP_DigestUpdate(g->sha, g->zs.next_in, n) == 1
                    ? EXPERT_OK
                    : gz_fail(g, EXPERT_E_NOMEM, "hashing failed");
     }
@@ -220,7 +275,7 @@ static expert_status gz_fill(gz_src *g)
     g->in_bytes += (uint64_t)k;
     g->zs.next_in = g->inbuf;
     g->zs.avail_in = (uInt)k;
-    return xp_sha256_update(g->sha, g->inbuf, (size_t)k) == EXPERT_OK
+    return EVP_DigestUpdate(g->sha, g->inbuf, (size_t)k) == 1
                ? EXPERT_OK
                : gz_fail(g, EXPERT_E_NOMEM, "hashing failed");
 }
@@ -320,9 +375,10 @@ static expert_status gz_init(gz_src *g, int fd, const void *mem, size_t mem_size
     g->mem = mem;
     g->mem_size = mem_size;
     g->limit = limit;
-    g->outbuf = xp_malloc(TAR_CHUNK);
-    g->inbuf = fd >= 0 ? xp_malloc(IN_CHUNK) : NULL;
-    if (g->outbuf == NULL || (fd >= 0 && g->inbuf == NULL) || xp_sha256_new(&g->sha) != EXPERT_OK)
+    g->outbuf = expert_malloc(TAR_CHUNK);
+    g->inbuf = fd >= 0 ? expert_malloc(IN_CHUNK) : NULL;
+    if (g->outbuf == NULL || (fd >= 0 && g->inbuf == NULL) ||
+        (g->sha = EVP_MD_CTX_new()) == NULL || EVP_DigestInit_ex(g->sha, EVP_sha256(), NULL) != 1)
         return FAIL(EXPERT_E_NOMEM, "out of memory");
     if (inflateInit2(&g->zs, 16 + MAX_WBITS) != Z_OK) /* gzip wrapper only */
         return FAIL(EXPERT_E_NOMEM, "inflateInit2 failed");
@@ -334,9 +390,9 @@ static void gz_free(gz_src *g)
 {
     if (g->z_ready)
         inflateEnd(&g->zs);
-    xp_sha256_free(g->sha);
-    xp_free(g->inbuf);
-    xp_free(g->outbuf);
+    EVP_MD_CTX_free(g->sha);
+    expert_free(g->inbuf);
+    expert_free(g->outbuf);
 }
 
 /* ======================================================== tar entries */
@@ -358,10 +414,10 @@ typedef struct v1_load {
 static void load_free(v1_load *l)
 {
     for (uint32_t i = 0; i < l->count; i++) {
-        xp_free(l->e[i].name);
-        xp_free(l->e[i].data);
+        expert_free(l->e[i].name);
+        expert_free(l->e[i].data);
     }
-    xp_free(l->e);
+    expert_free(l->e);
     memset(l, 0, sizeof *l);
 }
 
@@ -393,13 +449,13 @@ static expert_status read_entry_data(gz_src *g, struct archive *a, ventry *v, ui
                                      expert_error *err)
 {
     size_t cap = size < (1u << 20) ? (size_t)size : (1u << 20), have = 0;
-    v->data = xp_malloc(cap ? cap : 1);
+    v->data = expert_malloc(cap ? cap : 1);
     if (v->data == NULL)
         return FAIL(EXPERT_E_NOMEM, "out of memory reading '%s'", v->name);
     while (have < size) {
         if (have == cap) {
             size_t ncap = cap * 2 < size ? cap * 2 : (size_t)size;
-            uint8_t *grown = xp_realloc(v->data, ncap);
+            uint8_t *grown = expert_realloc(v->data, ncap);
             if (grown == NULL)
                 return FAIL(EXPERT_E_NOMEM, "out of memory reading '%s'", v->name);
             v->data = grown;
@@ -460,25 +516,25 @@ static expert_status read_archive(gz_src *g, const expert_v1_options *o, v1_load
                      raw ? raw : "", filetype_name(type), target ? " to " : "", target ? target : "");
             goto done;
         }
-        char *name = xp_v1_normalize_name(raw, type == AE_IFDIR, &why);
+        char *name = v1_normalize_name(raw, type == AE_IFDIR, &why);
         if (name == NULL) {
             s = why ? FAIL(EXPERT_E_BAD_ARCHIVE, "unsafe entry name '%s': %s", raw ? raw : "", why)
                     : FAIL(EXPERT_E_NOMEM, "out of memory");
             goto done;
         }
         if (type == AE_IFDIR) { /* the old packer writes none; harmless, skipped */
-            xp_free(name);
+            expert_free(name);
             continue;
         }
         if (archive_entry_sparse_count(ae) > 0) {
             s = FAIL(EXPERT_E_BAD_ARCHIVE, "entry '%s' is a sparse file: refused", name);
-            xp_free(name);
+            expert_free(name);
             goto done;
         }
         int64_t ssize = archive_entry_size_is_set(ae) ? archive_entry_size(ae) : -1;
         if (ssize < 0) {
             s = FAIL(EXPERT_E_BAD_ARCHIVE, "entry '%s' has no valid size", name);
-            xp_free(name);
+            expert_free(name);
             goto done;
         }
         uint64_t size = (uint64_t)ssize;
@@ -489,7 +545,7 @@ static expert_status read_archive(gz_src *g, const expert_v1_options *o, v1_load
                      "all; gzip bomb?)",
                      name, (unsigned long long)size, (unsigned long long)o->max_entry_bytes,
                      (unsigned long long)o->max_total_bytes);
-            xp_free(name);
+            expert_free(name);
             goto done;
         }
         /* The entries are held until the v2 image is built from them, and
@@ -502,19 +558,19 @@ static expert_status read_archive(gz_src *g, const expert_v1_options *o, v1_load
                      "(max_total_bytes)",
                      name, (unsigned long long)size, (unsigned long long)(l->total + size),
                      (unsigned long long)o->max_total_bytes);
-            xp_free(name);
+            expert_free(name);
             goto done;
         }
         if (l->count >= o->max_entries) {
             s = FAIL(EXPERT_E_BAD_ARCHIVE, "more than %u entries", o->max_entries);
-            xp_free(name);
+            expert_free(name);
             goto done;
         }
         if (l->count == l->cap) {
             uint32_t ncap = l->cap ? l->cap * 2 : 16;
-            ventry *grown = xp_realloc(l->e, (size_t)ncap * sizeof *grown);
+            ventry *grown = expert_realloc(l->e, (size_t)ncap * sizeof *grown);
             if (grown == NULL) {
-                xp_free(name);
+                expert_free(name);
                 s = FAIL(EXPERT_E_NOMEM, "out of memory");
                 goto done;
             }
@@ -557,7 +613,7 @@ static expert_status read_archive(gz_src *g, const expert_v1_options *o, v1_load
     /* Duplicate names (after "./" normalisation) would make lookups and
      * extraction ambiguous. */
     if (l->count > 1) {
-        ventry **sorted = xp_calloc(l->count, sizeof *sorted);
+        ventry **sorted = v1_calloc(l->count, sizeof *sorted);
         if (sorted == NULL) {
             s = FAIL(EXPERT_E_NOMEM, "out of memory");
             goto done;
@@ -568,7 +624,7 @@ static expert_status read_archive(gz_src *g, const expert_v1_options *o, v1_load
         for (uint32_t i = 1; i < l->count && s == EXPERT_OK; i++)
             if (strcmp(sorted[i - 1]->name, sorted[i]->name) == 0)
                 s = FAIL(EXPERT_E_BAD_ARCHIVE, "duplicate entry name '%s'", sorted[i]->name);
-        xp_free(sorted);
+        expert_free(sorted);
     }
 done:
     archive_read_free(a);
@@ -585,7 +641,7 @@ static ventry *find_entry(v1_load *l, const char *name)
 
 /* ====================================================== the v2 image */
 
-const char *xp_jstr(const json_t *o, const char *key)
+const char *v1_jstr(const json_t *o, const char *key)
 {
     const json_t *v = json_object_get(o, key);
     return json_is_string(v) ? json_string_value(v) : NULL;
@@ -596,25 +652,25 @@ const char *xp_jstr(const json_t *o, const char *key)
 static char *fallback_name(const char *path)
 {
     if (path == NULL)
-        return xp_strndup("package", 7);
+        return v1_strndup("package", 7);
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
     size_t n = strlen(base);
     if (n > 7 && strcmp(base + n - 7, ".expert") == 0)
         n -= 7;
     if (n == 0)
-        return xp_strndup("package", 7);
-    return xp_strndup(base, n);
+        return v1_strndup("package", 7);
+    return v1_strndup(base, n);
 }
 
 /* Metadata "extra" of an import: the archive's digest, size and entry list
  * (names, sizes, modes, mtimes), so that export can rebuild an equivalent
  * tar.gz. */
-static expert_status v1_source_json(const v1_load *l, const xp_v1_info *info, char **out,
+static expert_status v1_source_json(const v1_load *l, const v1_source *info, char **out,
                                     expert_error *err)
 {
     char hex[65];
-    xp_hex_encode(info->pub.archive_sha256, 32, hex);
+    v1_hex_encode(info->pub.archive_sha256, 32, hex);
     json_t *ents = json_array();
     int bad = ents == NULL;
     for (uint32_t i = 0; i < l->count && !bad; i++) {
@@ -638,34 +694,33 @@ static void release_entry(void *user, const expert_pack_progress *p)
 {
     v1_load *l = user;
     if (p->file_done) {
-        xp_free(l->e[p->file].data);
+        expert_free(l->e[p->file].data);
         l->e[p->file].data = NULL;
     }
 }
 
 /* Builds the raw-codec v2 image through the packer, the same sections and
  * metadata as `expert-cli pack` of the extracted directory (spec §9.5). */
-static expert_status build_image(v1_load *l, const xp_v1_info *info, const char *path,
-                                 const char *base_model, uint8_t **alloc, const uint8_t **image,
-                                 size_t *image_size, expert_error *err)
+static expert_status build_image(v1_load *l, const v1_source *info, const char *path,
+                                 const char *base_model, expert_image *image, expert_error *err)
 {
     uint64_t hint = l->total + 65536;
-    hint += (uint64_t)(l->count + 1) * (64 + XP_TOC_ENTRY_SIZE + 8) * 2;
+    hint += (uint64_t)(l->count + 1) * 512; /* TOC entry, index slots, padding: generous */
     for (uint32_t i = 0; i < l->count; i++)
         hint += 2 * strlen(l->e[i].name);
     if (hint > SIZE_MAX)
         return FAIL(EXPERT_E_LIMIT_EXCEEDED, "package too large for this machine");
-    expert_pack_file *files = xp_calloc(l->count ? l->count : 1, sizeof *files);
+    expert_pack_file *files = v1_calloc(l->count ? l->count : 1, sizeof *files);
     char *name = fallback_name(path), *extra = NULL;
     expert_writer *w = NULL;
-    expert_writer_options wo = {64, 0, 0, 1};
+    expert_writer_options wo = {.alignment = 64, .threads = 1};
     expert_status s = files != NULL && name != NULL ? EXPERT_OK : FAIL(EXPERT_E_NOMEM, "out of memory");
     if (s == EXPERT_OK)
         s = v1_source_json(l, info, &extra, err);
     for (uint32_t i = 0; s == EXPERT_OK && i < l->count; i++)
         files[i] = (expert_pack_file){l->e[i].name, l->e[i].data, l->e[i].size};
     if (s == EXPERT_OK)
-        s = xp_writer_open_memory(&wo, (size_t)hint, &w, err);
+        s = expert_writer_open_memory(&wo, (size_t)hint, &w, err);
     if (s == EXPERT_OK) {
         expert_pack_options po = {sizeof po, EXPERT_CODEC_RAW, EXPERT_CODEC_RAW, name, base_model,
                                   CREATED_BY, extra, release_entry, l};
@@ -677,12 +732,12 @@ static expert_status build_image(v1_load *l, const xp_v1_info *info, const char 
                 err->code = s;
         }
         if (s == EXPERT_OK)
-            s = xp_writer_finish_memory(w, NULL, alloc, image, image_size, err);
+            s = expert_writer_finish_memory(w, NULL, image, err);
         else
             expert_writer_abort(w);
     }
-    xp_free(files);
-    xp_free(name);
+    expert_free(files);
+    expert_free(name);
     free(extra); /* json_dumps allocates with jansson's allocator */
     return s;
 }
@@ -692,13 +747,13 @@ static expert_status build_image(v1_load *l, const xp_v1_info *info, const char 
 static expert_v1_sidecar check_sidecar(const char *path, const uint8_t digest[32])
 {
     size_t n = strlen(path);
-    char *sp = xp_malloc(n + 8);
+    char *sp = expert_malloc(n + 8);
     if (sp == NULL)
         return EXPERT_V1_SIDECAR_NOT_CHECKED;
     memcpy(sp, path, n);
     memcpy(sp + n, ".sha256", 8);
     int fd = open(sp, O_RDONLY | O_CLOEXEC);
-    xp_free(sp);
+    expert_free(sp);
     if (fd < 0)
         return errno == ENOENT ? EXPERT_V1_SIDECAR_ABSENT : EXPERT_V1_SIDECAR_MALFORMED;
     char buf[SIDECAR_MAX + 1];
@@ -716,7 +771,7 @@ static expert_v1_sidecar check_sidecar(const char *path, const uint8_t digest[32
     close(fd);
     uint8_t want[32];
     /* sha256sum format: 64 hex digits, then end, whitespace or " *name". */
-    if (have > SIDECAR_MAX || have < 64 || !xp_hex_decode(buf, 64, want, 32) ||
+    if (have > SIDECAR_MAX || have < 64 || !v1_hex_decode(buf, 64, want, 32) ||
         (have > 64 && buf[64] != ' ' && buf[64] != '\t' && buf[64] != '\n' && buf[64] != '\r'))
         return EXPERT_V1_SIDECAR_MALFORMED;
     return memcmp(want, digest, 32) == 0 ? EXPERT_V1_SIDECAR_MATCH : EXPERT_V1_SIDECAR_STALE_SIGNED;
@@ -738,16 +793,6 @@ static expert_v1_options resolve_options(const expert_v1_options *o)
     return r;
 }
 
-void xp_v1_info_free(xp_v1_info *v)
-{
-    if (v == NULL)
-        return;
-    for (uint32_t i = 0; i < v->pub.entry_count; i++)
-        xp_free(v->entries[i].name);
-    xp_free(v->entries);
-    xp_free(v);
-}
-
 static expert_status open_common_v1(int fd, const char *path, const void *mem, size_t mem_size,
                                     const expert_open_options *opt, const expert_v1_options *v1opt,
                                     expert_reader **out, expert_error *err)
@@ -755,7 +800,7 @@ static expert_status open_common_v1(int fd, const char *path, const void *mem, s
     expert_v1_options o = resolve_options(v1opt);
     gz_src g;
     v1_load l;
-    xp_v1_info *info = NULL;
+    v1_source *info = NULL;
     memset(&l, 0, sizeof l);
     *out = NULL;
 
@@ -763,7 +808,7 @@ static expert_status open_common_v1(int fd, const char *path, const void *mem, s
     if (s == EXPERT_OK)
         s = read_archive(&g, &o, &l, err);
     if (s == EXPERT_OK) {
-        info = xp_calloc(1, sizeof *info);
+        info = v1_calloc(1, sizeof *info);
         if (info == NULL)
             s = FAIL(EXPERT_E_NOMEM, "out of memory");
     }
@@ -775,15 +820,15 @@ static expert_status open_common_v1(int fd, const char *path, const void *mem, s
                 if (err != NULL)
                     *err = g.e;
             }
-        if (s == EXPERT_OK && xp_sha256_final(g.sha, info->pub.archive_sha256) != EXPERT_OK)
+        if (s == EXPERT_OK && EVP_DigestFinal_ex(g.sha, info->pub.archive_sha256, NULL) != 1)
             s = FAIL(EXPERT_E_NOMEM, "hashing failed");
         info->pub.archive_bytes = g.in_bytes;
         info->pub.unpacked_bytes = l.total;
-        info->entries = xp_calloc(l.count ? l.count : 1, sizeof *info->entries);
+        info->entries = v1_calloc(l.count ? l.count : 1, sizeof *info->entries);
         if (s == EXPERT_OK && info->entries == NULL)
             s = FAIL(EXPERT_E_NOMEM, "out of memory");
         for (uint32_t i = 0; s == EXPERT_OK && i < l.count; i++) {
-            info->entries[i].name = xp_strndup(l.e[i].name, strlen(l.e[i].name));
+            info->entries[i].name = v1_strndup(l.e[i].name, strlen(l.e[i].name));
             if (info->entries[i].name == NULL) {
                 s = FAIL(EXPERT_E_NOMEM, "out of memory");
                 break;
@@ -800,11 +845,8 @@ static expert_status open_common_v1(int fd, const char *path, const void *mem, s
         if (find_entry(&l, ST_NAME) == NULL)
             s = FAIL(EXPERT_E_BAD_ARCHIVE, "the v1 package has no %s", ST_NAME);
         if (s == EXPERT_OK && m != NULL &&
-            (s = xp_json_object_load(m->name, m->data, m->size, &manifest, err)) != EXPERT_OK) {
-            s = EXPERT_E_BAD_ARCHIVE;
-            if (err != NULL)
-                err->code = s;
-        }
+            (manifest = json_loadb((const char *)m->data, m->size, 0, NULL)) == NULL)
+            s = FAIL(EXPERT_E_BAD_ARCHIVE, "%s is not valid JSON", MANIFEST_NAME);
         info->pub.is_signed = find_entry(&l, SIGNATURE_NAME) != NULL ||
                               json_object_get(manifest, "integrity") != NULL;
         json_decref(manifest);
@@ -817,8 +859,8 @@ static expert_status open_common_v1(int fd, const char *path, const void *mem, s
             if (info->pub.sidecar == EXPERT_V1_SIDECAR_STALE_SIGNED &&
                 (strict || !info->pub.is_signed)) {
                 char hex[65];
-                xp_hex_encode(info->pub.archive_sha256, 32, hex);
-                s = xp_set_error(err, EXPERT_E_FILE_HASH_MISMATCH, 0, EXPERT_NO_SECTION,
+                v1_hex_encode(info->pub.archive_sha256, 32, hex);
+                s = expert_error_set(err, EXPERT_E_FILE_HASH_MISMATCH, 0, EXPERT_NO_SECTION,
                                  "%s: SHA-256 %s does not match %s.sha256%s", path, hex, path,
                                  info->pub.is_signed ? "" : " (unsigned package: corrupt or altered)");
             } else if (info->pub.sidecar == EXPERT_V1_SIDECAR_MALFORMED && strict) {
@@ -826,32 +868,16 @@ static expert_status open_common_v1(int fd, const char *path, const void *mem, s
             }
         }
     }
-    uint8_t *alloc = NULL;
-    const uint8_t *image = NULL;
-    size_t image_size = 0;
     if (s == EXPERT_OK)
-        s = build_image(&l, info, path, o.base_model, &alloc, &image, &image_size, err);
+        s = build_image(&l, info, path, o.base_model, &info->image, err);
     load_free(&l);
     gz_free(&g);
     if (s != EXPERT_OK) {
-        xp_v1_info_free(info);
+        v1_source_free(info);
         return s;
     }
-    return xp_reader_open_owned(alloc, image, image_size, opt, info, out, err);
-}
-
-expert_status xp_v1_open_fd(int fd, const char *path, const expert_open_options *opt,
-                            const expert_v1_options *v1opt, expert_reader **out,
-                            expert_error *err)
-{
-    return open_common_v1(fd, path, NULL, 0, opt, v1opt, out, err);
-}
-
-expert_status xp_v1_open_memory(const void *data, size_t size, const expert_open_options *opt,
-                                const expert_v1_options *v1opt, expert_reader **out,
-                                expert_error *err)
-{
-    return open_common_v1(-1, NULL, data, size, opt, v1opt, out, err);
+    return expert_open_memory_owned(info->image.data, info->image.size, opt, v1_source_free, info,
+                                    out, err);
 }
 
 expert_status expert_open_v1(const char *path, const expert_open_options *opt,
@@ -869,10 +895,10 @@ expert_status expert_open_v1(const char *path, const expert_open_options *opt,
     expert_status s;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
         s = FAIL(EXPERT_E_IO, "%s is not a regular file", path);
-    else if (pread(fd, magic, 2, 0) != 2 || !xp_is_gzip(magic, 2))
+    else if (pread(fd, magic, 2, 0) != 2 || !is_gzip(magic, 2))
         s = FAIL(EXPERT_E_BAD_ARCHIVE, "%s is not a gzip stream (v1 packages are tar.gz)", path);
     else
-        s = xp_v1_open_fd(fd, path, opt, v1opt, out, err);
+        s = open_common_v1(fd, path, NULL, 0, opt, v1opt, out, err);
     close(fd);
     return s;
 }
@@ -884,9 +910,33 @@ expert_status expert_open_v1_memory(const void *data, size_t size, const expert_
     if (out == NULL || (data == NULL && size != 0))
         return FAIL(EXPERT_E_INVALID_ARGUMENT, "invalid argument");
     *out = NULL;
-    if (!xp_is_gzip(data, size))
+    if (!is_gzip(data, size))
         return FAIL(EXPERT_E_BAD_ARCHIVE, "not a gzip stream (v1 packages are tar.gz)");
-    return xp_v1_open_memory(data, size, opt, v1opt, out, err);
+    return open_common_v1(-1, NULL, data, size, opt, v1opt, out, err);
+}
+
+expert_status expert_open_any(const char *path, const expert_open_options *opt,
+                              const expert_v1_options *v1opt, expert_reader **out,
+                              expert_error *err)
+{
+    if (path == NULL || out == NULL)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "path and out are required");
+    *out = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return FAIL(EXPERT_E_IO, "cannot open %s: %s", path, strerror(errno));
+    uint8_t magic[2];
+    int v1 = pread(fd, magic, 2, 0) == 2 && is_gzip(magic, 2);
+    close(fd);
+    return v1 ? expert_open_v1(path, opt, v1opt, out, err) : expert_open(path, opt, out, err);
+}
+
+expert_status expert_open_any_memory(const void *data, size_t size, const expert_open_options *opt,
+                                     const expert_v1_options *v1opt, expert_reader **out,
+                                     expert_error *err)
+{
+    return is_gzip(data, size) ? expert_open_v1_memory(data, size, opt, v1opt, out, err)
+                               : expert_open_memory(data, size, opt, out, err);
 }
 
 /* ========================================================== accessors */
@@ -895,17 +945,17 @@ int expert_reader_source_format(const expert_reader *r)
 {
     if (r == NULL)
         return 0;
-    return xp_reader_v1(r) != NULL ? 1 : 2;
+    return source_of(r) != NULL ? 1 : 2;
 }
 
 const char *expert_reader_notice(const expert_reader *r)
 {
-    return xp_reader_v1(r) != NULL ? k_notice : NULL;
+    return source_of(r) != NULL ? k_notice : NULL;
 }
 
 expert_status expert_v1_info_get(const expert_reader *r, expert_v1_info *out)
 {
-    const xp_v1_info *v = xp_reader_v1(r);
+    const v1_source *v = source_of(r);
     if (v == NULL || out == NULL)
         return EXPERT_E_INVALID_ARGUMENT;
     *out = v->pub;
@@ -914,7 +964,7 @@ expert_status expert_v1_info_get(const expert_reader *r, expert_v1_info *out)
 
 const char *expert_v1_entry_name(const expert_reader *r, uint32_t i)
 {
-    const xp_v1_info *v = xp_reader_v1(r);
+    const v1_source *v = source_of(r);
     if (v == NULL || i >= v->pub.entry_count)
         return NULL;
     return v->entries[i].name;
