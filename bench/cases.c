@@ -43,7 +43,9 @@
  * Micro-cases (hot, what bounds the loads): SHA-256, memcpy, zstd decode with
  * a reused context, the library's unshuffle and a reference unshuffle, the
  * library's fixed cost per small section, jansson parse of the metadata and
- * the structure hash. */
+ * the structure hash.
+ * One file (~1,200 lines): every case is timed by the same loop, side by
+ * side, and the case table is easiest to audit in one place. */
 #include "cases.h"
 
 #include <dirent.h>

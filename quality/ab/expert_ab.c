@@ -14,7 +14,10 @@
  * Exit status: 0, 64 for usage errors, else the numeric error class
  * (NOT_FOUND 40 for a missing data package, INVALID_ARGUMENT 3 for a bad
  * config, items file or a base mismatch). Everything is deterministic: one
- * BLAS thread per process, seeded generators. */
+ * BLAS thread per process, seeded generators.
+ * One file (~1,450 lines): the A/B runner's commands share the task,
+ * scoring and JSON code, and a reviewer checks the method against
+ * adapters-and-osd.md in one read. */
 #include <cblas.h>
 #include <inttypes.h>
 #include <math.h>

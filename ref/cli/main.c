@@ -1,6 +1,6 @@
 /* main.c — expert-cli: command dispatch, help, and the subcommands that read
  * .expert files (inspect, validate, extract, get) or handle keys (keygen,
- * sign, verify). `pack` lives in pack.c. Its length (~1,350 lines) is
+ * sign, verify). `pack` lives in pack.c. Its length (~1,600 lines) is
  * mostly the help text of every command and six commands sharing the
  * open/decode helpers below. */
 #include "util.h"

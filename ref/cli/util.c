@@ -1,4 +1,7 @@
-/* util.c — helpers shared by the expert-cli subcommands (see util.h). */
+/* util.c — helpers shared by the expert-cli subcommands (see util.h).
+ * One file (~1,000 lines) on purpose: every helper here (argument
+ * parsing, terminal escaping, atomic outputs, JSON strings, directories) is
+ * small and used by several commands; splitting them would scatter util.h. */
 #include "util.h"
 
 #include <dirent.h>

@@ -84,14 +84,11 @@ int dir_count(const char *dir)
     return c;
 }
 
-expert_status write_expert(const char *path, const expert_writer_options *opt, const char *meta_json,
-                           const tsec *s, size_t n, const expert_private_key *key)
+/* Sections and metadata into an open writer; aborts it on failure. */
+static expert_status fill_writer(expert_writer *w, const char *meta_json, const tsec *s, size_t n)
 {
-    expert_writer *w = NULL;
     expert_error err;
-    expert_status st = expert_writer_open(path, opt, &w, &err);
-    if (st != EXPERT_OK)
-        return st;
+    expert_status st = EXPERT_OK;
     for (size_t i = 0; i < n; i++) {
         static const uint8_t dummy[1];
         st = expert_writer_add(w, &s[i].d, s[i].data ? s[i].data : dummy, s[i].len, &err);
@@ -107,11 +104,34 @@ expert_status write_expert(const char *path, const expert_writer_options *opt, c
     if (st != EXPERT_OK) {
         fprintf(stderr, "set_metadata: %s: %s\n", expert_status_name(st), err.message);
         expert_writer_abort(w);
-        return st;
     }
-    st = expert_writer_finish(w, key, &err);
-    if (st != EXPERT_OK)
+    return st;
+}
+
+expert_status write_expert(const char *path, const expert_writer_options *opt, const char *meta_json,
+                           const tsec *s, size_t n, const expert_private_key *key)
+{
+    expert_writer *w = NULL;
+    expert_error err;
+    expert_status st = expert_writer_open(path, opt, &w, &err);
+    if (st == EXPERT_OK)
+        st = fill_writer(w, meta_json, s, n);
+    if (st == EXPERT_OK && (st = expert_writer_finish(w, key, &err)) != EXPERT_OK)
         fprintf(stderr, "finish: %s: %s\n", expert_status_name(st), err.message);
+    return st;
+}
+
+expert_status write_expert_image(const expert_writer_options *opt, const char *meta_json,
+                                 const tsec *s, size_t n, const expert_private_key *key,
+                                 expert_image *out)
+{
+    expert_writer *w = NULL;
+    expert_error err;
+    expert_status st = expert_writer_open_memory(opt, 0, &w, &err);
+    if (st == EXPERT_OK)
+        st = fill_writer(w, meta_json, s, n);
+    if (st == EXPERT_OK && (st = expert_writer_finish_memory(w, key, out, &err)) != EXPERT_OK)
+        fprintf(stderr, "finish_memory: %s: %s\n", expert_status_name(st), err.message);
     return st;
 }
 

@@ -42,6 +42,10 @@ typedef struct tsec {
 /* Writes a file with the library writer; returns the first failing status. */
 expert_status write_expert(const char *path, const expert_writer_options *opt, const char *meta_json,
                            const tsec *s, size_t n, const expert_private_key *key);
+/* The same into memory (expert_writer_open_memory): the same bytes. */
+expert_status write_expert_image(const expert_writer_options *opt, const char *meta_json,
+                                 const tsec *s, size_t n, const expert_private_key *key,
+                                 expert_image *out);
 
 /* 4096-aligned copy of a buffer for expert_open_memory (free with free()). */
 void *aligned_copy(const void *p, size_t n);

@@ -327,6 +327,13 @@ static void run_combo(const char *dir, uint8_t codec, uint8_t dt, uint32_t align
     CHECK(memcmp(img.p + H_STRUCT_SHA, h, 32) == 0);
     for (uint32_t i = 0; i < NSEC; i++)
         check_stored(img.p, toc_entry(img.p, i), &f.s[i], align);
+    /* one encoder, two sinks: the memory writer's image is the same file */
+    expert_image mem;
+    CHECK_OK(write_expert_image(&wo, META_RT, f.s, NSEC, NULL, &mem));
+    CHECK(mem.size == img.n && memcmp(mem.data, img.p, img.n) == 0);
+    CHECK((uintptr_t)mem.data % align == 0);
+    expert_image_free(&mem);
+    CHECK(mem.data == NULL && mem.allocation == NULL);
     /* canonical layout: re-serialising the parsed parts gives the same bytes */
     xm_model m;
     CHECK(xm_parse(img.p, img.n, &m) == 0);
@@ -516,6 +523,87 @@ static void test_concurrent_reads(void **state)
     free(path);
 }
 
+static int g_released;
+static void count_release(void *owner)
+{
+    g_released++;
+    free(owner);
+}
+static void other_release(void *owner) { (void)owner; }
+
+/* expert_open_memory_owned: the reader releases its owner exactly once, at
+ * close, or before returning when the open fails; expert_reader_owner
+ * answers only to the callback the owner was given with. */
+static void test_owned_memory(void **state)
+{
+    (void)state;
+    fixture f;
+    build_fixture(&f, EXPERT_CODEC_ZSTD, EXPERT_DTYPE_F32, 77);
+    expert_writer_options wo = {.alignment = 64, .frame_size = FRAME, .zstd_level = 3};
+    expert_image im;
+    CHECK_OK(write_expert_image(&wo, META_RT, f.s, NSEC, NULL, &im));
+    expert_error err;
+    for (int truncate = 0; truncate <= 1; truncate++) {
+        void *copy = aligned_copy(im.data, im.size);
+        expert_reader *r = NULL;
+        g_released = 0;
+        size_t n = truncate ? im.size - 1 : im.size;
+        expert_status s = expert_open_memory_owned(copy, n, NULL, count_release, copy, &r, &err);
+        if (truncate) {
+            CHECK(s != EXPERT_OK && r == NULL && g_released == 1);
+            continue;
+        }
+        CHECK_OK(s);
+        CHECK(g_released == 0);
+        CHECK(expert_reader_owner(r, count_release) == copy);
+        CHECK(expert_reader_owner(r, other_release) == NULL);
+        CHECK_OK(expert_verify_full(r, NULL, &err));
+        expert_close(r);
+        CHECK(g_released == 1);
+    }
+    /* a plain memory reader has no owner; a gzip image is refused and released */
+    expert_reader *r = NULL;
+    CHECK_OK(expert_open_memory(im.data, im.size, NULL, &r, &err));
+    CHECK(expert_reader_owner(r, count_release) == NULL);
+    expert_close(r);
+    uint8_t *gz = malloc(16);
+    memcpy(gz, "\x1f\x8b\x08\0\0\0\0\0\0\3\0\0\0\0\0\0", 16);
+    g_released = 0;
+    CHECK(expert_open_memory_owned(gz, 16, NULL, count_release, gz, &r, &err) == EXPERT_E_BAD_MAGIC);
+    CHECK(g_released == 1 && r == NULL && strstr(err.message, "expert_open_v1") != NULL);
+    expert_image_free(&im);
+    free_fixture(&f);
+}
+
+/* Section names the format allows (checked by the reader as BAD_TOC, by
+ * the writer up front). */
+static void test_name_valid(void **state)
+{
+    (void)state;
+    char big[EXPERT_MAX_NAME_BYTES + 1];
+    memset(big, 'a', sizeof big);
+    CHECK(expert_name_valid("a", 1));
+    CHECK(expert_name_valid("caf\xc3\xa9", 5));
+    CHECK(expert_name_valid(big, EXPERT_MAX_NAME_BYTES));
+    CHECK(!expert_name_valid(big, EXPERT_MAX_NAME_BYTES + 1));
+    CHECK(!expert_name_valid("", 0));
+    CHECK(!expert_name_valid(NULL, 1));
+    CHECK(!expert_name_valid("a\0b", 3));
+    CHECK(!expert_name_valid("\xc3", 1));         /* truncated */
+    CHECK(!expert_name_valid("\xc0\xaf", 2));     /* overlong */
+    CHECK(!expert_name_valid("\xed\xa0\x80", 3)); /* surrogate */
+    /* the writer refuses what the reader would */
+    expert_writer *w = NULL;
+    expert_error err;
+    CHECK_OK(expert_writer_open_memory(NULL, 0, &w, &err));
+    uint8_t b = 0;
+    expert_section_desc d = {.name = "\xff", .name_length = 1, .type = EXPERT_SECTION_FILE,
+                             .dtype = EXPERT_DTYPE_BYTES, .rank = 1, .dims = {1},
+                             .layer = EXPERT_LAYER_NONE, .module = EXPERT_MODULE_NONE};
+    CHECK(expert_writer_add(w, &d, &b, 1, &err) == EXPERT_E_INVALID_ARGUMENT);
+    expert_writer_abort(w);
+}
+
 static void hex32(const char *hex, uint8_t out[32])
 {
     for (int i = 0; i < 32; i++) {
@@ -624,7 +712,8 @@ int main(void)
         cmocka_unit_test(test_shuffle_64), cmocka_unit_test(test_shuffle_256),
         cmocka_unit_test(test_shuffle_4096), cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_empty_file), cmocka_unit_test(test_concurrent_reads),
-        cmocka_unit_test(test_spec_example),
+        cmocka_unit_test(test_spec_example), cmocka_unit_test(test_owned_memory),
+        cmocka_unit_test(test_name_valid),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

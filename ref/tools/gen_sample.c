@@ -12,7 +12,8 @@
  * locale's), little-endian output written byte by byte.
  *
  * Self-contained: libc and libm (sqrt, frexp: both exact) only.
- */
+ * One file (~1,900 lines): the generator must stay self-contained (its
+ * bytes are measured by the benchmarks and must not depend on libexpert). */
 #if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L
 #endif

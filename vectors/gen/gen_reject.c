@@ -1,5 +1,7 @@
 /* gen_reject.c — must-reject vectors: one defect each, with the class and
- * level of spec §12 / §15 (check order S1–S16, then access, then full). */
+ * level of spec §12 / §15 (check order S1–S16, then access, then full).
+ * One file (~1,500 lines): one short function per defect, in the spec's
+ * check order, so the vectors and §12 can be read side by side. */
 #include "gen.h"
 
 #include <stdio.h>

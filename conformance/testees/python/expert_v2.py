@@ -4,6 +4,8 @@ Written from specs/binary-format/spec.md only.  Reader: full validation in the
 order of spec section 12 (S1-S16, access, full).  Writer: canonical layout (2.2).
 
 Only the standard library, python3-zstandard and python3-cryptography are used.
+One file (~1,350 lines) on purpose: an implementer reads the whole second
+implementation next to the spec, in the spec's order.
 """
 
 import hashlib
