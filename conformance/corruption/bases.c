@@ -231,7 +231,7 @@ static void build_written(void)
         {"model.layers.0.q_proj.lora_B.weight", EXPERT_SECTION_LORA_B, 0, EXPERT_DTYPE_F32, 2, 0, 0, {2, 2}, B, 16},
         {"adapter_config.json", EXPERT_SECTION_FILE, 0, EXPERT_DTYPE_BYTES, 1, NONE, NONE, {sizeof cfg - 1}, cfg, sizeof cfg - 1},
     };
-    expert_writer_options o64 = {64, 65536, 3, 0};
+    expert_writer_options o64 = {.alignment = 64, .frame_size = 65536, .zstd_level = 3, .threads = 0};
     int t0 = -1, t1 = -1;
     snprintf(path, sizeof path, "%s/tiny-raw.expert", g.tmpdir);
     if (write_file(path, &o64, meta1, tiny, 3, NULL) == 0)
@@ -279,7 +279,7 @@ static void build_written(void)
         {"extra.bias", EXPERT_SECTION_TENSOR, 0, EXPERT_DTYPE_I64, 1, NONE, NONE, {3}, bias, sizeof bias},
         {"adapter_config.json", EXPERT_SECTION_FILE, 1, EXPERT_DTYPE_BYTES, 1, NONE, NONE, {sizeof cfg - 1}, cfg, sizeof cfg - 1},
     };
-    expert_writer_options o256 = {256, 65536, 3, 0};
+    expert_writer_options o256 = {.alignment = 256, .frame_size = 65536, .zstd_level = 3, .threads = 0};
     snprintf(path, sizeof path, "%s/mixed.expert", g.tmpdir);
     if (write_file(path, &o256, meta2, mixed, 8, NULL) == 0)
         add_written("mixed-zstd", path, -1);
@@ -318,7 +318,7 @@ static void build_written(void)
         {"m.layers.0.d.lora_magnitude_vector", EXPERT_SECTION_DORA_MAGNITUDE, 0, EXPERT_DTYPE_F32, 2, 0, 1, {1, 8}, mag, sizeof mag},
         {"prompt", EXPERT_SECTION_SOFT_PROMPT, 0, EXPERT_DTYPE_BF16, 2, NONE, NONE, {3, 4}, sp, sizeof sp},
     };
-    expert_writer_options o4k = {4096, 65536, 3, 0};
+    expert_writer_options o4k = {.alignment = 4096, .frame_size = 65536, .zstd_level = 3, .threads = 0};
     snprintf(path, sizeof path, "%s/osd.expert", g.tmpdir);
     if (write_file(path, &o4k, meta3, osd, 10, NULL) == 0)
         add_written("osd-dora-4096", path, -1);

@@ -1584,7 +1584,7 @@ expert_status xq_compress(const char *in, const char *out, const xq_compress_opt
         if (meta == NULL)
             st = EXPERT_E_NOMEM;
     }
-    expert_writer_options wo = {job.lay.alignment, job.lay.frame_size, job.lay.level, 1};
+    expert_writer_options wo = {.alignment = job.lay.alignment, .frame_size = job.lay.frame_size, .zstd_level = job.lay.level, .threads = 1};
     if (st == EXPERT_OK)
         st = expert_writer_open(out, &wo, &w, err);
     if (st == EXPERT_OK)

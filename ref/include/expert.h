@@ -206,7 +206,12 @@ enum {
 #define EXPERT_DEFAULT_MAX_DECODED_BYTES (UINT64_C(1) << 30) /* 1 GiB; the spec allows 2^36 */
 #define EXPERT_DEFAULT_MAX_METADATA_ITEMS (1u << 20)         /* JSON values and keys */
 
+/* Options structs start with struct_size, so fields can be added at the
+ * end without breaking callers built against an older header: 0 (a zeroed
+ * or designated initializer) or sizeof(the struct) as this header declares
+ * it; anything else is INVALID_ARGUMENT. */
 typedef struct expert_open_options {
+    size_t struct_size;    /* 0 or sizeof(expert_open_options) */
     uint32_t flags;        /* EXPERT_OPEN_* */
     unsigned threads;      /* decode/verify threads; 0 or 1 = caller's thread only */
     /* Σ decoded_length over the file's sections above which nothing is
@@ -217,6 +222,10 @@ typedef struct expert_open_options {
     /* Metadata JSON values and object keys, counted before parsing
      * (LIMIT_EXCEEDED at open). 0 = EXPERT_DEFAULT_MAX_METADATA_ITEMS. */
     uint32_t max_metadata_items;
+    /* Every allocation of the reader, and the buffers it hands out
+     * (expert_file_rebuild), go through this allocator (copied at open);
+     * NULL = the library's (expert_set_allocator). */
+    const expert_allocator *allocator;
 } expert_open_options;
 
 typedef struct expert_limits {
@@ -358,8 +367,8 @@ EXPERT_API expert_status expert_module(const expert_reader *r, uint32_t index, e
  * until EXPERT_OK); memory is a frame, plus the safetensors header. */
 EXPERT_API expert_status expert_file_write(expert_reader *r, uint32_t section, expert_write_fn write,
                                 void *user, expert_error *err);
-/* The same file in one buffer, allocated with the library allocator:
- * release it with expert_free(). */
+/* The same file in one buffer, allocated with the reader's allocator:
+ * release it with expert_free(), or with the allocator given at open. */
 EXPERT_API expert_status expert_file_rebuild(expert_reader *r, uint32_t section, void **data, size_t *size,
                                   expert_error *err);
 
@@ -368,10 +377,14 @@ EXPERT_API expert_status expert_file_rebuild(expert_reader *r, uint32_t section,
 typedef struct expert_writer expert_writer;
 
 typedef struct expert_writer_options {
+    size_t struct_size;    /* 0 or sizeof(expert_writer_options) */
     uint32_t alignment;    /* 64 (default when 0), 256 or 4096 */
     uint32_t frame_size;   /* default 1 MiB when 0 */
     int zstd_level;        /* default 9 when 0 (ratio/speed knee on F32 weights) */
     unsigned threads;      /* compression threads, 0/1 = none */
+    /* Every allocation of the writer, and the image a memory writer hands
+     * out, go through this allocator (copied at open); NULL = the library's. */
+    const expert_allocator *allocator;
 } expert_writer_options;
 
 /* Starts a new file: data goes to a temporary file next to `path`; nothing
@@ -411,7 +424,8 @@ EXPERT_API void expert_writer_abort(expert_writer *w);
 typedef struct expert_image {
     const uint8_t *data;
     size_t size;
-    void *allocation; /* what expert_image_free releases */
+    void *allocation;          /* what expert_image_free releases */
+    expert_allocator allocator; /* the writer's, which allocated it */
 } expert_image;
 EXPERT_API expert_status expert_writer_open_memory(const expert_writer_options *opt, size_t size_hint,
                                                    expert_writer **out, expert_error *err);

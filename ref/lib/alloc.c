@@ -29,37 +29,53 @@ void expert_set_allocator(const expert_allocator *alloc)
      * anything of ours. */
 }
 
-void *xp_malloc(size_t size)
+static const expert_allocator *pick(const expert_allocator *a)
 {
-    /* malloc(0) may return NULL legitimately; never hand that ambiguity out. */
-    return g_alloc.malloc_fn(size ? size : 1, g_alloc.user);
+    return a != NULL ? a : &g_alloc;
 }
 
-void *xp_calloc(size_t count, size_t size)
+expert_allocator xa_resolve(const expert_allocator *given)
+{
+    if (given != NULL && given->malloc_fn != NULL && given->realloc_fn != NULL &&
+        given->free_fn != NULL)
+        return *given;
+    return g_alloc;
+}
+
+void *xa_malloc(const expert_allocator *a, size_t size)
+{
+    a = pick(a);
+    /* malloc(0) may return NULL legitimately; never hand that ambiguity out. */
+    return a->malloc_fn(size ? size : 1, a->user);
+}
+
+void *xa_calloc(const expert_allocator *a, size_t count, size_t size)
 {
     if (size != 0 && count > SIZE_MAX / size)
         return NULL;
     size_t total = count * size;
-    void *p = xp_malloc(total);
+    void *p = xa_malloc(a, total);
     if (p != NULL)
         memset(p, 0, total ? total : 1);
     return p;
 }
 
-void *xp_realloc(void *ptr, size_t size)
+void *xa_realloc(const expert_allocator *a, void *ptr, size_t size)
 {
-    return g_alloc.realloc_fn(ptr, size ? size : 1, g_alloc.user);
+    a = pick(a);
+    return a->realloc_fn(ptr, size ? size : 1, a->user);
 }
 
-void xp_free(void *ptr)
+void xa_free(const expert_allocator *a, void *ptr)
 {
+    a = pick(a);
     if (ptr != NULL)
-        g_alloc.free_fn(ptr, g_alloc.user);
+        a->free_fn(ptr, a->user);
 }
 
-char *xp_strndup(const char *s, size_t n)
+char *xa_strndup(const expert_allocator *a, const char *s, size_t n)
 {
-    char *p = xp_malloc(n + 1);
+    char *p = n < SIZE_MAX ? xa_malloc(a, n + 1) : NULL;
     if (p == NULL)
         return NULL;
     memcpy(p, s, n);
@@ -69,15 +85,15 @@ char *xp_strndup(const char *s, size_t n)
 
 void *expert_malloc(size_t size)
 {
-    return xp_malloc(size);
+    return xa_malloc(NULL, size);
 }
 
 void *expert_realloc(void *ptr, size_t size)
 {
-    return xp_realloc(ptr, size);
+    return xa_realloc(NULL, ptr, size);
 }
 
 void expert_free(void *ptr)
 {
-    xp_free(ptr);
+    xa_free(NULL, ptr);
 }

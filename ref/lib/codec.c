@@ -66,6 +66,7 @@ static uint64_t frame_count(uint64_t decoded_length, uint32_t frame_size)
 /* ------------------------------------------------------------------ encode */
 
 typedef struct encode_job {
+    const expert_allocator *alloc;
     const uint8_t *data;
     size_t length;
     size_t elem_size;
@@ -94,12 +95,12 @@ static expert_status encode_frame(const encode_job *job, ZSTD_CCtx *cctx, uint8_
         src = scratch;
     }
     size_t cap = ZSTD_compressBound(len);
-    uint8_t *out = xp_malloc(cap);
+    uint8_t *out = xa_malloc(job->alloc, cap);
     if (out == NULL)
         return EXPERT_E_NOMEM;
     size_t r = ZSTD_compress2(cctx, out, cap, src, len);
     if (ZSTD_isError(r) || r > UINT32_MAX) {
-        xp_free(out);
+        xa_free(job->alloc, out);
         return EXPERT_E_NOMEM;
     }
     job->frames[f] = out;
@@ -112,7 +113,7 @@ static void *encode_worker_main(void *arg)
     encode_worker *w = arg;
     const encode_job *job = w->job;
     ZSTD_CCtx *cctx = ZSTD_createCCtx();
-    uint8_t *scratch = job->shuffle ? xp_malloc(job->frame_size) : NULL;
+    uint8_t *scratch = job->shuffle ? xa_malloc(job->alloc, job->frame_size) : NULL;
     w->status = EXPERT_OK;
     if (cctx == NULL || (job->shuffle && scratch == NULL) ||
         ZSTD_isError(ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, job->level)) ||
@@ -123,12 +124,12 @@ static void *encode_worker_main(void *arg)
     }
     for (uint64_t f = w->first; w->status == EXPERT_OK && f < job->nframes; f += w->stride)
         w->status = encode_frame(job, cctx, scratch, f);
-    xp_free(scratch);
+    xa_free(job->alloc, scratch);
     ZSTD_freeCCtx(cctx);
     return NULL;
 }
 
-expert_status xp_encode(uint8_t codec, size_t elem_size, uint32_t frame_size, int level,
+expert_status xp_encode(const expert_allocator *alloc, uint8_t codec, size_t elem_size, uint32_t frame_size, int level,
                         unsigned threads, const uint8_t *data, size_t length, xp_sink_fn sink,
                         void *sink_ctx, uint64_t *stored_length, expert_error *err)
 {
@@ -138,6 +139,7 @@ expert_status xp_encode(uint8_t codec, size_t elem_size, uint32_t frame_size, in
         return length ? sink(sink_ctx, data, length, err) : EXPERT_OK;
     }
     encode_job job = {0};
+    job.alloc = alloc;
     job.data = data;
     job.length = length;
     job.elem_size = elem_size;
@@ -148,8 +150,8 @@ expert_status xp_encode(uint8_t codec, size_t elem_size, uint32_t frame_size, in
     if (job.nframes > SIZE_MAX / sizeof(uint8_t *))
         return xp_set_error(err, EXPERT_E_LIMIT_EXCEEDED, EXPERT_NO_OFFSET, EXPERT_NO_SECTION,
                             "too many frames");
-    job.frames = xp_calloc((size_t)job.nframes, sizeof *job.frames);
-    job.frame_sizes = xp_calloc((size_t)job.nframes, sizeof *job.frame_sizes);
+    job.frames = xa_calloc(alloc, (size_t)job.nframes, sizeof *job.frames);
+    job.frame_sizes = xa_calloc(alloc, (size_t)job.nframes, sizeof *job.frame_sizes);
     expert_status s = EXPERT_OK;
     if ((job.nframes && (job.frames == NULL || job.frame_sizes == NULL))) {
         s = EXPERT_E_NOMEM;
@@ -190,7 +192,7 @@ expert_status xp_encode(uint8_t codec, size_t elem_size, uint32_t frame_size, in
     uint64_t total = 4 * job.nframes;
     for (uint64_t f = 0; f < job.nframes; f++)
         total += job.frame_sizes[f];
-    uint8_t *table = xp_malloc((size_t)(4 * job.nframes));
+    uint8_t *table = xa_malloc(alloc, (size_t)(4 * job.nframes));
     if (table == NULL) {
         s = EXPERT_E_NOMEM;
         goto done;
@@ -198,10 +200,10 @@ expert_status xp_encode(uint8_t codec, size_t elem_size, uint32_t frame_size, in
     for (uint64_t f = 0; f < job.nframes; f++)
         xp_put32(table + 4 * f, (uint32_t)job.frame_sizes[f]);
     expert_status ws = job.nframes ? sink(sink_ctx, table, (size_t)(4 * job.nframes), err) : EXPERT_OK;
-    xp_free(table);
+    xa_free(alloc, table);
     for (uint64_t f = 0; ws == EXPERT_OK && f < job.nframes; f++) {
         ws = sink(sink_ctx, job.frames[f], job.frame_sizes[f], err);
-        xp_free(job.frames[f]);
+        xa_free(alloc, job.frames[f]);
         job.frames[f] = NULL;
     }
     if (ws != EXPERT_OK) {
@@ -213,9 +215,9 @@ done:
 done_sink:
     if (job.frames != NULL)
         for (uint64_t f = 0; f < job.nframes; f++)
-            xp_free(job.frames[f]);
-    xp_free(job.frames);
-    xp_free(job.frame_sizes);
+            xa_free(alloc, job.frames[f]);
+    xa_free(alloc, job.frames);
+    xa_free(alloc, job.frame_sizes);
     if (s == EXPERT_E_IO)
         return s; /* err already filled by the sink */
     if (s == EXPERT_E_NOMEM)
@@ -227,7 +229,7 @@ done_sink:
 
 /* ------------------------------------------------------------------ decode */
 
-expert_status xp_frames_parse(const uint8_t *stored, uint64_t stored_length,
+expert_status xp_frames_parse(const expert_allocator *alloc, const uint8_t *stored, uint64_t stored_length,
                               uint64_t decoded_length, uint32_t frame_size, uint64_t **starts_out,
                               uint64_t *nframes_out, uint64_t file_offset, uint32_t section,
                               expert_error *err)
@@ -238,7 +240,7 @@ expert_status xp_frames_parse(const uint8_t *stored, uint64_t stored_length,
         return xp_set_error(err, EXPERT_E_SIZE_MISMATCH, file_offset, section,
                             "frame table (%llu frames) does not fit in %llu stored bytes",
                             (unsigned long long)nframes, (unsigned long long)stored_length);
-    uint64_t *starts = xp_malloc((size_t)(nframes + 1) * sizeof *starts);
+    uint64_t *starts = xa_malloc(alloc, (size_t)(nframes + 1) * sizeof *starts);
     if (starts == NULL)
         return xp_set_error(err, EXPERT_E_NOMEM, file_offset, section, "out of memory");
     uint64_t pos = table_bytes;
@@ -248,7 +250,7 @@ expert_status xp_frames_parse(const uint8_t *stored, uint64_t stored_length,
     }
     starts[nframes] = pos;
     if (pos != stored_length) {
-        xp_free(starts);
+        xa_free(alloc, starts);
         return xp_set_error(err, EXPERT_E_SIZE_MISMATCH, file_offset, section,
                             "frame sizes do not add up to the stored length %llu",
                             (unsigned long long)stored_length);
@@ -343,9 +345,9 @@ int xp_dcache_fit(xp_dcache *c, size_t scratch_size)
     if (c->dctx == NULL && (c->dctx = ZSTD_createDCtx()) == NULL)
         return -1;
     if (c->cap < scratch_size) {
-        xp_free(c->scratch);
+        xa_free(c->alloc, c->scratch);
         c->cap = 0;
-        if ((c->scratch = xp_malloc(scratch_size)) == NULL)
+        if ((c->scratch = xa_malloc(c->alloc, scratch_size)) == NULL)
             return -1;
         c->cap = scratch_size;
     }
@@ -355,7 +357,7 @@ int xp_dcache_fit(xp_dcache *c, size_t scratch_size)
 void xp_dcache_release(xp_dcache *c)
 {
     ZSTD_freeDCtx(c->dctx);
-    xp_free(c->scratch);
+    xa_free(c->alloc, c->scratch);
     c->dctx = NULL;
     c->scratch = NULL;
     c->cap = 0;
@@ -365,7 +367,7 @@ static void *decode_worker_main(void *arg)
 {
     decode_worker *w = arg;
     const xp_frame_ctx *fc = w->fc;
-    xp_dcache own = {0};
+    xp_dcache own = {.alloc = fc->alloc};
     xp_dcache *c = w->cache != NULL ? w->cache : &own;
     int ok = xp_dcache_fit(c, fc->shuffle ? fc->frame_size : 0) == 0;
     ZSTD_DCtx *dctx = ok ? c->dctx : NULL;
@@ -382,7 +384,7 @@ static void *decode_worker_main(void *arg)
     return NULL;
 }
 
-expert_status xp_decode(uint8_t codec, size_t elem_size, uint32_t frame_size,
+expert_status xp_decode(const expert_allocator *alloc, uint8_t codec, size_t elem_size, uint32_t frame_size,
                         const uint8_t *stored, uint64_t stored_length, uint8_t *dst,
                         uint64_t decoded_length, unsigned threads, xp_dcache *cache,
                         uint64_t file_offset, uint32_t section, expert_error *err)
@@ -398,8 +400,9 @@ expert_status xp_decode(uint8_t codec, size_t elem_size, uint32_t frame_size,
         return EXPERT_OK;
     }
     xp_frame_ctx fc = {stored, NULL, 0, frame_size, decoded_length, elem_size,
-                       codec == EXPERT_CODEC_SHUFFLE_ZSTD && elem_size > 1, file_offset, section};
-    XP_TRY(xp_frames_parse(stored, stored_length, decoded_length, frame_size, &fc.starts,
+                       codec == EXPERT_CODEC_SHUFFLE_ZSTD && elem_size > 1, file_offset, section,
+                       alloc};
+    XP_TRY(xp_frames_parse(alloc, stored, stored_length, decoded_length, frame_size, &fc.starts,
                            &fc.nframes, file_offset, section, err));
     unsigned nthreads = threads > 1 ? threads : 1;
     if (nthreads > fc.nframes)
@@ -422,7 +425,7 @@ expert_status xp_decode(uint8_t codec, size_t elem_size, uint32_t frame_size,
         else
             decode_worker_main(&workers[t]);
     }
-    xp_free(fc.starts);
+    xa_free(alloc, fc.starts);
     /* Report the lowest failing frame so the error does not depend on timing. */
     decode_worker *bad = NULL;
     for (unsigned t = 0; t < nthreads; t++)

@@ -156,7 +156,7 @@ void xp_index_build(uint32_t *slots, uint32_t slot_count, const xp_name *names, 
                     uint32_t *next);
 
 /* ---- hashing helpers (crypto.c) ---- */
-typedef struct xp_sha256_ctx xp_sha256_ctx;
+typedef struct evp_md_ctx_st xp_sha256_ctx; /* OpenSSL's EVP_MD_CTX */
 expert_status xp_sha256_new(xp_sha256_ctx **out);
 expert_status xp_sha256_update(xp_sha256_ctx *c, const void *data, size_t length);
 expert_status xp_sha256_final(xp_sha256_ctx *c, uint8_t out[32]);
@@ -175,11 +175,12 @@ typedef struct ZSTD_DCtx_s ZSTD_DCtx;
  * frame; or the data itself for raw) to `sink` in order. */
 typedef expert_status (*xp_sink_fn)(void *ctx, const uint8_t *data, size_t length,
                                     expert_error *err);
-expert_status xp_encode(uint8_t codec, size_t elem_size, uint32_t frame_size, int level,
+expert_status xp_encode(const expert_allocator *alloc, uint8_t codec, size_t elem_size, uint32_t frame_size, int level,
                         unsigned threads, const uint8_t *data, size_t length, xp_sink_fn sink,
                         void *sink_ctx, uint64_t *stored_length, expert_error *err);
 /* A reusable zstd decompression context plus scratch buffer. */
 typedef struct xp_dcache {
+    const expert_allocator *alloc; /* the owning reader's */
     ZSTD_DCtx *dctx;
     uint8_t *scratch;
     size_t cap;
@@ -189,7 +190,7 @@ int xp_dcache_fit(xp_dcache *c, size_t scratch_size); /* 0, or -1 out of memory 
 void xp_dcache_release(xp_dcache *c);                 /* frees the members */
 /* Decodes stored bytes into dst (exactly decoded_length bytes). `cache` (may
  * be NULL) serves the caller's thread. */
-expert_status xp_decode(uint8_t codec, size_t elem_size, uint32_t frame_size,
+expert_status xp_decode(const expert_allocator *alloc, uint8_t codec, size_t elem_size, uint32_t frame_size,
                         const uint8_t *stored, uint64_t stored_length, uint8_t *dst,
                         uint64_t decoded_length, unsigned threads, xp_dcache *cache,
                         uint64_t file_offset, uint32_t section, expert_error *err);
@@ -204,8 +205,9 @@ typedef struct xp_frame_ctx {
     int shuffle;
     uint64_t file_offset;
     uint32_t section;
+    const expert_allocator *alloc;
 } xp_frame_ctx;
-expert_status xp_frames_parse(const uint8_t *stored, uint64_t stored_length,
+expert_status xp_frames_parse(const expert_allocator *alloc, const uint8_t *stored, uint64_t stored_length,
                               uint64_t decoded_length, uint32_t frame_size, uint64_t **starts_out,
                               uint64_t *nframes_out, uint64_t file_offset, uint32_t section,
                               expert_error *err);
@@ -228,8 +230,9 @@ int xp_json_prescan(const char *json, size_t length, uint32_t max_items, int max
 #define XP_SAFETENSORS_MAX_HEADER 100000000u
 typedef struct xp_metadata xp_metadata;
 /* max_items: the reader's max_metadata_items (LIMIT_EXCEEDED past it). */
-expert_status xp_metadata_parse(const char *json, size_t length, uint32_t max_items,
-                                xp_metadata **out, uint64_t file_offset, expert_error *err);
+expert_status xp_metadata_parse(const expert_allocator *alloc, const char *json, size_t length,
+                                uint32_t max_items, xp_metadata **out, uint64_t file_offset,
+                                expert_error *err);
 void xp_metadata_free(xp_metadata *m);
 const char *xp_metadata_name(const xp_metadata *m);
 const char *xp_metadata_version(const xp_metadata *m);
@@ -241,5 +244,6 @@ const expert_module_info *xp_metadata_module(const xp_metadata *m, uint32_t i);
 /* ---- reader internals shared with the writer ---- */
 int xp_utf8_valid(const uint8_t *s, size_t n, int allow_nul);
 const uint8_t *expert_reader_bytes(const expert_reader *r, size_t *length);
+const expert_allocator *xp_reader_allocator(const expert_reader *r);
 
 #endif

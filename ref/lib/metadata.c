@@ -12,6 +12,7 @@
 #include "format.h"
 
 struct xp_metadata {
+    expert_allocator alloc; /* the context's that parsed it */
     char *name;
     char *version;
     char *source_manifest; /* NULL when absent */
@@ -80,7 +81,7 @@ static int opt_string(const json_t *obj, const char *key)
     return v == NULL || json_is_string(v);
 }
 
-static expert_status parse_module(const json_t *m, uint32_t i, expert_module_info *out,
+static expert_status parse_module(const expert_allocator *a, const json_t *m, uint32_t i, expert_module_info *out,
                                   uint64_t file_offset, expert_error *err)
 {
     if (!json_is_object(m))
@@ -153,7 +154,7 @@ static expert_status parse_module(const json_t *m, uint32_t i, expert_module_inf
             return META_FAIL("modules[%u].sparse_format must be \"csr\"", i);
         out->r = (uint64_t)json_integer_value(k);
     }
-    out->path = xp_strndup(json_string_value(path), json_string_length(path));
+    out->path = xa_strndup(a, json_string_value(path), json_string_length(path));
     if (out->path == NULL)
         return xp_set_error(err, EXPERT_E_NOMEM, file_offset, EXPERT_NO_SECTION, "out of memory");
     return EXPERT_OK;
@@ -196,25 +197,25 @@ static expert_status check_schema(const json_t *root, xp_metadata *m, uint64_t f
      * and a module without its sections is BAD_TOC at S15. */
     size_t count = json_array_size(modules);
 
-    m->name = xp_strndup(json_string_value(name), json_string_length(name));
-    m->version = xp_strndup(json_string_value(version), json_string_length(version));
+    m->name = xa_strndup(&m->alloc, json_string_value(name), json_string_length(name));
+    m->version = xa_strndup(&m->alloc, json_string_value(version), json_string_length(version));
     const json_t *sm = json_object_get(root, "source_manifest");
     if (sm != NULL)
-        m->source_manifest = xp_strndup(json_string_value(sm), json_string_length(sm));
+        m->source_manifest = xa_strndup(&m->alloc, json_string_value(sm), json_string_length(sm));
     const json_t *ac = json_object_get(root, "adapter_config");
     if (ac != NULL)
-        m->adapter_config = xp_strndup(json_string_value(ac), json_string_length(ac));
-    m->modules = xp_calloc(count ? count : 1, sizeof *m->modules);
+        m->adapter_config = xa_strndup(&m->alloc, json_string_value(ac), json_string_length(ac));
+    m->modules = xa_calloc(&m->alloc, count ? count : 1, sizeof *m->modules);
     if (m->name == NULL || m->version == NULL || m->modules == NULL ||
         (sm != NULL && m->source_manifest == NULL) || (ac != NULL && m->adapter_config == NULL))
         return xp_set_error(err, EXPERT_E_NOMEM, file_offset, EXPERT_NO_SECTION, "out of memory");
     for (size_t i = 0; i < count; i++) {
-        XP_TRY(parse_module(json_array_get(modules, i), (uint32_t)i, &m->modules[i], file_offset, err));
+        XP_TRY(parse_module(&m->alloc, json_array_get(modules, i), (uint32_t)i, &m->modules[i], file_offset, err));
         m->module_count = (uint32_t)i + 1;
     }
     /* Module paths are unique: sort a copy of the pointers and compare neighbours. */
     if (count > 1) {
-        const char **paths = xp_malloc(count * sizeof *paths);
+        const char **paths = xa_malloc(&m->alloc, count * sizeof *paths);
         if (paths == NULL)
             return xp_set_error(err, EXPERT_E_NOMEM, file_offset, EXPERT_NO_SECTION, "out of memory");
         for (size_t i = 0; i < count; i++)
@@ -225,14 +226,15 @@ static expert_status check_schema(const json_t *root, xp_metadata *m, uint64_t f
             if (strcmp(paths[i - 1], paths[i]) == 0)
                 dup = paths[i];
         expert_status st = dup ? META_FAIL("module path '%s' appears twice", dup) : EXPERT_OK;
-        xp_free(paths);
+        xa_free(&m->alloc, paths);
         return st;
     }
     return EXPERT_OK;
 }
 
-expert_status xp_metadata_parse(const char *json, size_t length, uint32_t max_items,
-                                xp_metadata **out, uint64_t file_offset, expert_error *err)
+expert_status xp_metadata_parse(const expert_allocator *alloc, const char *json, size_t length,
+                                uint32_t max_items, xp_metadata **out, uint64_t file_offset,
+                                expert_error *err)
 {
     *out = NULL;
     /* Depth counts containers only: the top-level object is 1 (spec §9.2). */
@@ -252,7 +254,9 @@ expert_status xp_metadata_parse(const char *json, size_t length, uint32_t max_it
         return META_FAIL("invalid JSON at byte %d: %s", jerr.position, jerr.text);
     expert_status s = EXPERT_OK;
     xp_metadata *m = NULL;
-    m = xp_calloc(1, sizeof *m);
+    m = xa_calloc(alloc, 1, sizeof *m);
+    if (m != NULL)
+        m->alloc = xa_resolve(alloc);
     if (m == NULL) {
         s = xp_set_error(err, EXPERT_E_NOMEM, file_offset, EXPERT_NO_SECTION, "out of memory");
         goto done;
@@ -272,14 +276,15 @@ void xp_metadata_free(xp_metadata *m)
 {
     if (m == NULL)
         return;
+    expert_allocator a = m->alloc;
     for (uint32_t i = 0; i < m->module_count; i++)
-        xp_free((void *)m->modules[i].path);
-    xp_free(m->modules);
-    xp_free(m->name);
-    xp_free(m->version);
-    xp_free(m->source_manifest);
-    xp_free(m->adapter_config);
-    xp_free(m);
+        xa_free(&a, (void *)m->modules[i].path);
+    xa_free(&a, m->modules);
+    xa_free(&a, m->name);
+    xa_free(&a, m->version);
+    xa_free(&a, m->source_manifest);
+    xa_free(&a, m->adapter_config);
+    xa_free(&a, m);
 }
 
 const char *xp_metadata_name(const xp_metadata *m) { return m->name; }

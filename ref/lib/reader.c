@@ -61,6 +61,7 @@ struct expert_reader {
     char *metadata_json;   /* decoded, NUL-terminated */
     size_t metadata_json_length;
     xp_metadata *meta;
+    expert_allocator alloc;    /* every allocation of this reader */
     expert_release_fn release; /* expert_open_memory_owned: called with owner at close */
     void *owner;
 };
@@ -291,7 +292,7 @@ static expert_status load_metadata(expert_reader *r, expert_error *err)
     if (xp_zstd_frame_check(src, src_len, h->metadata_decoded_length, why, sizeof why) != 0)
         return FAIL(EXPERT_E_BAD_METADATA, h->metadata_offset, NOSEC, "metadata frame: %s", why);
     size_t n = (size_t)h->metadata_decoded_length;
-    r->metadata_json = xp_malloc(n + 1);
+    r->metadata_json = xa_malloc(&r->alloc, n + 1);
     if (r->metadata_json == NULL)
         return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
     size_t got = ZSTD_decompress(r->metadata_json, n, src, src_len);
@@ -301,7 +302,7 @@ static expert_status load_metadata(expert_reader *r, expert_error *err)
                     ZSTD_isError(got) ? ZSTD_getErrorName(got) : "short output");
     r->metadata_json[n] = '\0';
     r->metadata_json_length = n;
-    return xp_metadata_parse(r->metadata_json, n, r->max_metadata_items, &r->meta,
+    return xp_metadata_parse(&r->alloc, r->metadata_json, n, r->max_metadata_items, &r->meta,
                              h->metadata_offset, err);
 }
 
@@ -536,10 +537,10 @@ static expert_status check_names_and_index(expert_reader *r, expert_error *err)
 {
     const expert_header_info *h = &r->hdr;
     uint32_t n = h->section_count;
-    r->names = xp_calloc(n ? n : 1, sizeof *r->names);
-    r->by_name = xp_calloc(n ? n : 1, sizeof *r->by_name);
-    uint32_t *slots = xp_calloc(r->slot_count, sizeof *slots);
-    uint32_t *scratch = xp_calloc(r->slot_count, sizeof *scratch);
+    r->names = xa_calloc(&r->alloc, n ? n : 1, sizeof *r->names);
+    r->by_name = xa_calloc(&r->alloc, n ? n : 1, sizeof *r->by_name);
+    uint32_t *slots = xa_calloc(&r->alloc, r->slot_count, sizeof *slots);
+    uint32_t *scratch = xa_calloc(&r->alloc, r->slot_count, sizeof *scratch);
     expert_status s = EXPERT_OK;
     if (r->names == NULL || r->by_name == NULL || slots == NULL || scratch == NULL) {
         s = FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
@@ -567,8 +568,8 @@ static expert_status check_names_and_index(expert_reader *r, expert_error *err)
             s = FAIL(EXPERT_E_BAD_INDEX, h->index_offset + 8 + 4 * (uint64_t)k, NOSEC,
                      "index slot %u differs from the canonical index", k);
 done:
-    xp_free(slots);
-    xp_free(scratch);
+    xa_free(&r->alloc, slots);
+    xa_free(&r->alloc, scratch);
     return s;
 }
 
@@ -593,7 +594,7 @@ static expert_status build_extents(const expert_reader *r, extent **out, size_t 
 {
     const expert_header_info *h = &r->hdr;
     size_t cap = (size_t)h->section_count + 5, n = 0;
-    extent *ex = xp_malloc(cap * sizeof *ex);
+    extent *ex = xa_malloc(&r->alloc, cap * sizeof *ex);
     if (ex == NULL)
         return EXPERT_E_NOMEM;
     ex[n++] = (extent){0, h->header_size, 0, NOSEC};
@@ -653,7 +654,7 @@ static expert_status check_layout(const expert_reader *r, expert_error *err)
         s = FAIL(EXPERT_E_TRAILING_DATA, end, NOSEC,
                  "%llu bytes after the last region or section",
                  (unsigned long long)(h->file_length - end));
-    xp_free(ex);
+    xa_free(&r->alloc, ex);
     return s;
 }
 
@@ -684,7 +685,7 @@ static expert_status check_modules(expert_reader *r, expert_error *err)
     if (nm == 0)
         return EXPERT_OK;
     /* roles[m * ROLE_N + role] = section index + 1, or 0. */
-    uint32_t *roles = xp_calloc((size_t)nm * ROLE_N, sizeof *roles);
+    uint32_t *roles = xa_calloc(&r->alloc, (size_t)nm * ROLE_N, sizeof *roles);
     if (roles == NULL)
         return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
     expert_status st = EXPERT_OK;
@@ -796,8 +797,8 @@ static expert_status structural_validate(expert_reader *r, expert_error *err)
     XP_TRY(check_structure_hash(r, err));
     XP_TRY(load_metadata(r, err));
     uint32_t n = r->hdr.section_count;
-    r->sections = xp_calloc(n ? n : 1, sizeof *r->sections);
-    r->layer_order = xp_calloc(n ? n : 1, sizeof *r->layer_order);
+    r->sections = xa_calloc(&r->alloc, n ? n : 1, sizeof *r->sections);
+    r->layer_order = xa_calloc(&r->alloc, n ? n : 1, sizeof *r->layer_order);
     if (r->sections == NULL || r->layer_order == NULL)
         return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
     uint64_t total = 0;
@@ -835,6 +836,15 @@ static expert_status open_common(expert_reader *r, const expert_open_options *op
     return EXPERT_OK;
 }
 
+static expert_status check_options(const expert_open_options *opt, expert_error *err)
+{
+    if (opt != NULL && opt->struct_size != 0 && opt->struct_size != sizeof *opt)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, NOSEC,
+                    "expert_open_options.struct_size is %zu, this library's is %zu", opt->struct_size,
+                    sizeof *opt);
+    return EXPERT_OK;
+}
+
 static int is_gzip(const uint8_t *p, size_t n)
 {
     return n >= 2 && p[0] == 0x1f && p[1] == 0x8b;
@@ -853,12 +863,15 @@ static expert_status open_image(const void *data, size_t size, const expert_open
             release(owner);
         return FAIL(EXPERT_E_BAD_MAGIC, 0, NOSEC, "%s", k_gzip_refused);
     }
-    expert_reader *r = xp_calloc(1, sizeof *r);
+    expert_status s = check_options(opt, err);
+    expert_allocator a = xa_resolve(opt != NULL ? opt->allocator : NULL);
+    expert_reader *r = s == EXPERT_OK ? xa_calloc(&a, 1, sizeof *r) : NULL;
     if (r == NULL) {
         if (release != NULL)
             release(owner);
-        return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
+        return s != EXPERT_OK ? s : FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
     }
+    r->alloc = a;
     static const uint8_t empty[1] = {0};
     r->data = size ? data : empty;
     r->size = size;
@@ -919,11 +932,14 @@ expert_status expert_open(const char *path, const expert_open_options *opt, expe
             return FAIL(EXPERT_E_BAD_MAGIC, 0, NOSEC, "%s: %s", path, k_gzip_refused);
         }
     }
-    expert_reader *r = xp_calloc(1, sizeof *r);
+    XP_TRY(check_options(opt, err));
+    expert_allocator a = xa_resolve(opt != NULL ? opt->allocator : NULL);
+    expert_reader *r = xa_calloc(&a, 1, sizeof *r);
     if (r == NULL) {
         close(fd);
         return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
     }
+    r->alloc = a;
     size_t size = (size_t)st.st_size;
     r->size = size;
     int want_map = !(opt != NULL && (opt->flags & EXPERT_OPEN_NO_MMAP)) && size > 0;
@@ -941,13 +957,13 @@ expert_status expert_open(const char *path, const expert_open_options *opt, expe
          * alignment the file promises (spec §4.7), as they would in a map. */
         if (size > SIZE_MAX - 4096) {
             close(fd);
-            xp_free(r);
+            expert_close(r);
             return FAIL(EXPERT_E_LIMIT_EXCEEDED, NOOFF, NOSEC, "file too large to read");
         }
-        r->owned = xp_malloc(size + 4096);
+        r->owned = xa_malloc(&r->alloc, size + 4096);
         if (r->owned == NULL) {
             close(fd);
-            xp_free(r);
+            expert_close(r);
             return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory reading %zu bytes", size);
         }
         uint8_t *buf = r->owned + (4096 - (uintptr_t)r->owned % 4096) % 4096;
@@ -962,8 +978,7 @@ expert_status expert_open(const char *path, const expert_open_options *opt, expe
         }
         if (got != size) {
             close(fd);
-            xp_free(r->owned);
-            xp_free(r);
+            expert_close(r);
             return FAIL(EXPERT_E_IO, got, NOSEC, "short read on %s", path);
         }
         r->data = buf;
@@ -982,25 +997,26 @@ void expert_close(expert_reader *r)
         return;
     if (r->map != NULL)
         munmap(r->map, r->size);
-    xp_free(r->owned);
-    xp_free(r->sections);
-    xp_free(r->layer_order);
-    xp_free(r->names);
-    xp_free(r->by_name);
-    xp_free(r->module_roles);
+    xa_free(&r->alloc, r->owned);
+    xa_free(&r->alloc, r->sections);
+    xa_free(&r->alloc, r->layer_order);
+    xa_free(&r->alloc, r->names);
+    xa_free(&r->alloc, r->by_name);
+    xa_free(&r->alloc, r->module_roles);
     while (r->pool != NULL) {
         xp_dcache *c = r->pool;
         r->pool = c->next;
         xp_dcache_release(c);
-        xp_free(c);
+        xa_free(&r->alloc, c);
     }
     if (r->pool_lock_ready)
         pthread_mutex_destroy(&r->pool_lock);
-    xp_free(r->metadata_json);
+    xa_free(&r->alloc, r->metadata_json);
     xp_metadata_free(r->meta);
     if (r->release != NULL)
         r->release(r->owner);
-    xp_free(r);
+    expert_allocator a = r->alloc; /* r's own memory goes last */
+    xa_free(&a, r);
 }
 
 /* ---------------------------------------------------------- accessors */
@@ -1119,8 +1135,8 @@ static xp_dcache *pool_take(expert_reader *r)
             r->pool = c->next;
         pthread_mutex_unlock(&r->pool_lock);
     }
-    if (c == NULL)
-        c = xp_calloc(1, sizeof *c);
+    if (c == NULL && (c = xa_calloc(&r->alloc, 1, sizeof *c)) != NULL)
+        c->alloc = &r->alloc;
     return c;
 }
 
@@ -1130,7 +1146,7 @@ static void pool_give(expert_reader *r, xp_dcache *c)
         return;
     if (!r->pool_lock_ready) {
         xp_dcache_release(c);
-        xp_free(c);
+        xa_free(&r->alloc, c);
         return;
     }
     pthread_mutex_lock(&r->pool_lock);
@@ -1151,7 +1167,7 @@ expert_status expert_read(expert_reader *r, uint32_t index, void *dst, size_t ds
                     (unsigned long long)s->decoded_length);
     XP_TRY(decode_allowed(r, err));
     xp_dcache *cache = s->codec == EXPERT_CODEC_RAW ? NULL : pool_take(r);
-    expert_status st = xp_decode(s->codec, expert_dtype_size(s->dtype), s->frame_size,
+    expert_status st = xp_decode(&r->alloc, s->codec, expert_dtype_size(s->dtype), s->frame_size,
                                  r->data + s->offset, s->stored_length, dst, s->decoded_length,
                                  r->threads, cache, s->offset, index, err);
     pool_give(r, cache);
@@ -1198,13 +1214,13 @@ static expert_status stream_section(expert_reader *r, uint32_t index, ZSTD_DCtx 
     xp_frame_ctx fc = {stored, NULL, 0, s->frame_size, s->decoded_length,
                        expert_dtype_size(s->dtype),
                        s->codec == EXPERT_CODEC_SHUFFLE_ZSTD && expert_dtype_size(s->dtype) > 1,
-                       s->offset, index};
+                       s->offset, index, &r->alloc};
     uint64_t step = s->frame_size;
     if (s->codec == EXPERT_CODEC_RAW) {
         fc.nframes = (s->decoded_length + RAW_SLICE - 1) / RAW_SLICE;
         step = RAW_SLICE;
     } else {
-        XP_TRY(xp_frames_parse(stored, s->stored_length, s->decoded_length, s->frame_size,
+        XP_TRY(xp_frames_parse(&r->alloc, stored, s->stored_length, s->decoded_length, s->frame_size,
                                &fc.starts, &fc.nframes, s->offset, index, err));
     }
     xp_sha256_ctx *c = NULL;
@@ -1228,7 +1244,7 @@ static expert_status stream_section(expert_reader *r, uint32_t index, ZSTD_DCtx 
     if (st == EXPERT_OK && verify)
         st = xp_sha256_final(c, digest);
     xp_sha256_free(c);
-    xp_free(fc.starts);
+    xa_free(&r->alloc, fc.starts);
     if (st != EXPERT_OK || !verify)
         return st;
     if (memcmp(digest, s->sha256, 32) != 0)
@@ -1253,19 +1269,19 @@ expert_status expert_read_stream(expert_reader *r, uint32_t index, expert_write_
         /* a frame's worth, or the whole section when it is smaller */
         size_t n = (size_t)(s->decoded_length < s->frame_size ? s->decoded_length : s->frame_size);
         dctx = ZSTD_createDCtx();
-        frame_buf = xp_malloc(n);
-        scratch = xp_malloc(n);
+        frame_buf = xa_malloc(&r->alloc, n);
+        scratch = xa_malloc(&r->alloc, n);
         if (dctx == NULL || frame_buf == NULL || scratch == NULL) {
             ZSTD_freeDCtx(dctx);
-            xp_free(frame_buf);
-            xp_free(scratch);
+            xa_free(&r->alloc, frame_buf);
+            xa_free(&r->alloc, scratch);
             return FAIL(EXPERT_E_NOMEM, NOOFF, index, "out of memory");
         }
     }
     expert_status st = stream_section(r, index, dctx, frame_buf, scratch, write, user, verify, err);
     ZSTD_freeDCtx(dctx);
-    xp_free(frame_buf);
-    xp_free(scratch);
+    xa_free(&r->alloc, frame_buf);
+    xa_free(&r->alloc, scratch);
     return st;
 }
 
@@ -1287,8 +1303,8 @@ static void *verify_worker(void *arg)
     verify_pool *p = arg;
     expert_reader *r = p->r;
     ZSTD_DCtx *dctx = ZSTD_createDCtx();
-    uint8_t *frame_buf = p->max_frame ? xp_malloc(p->max_frame) : NULL;
-    uint8_t *scratch = p->max_frame ? xp_malloc(p->max_frame) : NULL;
+    uint8_t *frame_buf = p->max_frame ? xa_malloc(&r->alloc, p->max_frame) : NULL;
+    uint8_t *scratch = p->max_frame ? xa_malloc(&r->alloc, p->max_frame) : NULL;
     int oom = dctx == NULL || (p->max_frame && (frame_buf == NULL || scratch == NULL));
     for (;;) {
         uint32_t i = atomic_fetch_add(&p->next, 1);
@@ -1312,8 +1328,8 @@ static void *verify_worker(void *arg)
             pthread_mutex_unlock(&p->lock);
         }
     }
-    xp_free(frame_buf);
-    xp_free(scratch);
+    xa_free(&r->alloc, frame_buf);
+    xa_free(&r->alloc, scratch);
     ZSTD_freeDCtx(dctx);
     return NULL;
 }
@@ -1378,12 +1394,13 @@ static expert_status int_stream_open(const expert_reader *r, uint32_t idx, int_s
         return EXPERT_OK;
     }
     st->fc = (xp_frame_ctx){stored, NULL, 0, s->frame_size, s->decoded_length, st->esize,
-                            s->codec == EXPERT_CODEC_SHUFFLE_ZSTD && st->esize > 1, s->offset, idx};
-    XP_TRY(xp_frames_parse(stored, s->stored_length, s->decoded_length, s->frame_size,
+                            s->codec == EXPERT_CODEC_SHUFFLE_ZSTD && st->esize > 1, s->offset, idx,
+                            &r->alloc};
+    XP_TRY(xp_frames_parse(&r->alloc, stored, s->stored_length, s->decoded_length, s->frame_size,
                            &st->fc.starts, &st->fc.nframes, s->offset, idx, err));
     st->dctx = ZSTD_createDCtx();
-    st->buf = xp_malloc(s->frame_size);
-    st->scratch = xp_malloc(s->frame_size);
+    st->buf = xa_malloc(&r->alloc, s->frame_size);
+    st->scratch = xa_malloc(&r->alloc, s->frame_size);
     if (st->dctx == NULL || st->buf == NULL || st->scratch == NULL)
         return FAIL(EXPERT_E_NOMEM, NOOFF, idx, "out of memory");
     return EXPERT_OK;
@@ -1391,9 +1408,9 @@ static expert_status int_stream_open(const expert_reader *r, uint32_t idx, int_s
 
 static void int_stream_close(int_stream *st)
 {
-    xp_free(st->fc.starts);
-    xp_free(st->buf);
-    xp_free(st->scratch);
+    xa_free(st->fc.alloc, st->fc.starts);
+    xa_free(st->fc.alloc, st->buf);
+    xa_free(st->fc.alloc, st->scratch);
     ZSTD_freeDCtx(st->dctx);
 }
 
@@ -1497,7 +1514,7 @@ static expert_status check_padding(const expert_reader *r, expert_error *err)
             }
         end = ex[i].off + ex[i].len;
     }
-    xp_free(ex);
+    xa_free(&r->alloc, ex);
     return s;
 }
 
@@ -1565,4 +1582,9 @@ const uint8_t *expert_reader_bytes(const expert_reader *r, size_t *length)
 {
     *length = r->size;
     return r->data;
+}
+
+const expert_allocator *xp_reader_allocator(const expert_reader *r)
+{
+    return &r->alloc;
 }

@@ -29,7 +29,7 @@ static expert_status read_header(expert_reader *r, uint32_t index, uint8_t **buf
                     "safetensors header section of %llu bytes (the format allows %u)",
                     (unsigned long long)si.decoded_length, XP_SAFETENSORS_MAX_HEADER + 8);
     *len = (size_t)si.decoded_length;
-    *buf = xp_malloc(*len ? *len : 1);
+    *buf = xa_malloc(xp_reader_allocator(r), *len ? *len : 1);
     if (*buf == NULL)
         return FAIL(EXPERT_E_NOMEM, index, "out of memory (%zu bytes)", *len);
     return expert_read(r, index, *buf, *len, 0, err);
@@ -83,7 +83,7 @@ static expert_status write_safetensors(expert_reader *r, uint32_t index, expert_
         pos += t.data_length;
     }
     expert_safetensors_free(st);
-    xp_free(hdr);
+    xa_free(xp_reader_allocator(r), hdr);
     return s;
 }
 
@@ -106,6 +106,7 @@ expert_status expert_file_write(expert_reader *r, uint32_t section, expert_write
 typedef struct mem_sink {
     uint8_t *p;
     size_t len, cap;
+    const expert_allocator *alloc; /* the reader's */
 } mem_sink;
 
 static expert_status mem_write(void *user, uint32_t section, const void *data, size_t length,
@@ -117,7 +118,7 @@ static expert_status mem_write(void *user, uint32_t section, const void *data, s
         if (need < m->len)
             return FAIL(EXPERT_E_LIMIT_EXCEEDED, section, "file too large for this machine");
         cap = cap > need ? cap : need;
-        uint8_t *p = xp_realloc(m->p, cap);
+        uint8_t *p = xa_realloc(m->alloc, m->p, cap);
         if (p == NULL)
             return FAIL(EXPERT_E_NOMEM, section, "out of memory");
         m->p = p;
@@ -137,17 +138,17 @@ expert_status expert_file_rebuild(expert_reader *r, uint32_t section, void **dat
         return FAIL(EXPERT_E_INVALID_ARGUMENT, EXPERT_NO_SECTION, "invalid argument");
     *data = NULL;
     *size = 0;
-    mem_sink m = {NULL, 0, 0};
+    mem_sink m = {NULL, 0, 0, xp_reader_allocator(r)};
     /* exact for a FILE; for a safetensors file the header, grown by doubling;
      * never more than the reader would agree to decode */
     expert_limits lim;
     expert_reader_limits(r, &lim);
     if (si.decoded_length < SIZE_MAX && si.decoded_length <= lim.max_decoded_bytes &&
-        (m.p = xp_malloc(si.decoded_length ? (size_t)si.decoded_length : 1)) != NULL)
+        (m.p = xa_malloc(m.alloc, si.decoded_length ? (size_t)si.decoded_length : 1)) != NULL)
         m.cap = si.decoded_length ? (size_t)si.decoded_length : 1;
     expert_status s = expert_file_write(r, section, mem_write, &m, err);
     if (s != EXPERT_OK) {
-        xp_free(m.p);
+        xa_free(m.alloc, m.p);
         return s;
     }
     *data = m.p;

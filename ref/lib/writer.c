@@ -42,6 +42,7 @@ typedef struct sink_ops {
 
 struct expert_writer {
     const sink_ops *sink;
+    expert_allocator alloc; /* every allocation of this writer, and the memory image */
     uint64_t pos;
     expert_writer_options opt;
     wsection *sections;
@@ -121,7 +122,7 @@ static expert_status file_put_header(expert_writer *w, const uint8_t *header, ex
  * finished header, which comes last. */
 static expert_status file_hash_body(expert_writer *w, xp_sha256_ctx *c, expert_error *err)
 {
-    uint8_t *buf = xp_malloc(1u << 20);
+    uint8_t *buf = xa_malloc(&w->alloc, 1u << 20);
     if (buf == NULL)
         return FAIL(EXPERT_E_NOMEM, "out of memory");
     expert_status s = EXPERT_OK;
@@ -139,7 +140,7 @@ static expert_status file_hash_body(expert_writer *w, xp_sha256_ctx *c, expert_e
             s = FAIL(EXPERT_E_NOMEM, "hashing failed");
         off += (uint64_t)k;
     }
-    xp_free(buf);
+    xa_free(&w->alloc, buf);
     return s;
 }
 
@@ -148,7 +149,8 @@ static expert_status file_self_check(expert_writer *w, expert_error *err)
     expert_reader *check = NULL;
     char self[64];
     xp_outfile_reopen_path(&w->out, self, sizeof self);
-    expert_status s = expert_open(self, NULL, &check, err); /* mmap: touches only the structure */
+    expert_open_options o = {.allocator = &w->alloc};
+    expert_status s = expert_open(self, &o, &check, err); /* mmap: touches only the structure */
     expert_close(check);
     return s;
 }
@@ -170,13 +172,13 @@ static int mem_reserve(expert_writer *w, size_t cap)
     size_t a = w->opt.alignment;
     if (cap > SIZE_MAX - a)
         return -1;
-    uint8_t *alloc = xp_malloc(cap + a);
+    uint8_t *alloc = xa_malloc(&w->alloc, cap + a);
     if (alloc == NULL)
         return -1;
     uint8_t *aligned = alloc + (a - (uintptr_t)alloc % a) % a;
     if (w->pos > 0)
         memcpy(aligned, w->mem, (size_t)w->pos);
-    xp_free(w->mem_alloc);
+    xa_free(&w->alloc, w->mem_alloc);
     w->mem_alloc = alloc;
     w->mem = aligned;
     w->mem_cap = cap;
@@ -219,14 +221,15 @@ static expert_status mem_hash_body(expert_writer *w, xp_sha256_ctx *c, expert_er
 static expert_status mem_self_check(expert_writer *w, expert_error *err)
 {
     expert_reader *check = NULL;
-    expert_status s = expert_open_memory(w->mem, (size_t)w->pos, NULL, &check, err);
+    expert_open_options o = {.allocator = &w->alloc};
+    expert_status s = expert_open_memory(w->mem, (size_t)w->pos, &o, &check, err);
     expert_close(check);
     return s;
 }
 
 static void mem_drop(expert_writer *w)
 {
-    xp_free(w->mem_alloc);
+    xa_free(&w->alloc, w->mem_alloc);
     w->mem_alloc = NULL;
     w->mem = NULL;
 }
@@ -247,6 +250,10 @@ static expert_status resolve_options(const expert_writer_options *opt, expert_wr
                                     expert_error *err)
 {
     *o = (expert_writer_options){0};
+    if (opt != NULL && opt->struct_size != 0 && opt->struct_size != sizeof *opt)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT,
+                    "expert_writer_options.struct_size is %zu, this library's is %zu",
+                    opt->struct_size, sizeof *opt);
     if (opt != NULL)
         *o = *opt;
     if (o->alignment == 0)
@@ -289,12 +296,15 @@ expert_status expert_writer_open(const char *path, const expert_writer_options *
     *out = NULL;
     expert_writer_options o;
     XP_TRY(resolve_options(opt, &o, err));
-    expert_writer *w = xp_calloc(1, sizeof *w);
+    expert_allocator a = xa_resolve(o.allocator);
+    expert_writer *w = xa_calloc(&a, 1, sizeof *w);
     if (w == NULL)
         return FAIL(EXPERT_E_NOMEM, "out of memory");
+    w->alloc = a;
     w->opt = o;
+    w->opt.allocator = NULL; /* the copy in w->alloc is the one used */
     w->sink = &k_file_sink;
-    w->path = xp_strndup(path, strlen(path));
+    w->path = xa_strndup(&w->alloc, path, strlen(path));
     if (w->path == NULL) {
         expert_writer_abort(w);
         return FAIL(EXPERT_E_NOMEM, "out of memory");
@@ -317,10 +327,13 @@ expert_status expert_writer_open_memory(const expert_writer_options *opt, size_t
     *out = NULL;
     expert_writer_options o;
     XP_TRY(resolve_options(opt, &o, err));
-    expert_writer *w = xp_calloc(1, sizeof *w);
+    expert_allocator a = xa_resolve(o.allocator);
+    expert_writer *w = xa_calloc(&a, 1, sizeof *w);
     if (w == NULL)
         return FAIL(EXPERT_E_NOMEM, "out of memory");
+    w->alloc = a;
     w->opt = o;
+    w->opt.allocator = NULL; /* the copy in w->alloc is the one used */
     w->sink = &k_memory_sink;
     if (mem_reserve(w, size_hint > XP_HEADER_SIZE ? size_hint : 4096) != 0) {
         expert_writer_abort(w);
@@ -378,7 +391,7 @@ expert_status expert_writer_add(expert_writer *w, const expert_section_desc *des
     XP_TRY(check_desc(w, desc, name_length, length, err));
     if (w->count == w->capacity) {
         uint32_t cap = w->capacity ? w->capacity * 2 : 64;
-        wsection *grown = xp_realloc(w->sections, (size_t)cap * sizeof *grown);
+        wsection *grown = xa_realloc(&w->alloc, w->sections, (size_t)cap * sizeof *grown);
         if (grown == NULL)
             return FAIL(EXPERT_E_NOMEM, "out of memory");
         w->sections = grown;
@@ -386,7 +399,7 @@ expert_status expert_writer_add(expert_writer *w, const expert_section_desc *des
     }
     wsection *s = &w->sections[w->count];
     memset(s, 0, sizeof *s);
-    s->name = xp_strndup(desc->name, name_length);
+    s->name = xa_strndup(&w->alloc, desc->name, name_length);
     if (s->name == NULL)
         return FAIL(EXPERT_E_NOMEM, "out of memory");
     s->name_length = (uint16_t)name_length;
@@ -402,10 +415,10 @@ expert_status expert_writer_add(expert_writer *w, const expert_section_desc *des
         st = pad_to(w, w->opt.alignment, err);
     uint64_t offset = length != 0 ? w->pos : 0;
     if (st == EXPERT_OK)
-        st = xp_encode(desc->codec, expert_dtype_size(desc->dtype), frame_size, w->opt.zstd_level,
+        st = xp_encode(&w->alloc, desc->codec, expert_dtype_size(desc->dtype), frame_size, w->opt.zstd_level,
                        w->opt.threads, data, length, sink_write, w, &encoded_length, err);
     if (st != EXPERT_OK) {
-        xp_free(s->name);
+        xa_free(&w->alloc, s->name);
         return st;
     }
     uint8_t *e = s->entry;
@@ -437,21 +450,21 @@ expert_status expert_writer_set_metadata(expert_writer *w, const char *json, siz
     if (length < 2 || length > XP_MAX_METADATA)
         return FAIL(EXPERT_E_LIMIT_EXCEEDED, "metadata is %zu bytes (limit %u)", length, XP_MAX_METADATA);
     xp_metadata *m = NULL;
-    XP_TRY(xp_metadata_parse(json, length, EXPERT_DEFAULT_MAX_METADATA_ITEMS, &m, EXPERT_NO_OFFSET, err));
+    XP_TRY(xp_metadata_parse(&w->alloc, json, length, EXPERT_DEFAULT_MAX_METADATA_ITEMS, &m, EXPERT_NO_OFFSET, err));
     uint32_t modules = xp_metadata_module_count(m);
     xp_metadata_free(m);
     size_t cap = ZSTD_compressBound(length);
-    uint8_t *buf = xp_malloc(cap);
+    uint8_t *buf = xa_malloc(&w->alloc, cap);
     if (buf == NULL)
         return FAIL(EXPERT_E_NOMEM, "out of memory");
     /* ZSTD_compress writes the content size into the frame header, which the
      * spec requires for metadata. */
     size_t n = ZSTD_compress(buf, cap, json, length, 19);
     if (ZSTD_isError(n)) {
-        xp_free(buf);
+        xa_free(&w->alloc, buf);
         return FAIL(EXPERT_E_NOMEM, "metadata compression failed: %s", ZSTD_getErrorName(n));
     }
-    xp_free(w->metadata);
+    xa_free(&w->alloc, w->metadata);
     w->metadata = buf;
     w->metadata_length = n;
     w->metadata_decoded_length = length;
@@ -509,13 +522,13 @@ static expert_status write_structure(expert_writer *w, uint8_t *header, const ex
     uint32_t slot_count = xp_index_slot_count(n);
     size_t index_length = 8 + 4 * (size_t)slot_count;
     size_t toc_length = (size_t)n * XP_TOC_ENTRY_SIZE;
-    uint8_t *toc = xp_malloc(toc_length ? toc_length : 1);
-    uint8_t *index = xp_calloc(1, index_length);
-    uint8_t *strings = xp_malloc(strings_length ? (size_t)strings_length : 1);
-    uint32_t *slots = xp_calloc(slot_count, sizeof *slots);
-    uint32_t *scratch = xp_calloc(slot_count, sizeof *scratch);
-    xp_name *names = xp_calloc(n ? n : 1, sizeof *names);
-    uint32_t *order = xp_calloc(n ? n : 1, sizeof *order);
+    uint8_t *toc = xa_malloc(&w->alloc, toc_length ? toc_length : 1);
+    uint8_t *index = xa_calloc(&w->alloc, 1, index_length);
+    uint8_t *strings = xa_malloc(&w->alloc, strings_length ? (size_t)strings_length : 1);
+    uint32_t *slots = xa_calloc(&w->alloc, slot_count, sizeof *slots);
+    uint32_t *scratch = xa_calloc(&w->alloc, slot_count, sizeof *scratch);
+    xp_name *names = xa_calloc(&w->alloc, n ? n : 1, sizeof *names);
+    uint32_t *order = xa_calloc(&w->alloc, n ? n : 1, sizeof *order);
     expert_status s = EXPERT_OK;
     if (!toc || !index || !strings || !slots || !scratch || !names || !order) {
         s = FAIL(EXPERT_E_NOMEM, "out of memory");
@@ -614,13 +627,13 @@ static expert_status write_structure(expert_writer *w, uint8_t *header, const ex
     }
     s = w->sink->put_header(w, header, err);
 done:
-    xp_free(toc);
-    xp_free(index);
-    xp_free(strings);
-    xp_free(slots);
-    xp_free(names);
-    xp_free(order);
-    xp_free(scratch);
+    xa_free(&w->alloc, toc);
+    xa_free(&w->alloc, index);
+    xa_free(&w->alloc, strings);
+    xa_free(&w->alloc, slots);
+    xa_free(&w->alloc, names);
+    xa_free(&w->alloc, order);
+    xa_free(&w->alloc, scratch);
     return s;
 }
 
@@ -668,7 +681,7 @@ expert_status expert_writer_finish_memory(expert_writer *w, const expert_private
     *out = (expert_image){0};
     expert_status s = finish_common(w, key, err);
     if (s == EXPERT_OK) {
-        *out = (expert_image){w->mem, (size_t)w->pos, w->mem_alloc};
+        *out = (expert_image){w->mem, (size_t)w->pos, w->mem_alloc, w->alloc};
         w->mem_alloc = NULL;
         w->mem = NULL;
     }
@@ -680,7 +693,7 @@ void expert_image_free(expert_image *image)
 {
     if (image == NULL)
         return;
-    xp_free(image->allocation);
+    xa_free(&image->allocator, image->allocation);
     *image = (expert_image){0};
 }
 
@@ -691,11 +704,12 @@ void expert_writer_abort(expert_writer *w)
     if (w->sink != NULL)
         w->sink->drop(w);
     for (uint32_t i = 0; i < w->count; i++)
-        xp_free(w->sections[i].name);
-    xp_free(w->sections);
-    xp_free(w->metadata);
-    xp_free(w->path);
-    xp_free(w);
+        xa_free(&w->alloc, w->sections[i].name);
+    xa_free(&w->alloc, w->sections);
+    xa_free(&w->alloc, w->metadata);
+    xa_free(&w->alloc, w->path);
+    expert_allocator a = w->alloc; /* w's own memory goes last */
+    xa_free(&a, w);
 }
 
 /* ------------------------------------------------------------- signing */

@@ -85,7 +85,7 @@ static int setup(void **state)
         s[i].len = n;
     }
     g_path = path_join(g_dir, "c.expert");
-    expert_writer_options o = {64, 65536, 3, 0};
+    expert_writer_options o = {.alignment = 64, .frame_size = 65536, .zstd_level = 3, .threads = 0};
     assert_int_equal(write_expert(g_path, &o, META_MIN, s, NSEC, k), EXPERT_OK);
     expert_private_key_free(k);
     xb b;

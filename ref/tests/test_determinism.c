@@ -68,7 +68,7 @@ static int teardown(void **state)
 
 static void write_with(const char *path, unsigned threads, uint32_t align)
 {
-    expert_writer_options wo = {align, 65536, 3, threads};
+    expert_writer_options wo = {.alignment = align, .frame_size = 65536, .zstd_level = 3, .threads = threads};
     assert_int_equal(write_expert(path, &wo, NULL, g_s, NS, NULL), EXPERT_OK);
 }
 
@@ -195,9 +195,9 @@ static void test_failed_finish_leaves_nothing(void **state)
     assert_int_not_equal(expert_writer_open(nowhere, NULL, &w, &e), EXPERT_OK);
     free(nowhere);
     /* invalid options */
-    expert_writer_options wo = {128, 0, 0, 0};
+    expert_writer_options wo = {.alignment = 128, .frame_size = 0, .zstd_level = 0, .threads = 0};
     assert_int_equal(expert_writer_open(path, &wo, &w, &e), EXPERT_E_INVALID_ARGUMENT);
-    wo = (expert_writer_options){64, 1000, 0, 0};
+    wo = (expert_writer_options){.alignment = 64, .frame_size = 1000, .zstd_level = 0, .threads = 0};
     assert_int_equal(expert_writer_open(path, &wo, &w, &e), EXPERT_E_INVALID_ARGUMENT);
     assert_int_equal(dir_count(dir), 0);
     free(path);

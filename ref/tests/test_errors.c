@@ -69,7 +69,7 @@ static int write_base(uint32_t align, xb *out)
           EXPERT_LAYER_NONE, EXPERT_MODULE_NONE, {10, 0, 0, 0}}, g_last, sizeof g_last},
     };
     char *path = path_join(g_dir, "base.expert");
-    expert_writer_options wo = {align, FRAME, 3, 1};
+    expert_writer_options wo = {.alignment = align, .frame_size = FRAME, .zstd_level = 3, .threads = 1};
     expert_status st = write_expert(path, &wo, META_ERR, s, NSEC, NULL);
     int rc = st == EXPERT_OK ? file_load(path, out) : -1;
     remove(path);
@@ -2090,7 +2090,7 @@ static void test_alloc_failures(void **state)
         g_fail_at = n;
         expert_writer *w = NULL;
         expert_error e;
-        expert_writer_options wo = {64, 65536, 1, 1};
+        expert_writer_options wo = {.alignment = 64, .frame_size = 65536, .zstd_level = 1, .threads = 1};
         expert_status st = expert_writer_open(path, &wo, &w, &e);
         int done = 0;
         if (st == EXPERT_OK) {

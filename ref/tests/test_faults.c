@@ -275,7 +275,7 @@ static char g_big[200000];
 
 static expert_status write_sample(const char *path, const expert_private_key *key, unsigned threads)
 {
-    expert_writer_options o = {64, 65536, 3, threads};
+    expert_writer_options o = {.alignment = 64, .frame_size = 65536, .zstd_level = 3, .threads = threads};
     expert_writer *w = NULL;
     expert_error e;
     expert_status s = expert_writer_open(path, &o, &w, &e);

@@ -133,7 +133,7 @@ static int setup(void **state)
     snprintf(f->meta + pos, cap - pos, "]}");
     f->dir = tmpdir_make("lookup");
     f->path = path_join(f->dir, "lookup.expert");
-    expert_writer_options wo = {64, 0, 1, 1};
+    expert_writer_options wo = {.alignment = 64, .frame_size = 0, .zstd_level = 1, .threads = 1};
     if (write_expert(f->path, &wo, f->meta, f->s, NSEC, NULL) != EXPERT_OK)
         return -1;
     if (file_load(f->path, &f->img) != 0)

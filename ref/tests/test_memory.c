@@ -187,7 +187,7 @@ static int teardown(void **state)
 static void base_model(xm_model *m, const char *meta, const tsec *s, size_t n)
 {
     char *p = path_join(g_dir, "base.expert");
-    expert_writer_options o = {64, 65536, 1, 0};
+    expert_writer_options o = {.alignment = 64, .frame_size = 65536, .zstd_level = 1, .threads = 0};
     assert_int_equal(write_expert(p, &o, meta, s, n, NULL), EXPERT_OK);
     xb b;
     assert_int_equal(file_load(p, &b), 0);
@@ -876,7 +876,7 @@ static void test_name_flood(void **state)
                                            0, EXPERT_LAYER_NONE, EXPERT_MODULE_NONE, {0, 0, 0, 0}};
         }
         char *p = path_join(g_dir, "flood.expert");
-        expert_writer_options o = {64, 65536, 1, 0};
+        expert_writer_options o = {.alignment = 64, .frame_size = 65536, .zstd_level = 1, .threads = 0};
         double t0 = now_s();
         assert_int_equal(write_expert(p, &o, META_MIN, s, FLOOD_N, NULL), EXPERT_OK);
         double write_s = now_s() - t0;

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -299,7 +300,7 @@ static void run_combo(const char *dir, uint8_t codec, uint8_t dt, uint32_t align
     fixture f;
     build_fixture(&f, codec, dt, 0x1234567ull + codec * 100 + dt * 7 + align);
     char *path = path_join(dir, "rt.expert");
-    expert_writer_options wo = {align, FRAME, 3, wthreads};
+    expert_writer_options wo = {.alignment = align, .frame_size = FRAME, .zstd_level = 3, .threads = wthreads};
     CHECK_OK(write_expert(path, &wo, META_RT, f.s, NSEC, NULL));
     struct stat stt;
     CHECK(stat(path, &stt) == 0);
@@ -501,7 +502,7 @@ static void test_concurrent_reads(void **state)
     char *path = path_join(dir, "c.expert");
     fixture f;
     build_fixture(&f, EXPERT_CODEC_SHUFFLE_ZSTD, EXPERT_DTYPE_BF16, 77);
-    expert_writer_options wo = {64, FRAME, 1, 4};
+    expert_writer_options wo = {.alignment = 64, .frame_size = FRAME, .zstd_level = 1, .threads = 4};
     CHECK_OK(write_expert(path, &wo, META_RT, f.s, NSEC, NULL));
     expert_reader *r = NULL;
     expert_error err;
@@ -572,6 +573,102 @@ static void test_owned_memory(void **state)
     CHECK(expert_open_memory_owned(gz, 16, NULL, count_release, gz, &r, &err) == EXPERT_E_BAD_MAGIC);
     CHECK(g_released == 1 && r == NULL && strstr(err.message, "expert_open_v1") != NULL);
     expert_image_free(&im);
+    free_fixture(&f);
+}
+
+/* An allocator that counts: calls, and blocks live (atomics: decode and
+ * verification allocate on worker threads). */
+typedef struct counting {
+    atomic_size_t calls, live;
+} counting;
+static void *count_malloc(size_t n, void *u)
+{
+    counting *c = u;
+    atomic_fetch_add(&c->calls, 1);
+    void *p = malloc(n);
+    if (p != NULL)
+        atomic_fetch_add(&c->live, 1);
+    return p;
+}
+static void *count_realloc(void *p, size_t n, void *u)
+{
+    counting *c = u;
+    atomic_fetch_add(&c->calls, 1);
+    void *q = realloc(p, n);
+    if (p == NULL && q != NULL)
+        atomic_fetch_add(&c->live, 1);
+    return q;
+}
+static void count_free(void *p, void *u)
+{
+    if (p != NULL)
+        atomic_fetch_sub(&((counting *)u)->live, 1);
+    free(p);
+}
+
+/* A reader's and a writer's allocator (options .allocator) take every
+ * allocation of the context, worker threads included, and get all of it
+ * back; the library's allocator sees none of it. struct_size other than 0
+ * or sizeof is refused. */
+static void test_context_allocator(void **state)
+{
+    (void)state;
+    static counting lib_count, ctx_count;
+    expert_allocator lib_a = {count_malloc, count_realloc, count_free, &lib_count};
+    expert_allocator ctx_a = {count_malloc, count_realloc, count_free, &ctx_count};
+    fixture f;
+    build_fixture(&f, EXPERT_CODEC_SHUFFLE_ZSTD, EXPERT_DTYPE_F32, 99);
+    char *dir = tmpdir_make("ctxalloc");
+    char *path = path_join(dir, "ctx.expert");
+    expert_set_allocator(&lib_a);
+    expert_writer_options wo = {.alignment = 64, .frame_size = FRAME, .zstd_level = 3, .threads = 2,
+                                .allocator = &ctx_a};
+    CHECK_OK(write_expert(path, &wo, META_RT, f.s, NSEC, NULL));
+    expert_image im;
+    CHECK_OK(write_expert_image(&wo, META_RT, f.s, NSEC, NULL, &im));
+    expert_open_options ro = {.threads = 2, .allocator = &ctx_a};
+    expert_error err;
+    for (int from_memory = 0; from_memory <= 1; from_memory++) {
+        expert_reader *r = NULL;
+        CHECK_OK(from_memory ? expert_open_memory(im.data, im.size, &ro, &r, &err)
+                             : expert_open(path, &ro, &r, &err));
+        CHECK_OK(expert_verify_full(r, NULL, &err));
+        for (uint32_t i = 0; i < expert_section_count(r); i++) {
+            expert_section_info si;
+            CHECK_OK(expert_section(r, i, &si));
+            void *buf = malloc(si.decoded_length ? (size_t)si.decoded_length : 1);
+            CHECK_OK(expert_read(r, i, buf, (size_t)si.decoded_length, 0, &err));
+            free(buf);
+            if (si.type == EXPERT_SECTION_FILE) {
+                void *file = NULL;
+                size_t n = 0;
+                CHECK_OK(expert_file_rebuild(r, i, &file, &n, &err));
+                CHECK(n == si.decoded_length);
+                ctx_a.free_fn(file, ctx_a.user);
+            }
+        }
+        expert_close(r);
+    }
+    expert_image_free(&im);
+    size_t lib_calls = atomic_load(&lib_count.calls);
+    expert_set_allocator(NULL);
+    CHECK(lib_calls == 0);
+    CHECK(atomic_load(&ctx_count.calls) > 0);
+    CHECK(atomic_load(&ctx_count.live) == 0);
+    /* options from another header version are refused, not misread */
+    expert_reader *r = NULL;
+    expert_writer *w = NULL;
+    expert_open_options bad_ro = {.struct_size = sizeof bad_ro - 8};
+    expert_writer_options bad_wo = {.struct_size = sizeof bad_wo + 8};
+    CHECK(expert_open(path, &bad_ro, &r, &err) == EXPERT_E_INVALID_ARGUMENT && r == NULL);
+    CHECK(strstr(err.message, "struct_size") != NULL);
+    CHECK(expert_writer_open_memory(&bad_wo, 0, &w, &err) == EXPERT_E_INVALID_ARGUMENT && w == NULL);
+    expert_open_options ok_ro = {.struct_size = sizeof ok_ro};
+    CHECK_OK(expert_open(path, &ok_ro, &r, &err));
+    expert_close(r);
+    remove(path);
+    free(path);
+    tmpdir_remove(dir);
     free_fixture(&f);
 }
 
@@ -713,7 +810,7 @@ int main(void)
         cmocka_unit_test(test_shuffle_4096), cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_empty_file), cmocka_unit_test(test_concurrent_reads),
         cmocka_unit_test(test_spec_example), cmocka_unit_test(test_owned_memory),
-        cmocka_unit_test(test_name_valid),
+        cmocka_unit_test(test_name_valid), cmocka_unit_test(test_context_allocator),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

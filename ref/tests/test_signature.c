@@ -114,7 +114,7 @@ static void write_small(const char *path, const expert_private_key *key)
     const char *meta = "{\"format\":\"expert-v2\",\"name\":\"s\",\"version\":\"1\","
                        "\"adapter_config\":\"adapter_config.json\",\"modules\":[{\"path\":\"m\","
                        "\"type\":\"lora\",\"layer\":0,\"r\":2,\"alpha\":4,\"rslora\":false}]}";
-    expert_writer_options wo = {64, 65536, 3, 1};
+    expert_writer_options wo = {.alignment = 64, .frame_size = 65536, .zstd_level = 3, .threads = 1};
     assert_int_equal(write_expert(path, &wo, meta, s, 5, key), EXPERT_OK);
 }
 

@@ -467,7 +467,7 @@ expert_status open_v1_mem(const uint8_t *p, size_t n, const expert_v1_options *o
 expert_status transcode_v2(expert_reader *r, const char *path, expert_error *e)
 {
     expert_writer *w = NULL;
-    expert_writer_options wo = {64, 1u << 16, 3, 1};
+    expert_writer_options wo = {.alignment = 64, .frame_size = 1u << 16, .zstd_level = 3, .threads = 1};
     expert_status s = expert_writer_open(path, &wo, &w, e);
     if (s != EXPERT_OK)
         return s;
