@@ -273,11 +273,27 @@ static expert_status resolve_options(const expert_writer_options *opt, expert_wr
     return EXPERT_OK;
 }
 
-/* A writer on `sink` with a placeholder header (rewritten by finish). */
-static expert_status writer_start(expert_writer *w, const sink_ops *sink, expert_writer **out,
-                                  expert_error *err)
+/* A writer with its options and allocator resolved, bytes going to `sink`. */
+static expert_status writer_new(const expert_writer_options *opt, const sink_ops *sink,
+                                expert_writer **out, expert_error *err)
 {
+    expert_writer_options o;
+    XP_TRY(resolve_options(opt, &o, err));
+    expert_allocator a = xa_resolve(o.allocator);
+    expert_writer *w = xa_calloc(&a, 1, sizeof *w);
+    if (w == NULL)
+        return FAIL(EXPERT_E_NOMEM, "out of memory");
+    w->alloc = a;
+    w->opt = o;
+    w->opt.allocator = NULL; /* the copy in w->alloc is the one used */
     w->sink = sink;
+    *out = w;
+    return EXPERT_OK;
+}
+
+/* A writer on `sink` with a placeholder header (rewritten by finish). */
+static expert_status writer_start(expert_writer *w, expert_writer **out, expert_error *err)
+{
     uint8_t zeros[XP_HEADER_SIZE] = {0};
     expert_status s = write_all(w, zeros, sizeof zeros, err);
     if (s != EXPERT_OK) {
@@ -294,16 +310,8 @@ expert_status expert_writer_open(const char *path, const expert_writer_options *
     if (path == NULL || out == NULL)
         return FAIL(EXPERT_E_INVALID_ARGUMENT, "path and out are required");
     *out = NULL;
-    expert_writer_options o;
-    XP_TRY(resolve_options(opt, &o, err));
-    expert_allocator a = xa_resolve(o.allocator);
-    expert_writer *w = xa_calloc(&a, 1, sizeof *w);
-    if (w == NULL)
-        return FAIL(EXPERT_E_NOMEM, "out of memory");
-    w->alloc = a;
-    w->opt = o;
-    w->opt.allocator = NULL; /* the copy in w->alloc is the one used */
-    w->sink = &k_file_sink;
+    expert_writer *w = NULL;
+    XP_TRY(writer_new(opt, &k_file_sink, &w, err));
     w->path = xa_strndup(&w->alloc, path, strlen(path));
     if (w->path == NULL) {
         expert_writer_abort(w);
@@ -316,7 +324,7 @@ expert_status expert_writer_open(const char *path, const expert_writer_options *
         return s;
     }
     w->has_out = 1;
-    return writer_start(w, &k_file_sink, out, err);
+    return writer_start(w, out, err);
 }
 
 expert_status expert_writer_open_memory(const expert_writer_options *opt, size_t size_hint,
@@ -325,21 +333,13 @@ expert_status expert_writer_open_memory(const expert_writer_options *opt, size_t
     if (out == NULL)
         return FAIL(EXPERT_E_INVALID_ARGUMENT, "out is required");
     *out = NULL;
-    expert_writer_options o;
-    XP_TRY(resolve_options(opt, &o, err));
-    expert_allocator a = xa_resolve(o.allocator);
-    expert_writer *w = xa_calloc(&a, 1, sizeof *w);
-    if (w == NULL)
-        return FAIL(EXPERT_E_NOMEM, "out of memory");
-    w->alloc = a;
-    w->opt = o;
-    w->opt.allocator = NULL; /* the copy in w->alloc is the one used */
-    w->sink = &k_memory_sink;
+    expert_writer *w = NULL;
+    XP_TRY(writer_new(opt, &k_memory_sink, &w, err));
     if (mem_reserve(w, size_hint > XP_HEADER_SIZE ? size_hint : 4096) != 0) {
         expert_writer_abort(w);
         return FAIL(EXPERT_E_NOMEM, "out of memory (%zu-byte image)", size_hint);
     }
-    return writer_start(w, &k_memory_sink, out, err);
+    return writer_start(w, out, err);
 }
 
 static expert_status check_desc(const expert_writer *w, const expert_section_desc *d,

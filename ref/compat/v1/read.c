@@ -880,27 +880,47 @@ static expert_status open_common_v1(int fd, const char *path, const void *mem, s
                                     out, err);
 }
 
-expert_status expert_open_v1(const char *path, const expert_open_options *opt,
-                             const expert_v1_options *v1opt, expert_reader **out,
-                             expert_error *err)
+/* The regular file at path, open, and whether it starts with the gzip magic. */
+static expert_status open_input(const char *path, int *fd_out, int *gzip, expert_error *err)
 {
-    if (path == NULL || out == NULL)
-        return FAIL(EXPERT_E_INVALID_ARGUMENT, "path and out are required");
-    *out = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return FAIL(EXPERT_E_IO, "cannot open %s: %s", path, strerror(errno));
     struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return FAIL(EXPERT_E_IO, "%s is not a regular file", path);
+    }
     uint8_t magic[2];
-    expert_status s;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
-        s = FAIL(EXPERT_E_IO, "%s is not a regular file", path);
-    else if (pread(fd, magic, 2, 0) != 2 || !is_gzip(magic, 2))
-        s = FAIL(EXPERT_E_BAD_ARCHIVE, "%s is not a gzip stream (v1 packages are tar.gz)", path);
-    else
+    *gzip = pread(fd, magic, 2, 0) == 2 && is_gzip(magic, 2);
+    *fd_out = fd;
+    return EXPERT_OK;
+}
+
+/* v1 from a path; a v2 file (no gzip magic) is opened as v2 when v2_too. */
+static expert_status open_path(const char *path, const expert_open_options *opt,
+                               const expert_v1_options *v1opt, int v2_too, expert_reader **out,
+                               expert_error *err)
+{
+    if (path == NULL || out == NULL)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, "path and out are required");
+    *out = NULL;
+    int fd, gzip;
+    V1_TRY(open_input(path, &fd, &gzip, err));
+    expert_status s = EXPERT_OK;
+    if (gzip)
         s = open_common_v1(fd, path, NULL, 0, opt, v1opt, out, err);
+    else if (!v2_too)
+        s = FAIL(EXPERT_E_BAD_ARCHIVE, "%s is not a gzip stream (v1 packages are tar.gz)", path);
     close(fd);
-    return s;
+    return gzip || !v2_too ? s : expert_open(path, opt, out, err);
+}
+
+expert_status expert_open_v1(const char *path, const expert_open_options *opt,
+                             const expert_v1_options *v1opt, expert_reader **out,
+                             expert_error *err)
+{
+    return open_path(path, opt, v1opt, 0, out, err);
 }
 
 expert_status expert_open_v1_memory(const void *data, size_t size, const expert_open_options *opt,
@@ -919,16 +939,7 @@ expert_status expert_open_any(const char *path, const expert_open_options *opt,
                               const expert_v1_options *v1opt, expert_reader **out,
                               expert_error *err)
 {
-    if (path == NULL || out == NULL)
-        return FAIL(EXPERT_E_INVALID_ARGUMENT, "path and out are required");
-    *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return FAIL(EXPERT_E_IO, "cannot open %s: %s", path, strerror(errno));
-    uint8_t magic[2];
-    int v1 = pread(fd, magic, 2, 0) == 2 && is_gzip(magic, 2);
-    close(fd);
-    return v1 ? expert_open_v1(path, opt, v1opt, out, err) : expert_open(path, opt, out, err);
+    return open_path(path, opt, v1opt, 1, out, err);
 }
 
 expert_status expert_open_any_memory(const void *data, size_t size, const expert_open_options *opt,
