@@ -905,7 +905,7 @@ static expert_status open_path(const char *path, const expert_open_options *opt,
     if (path == NULL || out == NULL)
         return FAIL(EXPERT_E_INVALID_ARGUMENT, "path and out are required");
     *out = NULL;
-    int fd, gzip;
+    int fd = -1, gzip = 0;
     V1_TRY(open_input(path, &fd, &gzip, err));
     expert_status s = EXPERT_OK;
     if (gzip)
