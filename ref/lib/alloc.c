@@ -34,6 +34,11 @@ static const expert_allocator *pick(const expert_allocator *a)
     return a != NULL ? a : &g_alloc;
 }
 
+int xa_is_default(const expert_allocator *a)
+{
+    return a->malloc_fn == default_malloc;
+}
+
 expert_allocator xa_resolve(const expert_allocator *given)
 {
     if (given != NULL && given->malloc_fn != NULL && given->realloc_fn != NULL &&

@@ -17,6 +17,8 @@ char *xa_strndup(const expert_allocator *a, const char *s, size_t n);
 /* A context's allocator: *given, or the library's at this moment (copied, so
  * a later expert_set_allocator does not split one context's allocations). */
 expert_allocator xa_resolve(const expert_allocator *given);
+/* 1 for the built-in malloc/realloc/free (nobody replaced them). */
+int xa_is_default(const expert_allocator *a);
 
 #define xp_malloc(size) xa_malloc(NULL, (size))
 #define xp_calloc(count, size) xa_calloc(NULL, (count), (size))
