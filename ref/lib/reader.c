@@ -939,6 +939,7 @@ expert_status expert_open(const char *path, const expert_open_options *opt, expe
     if (out == NULL || path == NULL)
         return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, NOSEC, "invalid argument");
     *out = NULL;
+    XP_TRY(check_options(opt, err));
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return FAIL(EXPERT_E_IO, NOOFF, NOSEC, "cannot open %s: %s", path, strerror(errno));
@@ -958,7 +959,6 @@ expert_status expert_open(const char *path, const expert_open_options *opt, expe
             return FAIL(EXPERT_E_BAD_MAGIC, 0, NOSEC, "%s: %s", path, k_gzip_refused);
         }
     }
-    XP_TRY(check_options(opt, err));
     expert_allocator a = xa_resolve(opt != NULL ? opt->allocator : NULL);
     expert_reader *r = xa_calloc(&a, 1, sizeof *r);
     if (r == NULL) {

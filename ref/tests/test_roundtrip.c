@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <zstd.h>
 
@@ -660,7 +661,12 @@ static void test_context_allocator(void **state)
     expert_writer *w = NULL;
     expert_open_options bad_ro = {.struct_size = sizeof bad_ro - 8};
     expert_writer_options bad_wo = {.struct_size = sizeof bad_wo + 8};
+    int fd_before = dup(0);
+    close(fd_before);
     CHECK(expert_open(path, &bad_ro, &r, &err) == EXPERT_E_INVALID_ARGUMENT && r == NULL);
+    int fd_after = dup(0); /* the refusal leaves no descriptor open */
+    close(fd_after);
+    CHECK(fd_after == fd_before);
     CHECK(strstr(err.message, "struct_size") != NULL);
     CHECK(expert_writer_open_memory(&bad_wo, 0, &w, &err) == EXPERT_E_INVALID_ARGUMENT && w == NULL);
     expert_open_options ok_ro = {.struct_size = sizeof ok_ro};
