@@ -7,12 +7,6 @@
 
 #include "expert.h"
 
-#if defined(__GNUC__)
-#define XP_PRINTF(a, b) __attribute__((format(printf, a, b)))
-#else
-#define XP_PRINTF(a, b)
-#endif
-
 /* The public expert_error_set, under the name the library's code reads best with. */
 #define xp_set_error expert_error_set
 

@@ -242,7 +242,6 @@ uint32_t xp_metadata_module_count(const xp_metadata *m);
 const expert_module_info *xp_metadata_module(const xp_metadata *m, uint32_t i);
 
 /* ---- reader internals shared with the writer ---- */
-int xp_utf8_valid(const uint8_t *s, size_t n, int allow_nul);
 const uint8_t *expert_reader_bytes(const expert_reader *r, size_t *length);
 const expert_allocator *xp_reader_allocator(const expert_reader *r);
 

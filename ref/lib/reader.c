@@ -74,13 +74,13 @@ struct expert_reader {
 
 /* ------------------------------------------------------------ utilities */
 
-/* Strict UTF-8 (RFC 3629). */
-int xp_utf8_valid(const uint8_t *s, size_t n, int allow_nul)
+/* Strict UTF-8 (RFC 3629) without NUL. */
+static int utf8_valid(const uint8_t *s, size_t n)
 {
     size_t i = 0;
     while (i < n) {
         uint8_t c = s[i];
-        if (c == 0 && !allow_nul)
+        if (c == 0)
             return 0;
         if (c < 0x80) {
             i++;
@@ -119,7 +119,7 @@ int xp_utf8_valid(const uint8_t *s, size_t n, int allow_nul)
 int expert_name_valid(const char *name, size_t length)
 {
     return name != NULL && length >= 1 && length <= XP_MAX_NAME &&
-           xp_utf8_valid((const uint8_t *)name, length, 0);
+           utf8_valid((const uint8_t *)name, length);
 }
 
 /* [off, off+len) inside [lo, hi]? Overflow-safe. */
@@ -517,7 +517,7 @@ static expert_status parse_entry(expert_reader *r, uint32_t i, uint64_t *total_d
         return FAIL(EXPERT_E_OUT_OF_BOUNDS, eoff + XP_TOC_NAME_OFFSET, i,
                     "name [%u, +%u) outside the strings region", name_offset, s->name_length);
     s->name = (const char *)r->data + h->strings_offset + name_offset;
-    if (!xp_utf8_valid((const uint8_t *)s->name, s->name_length, 0))
+    if (!utf8_valid((const uint8_t *)s->name, s->name_length))
         return FAIL(EXPERT_E_BAD_TOC, h->strings_offset + name_offset, i,
                     "section name is not valid UTF-8 without NUL");
     /* (i) layer and module */
