@@ -195,6 +195,17 @@ EXPERT_API int expert_name_valid(const char *name, size_t length);
 
 typedef struct expert_reader expert_reader;
 
+/* A verified mark: the caller's record that a file passed full validation
+ * (expert_mark_make), bound to the file's identity (device, inode, size,
+ * mtime, ctime) and to its file_sha256 and structure_sha256. Given back at
+ * open (expert_open_options.mark) it stands for the section hashes as long
+ * as the file is unchanged; it is kept where the caller says, never inside
+ * the file. Threat model: spec §11.7. */
+#define EXPERT_MARK_BYTES 128u
+typedef struct expert_mark {
+    uint8_t bytes[EXPERT_MARK_BYTES];
+} expert_mark;
+
 enum {
     EXPERT_OPEN_NO_MMAP = 1u << 0, /* read the file into memory with read() */
     EXPERT_OPEN_V2_ONLY = 1u << 1  /* the only behaviour; kept so older callers still build */
@@ -226,6 +237,12 @@ typedef struct expert_open_options {
      * (expert_file_rebuild), go through this allocator (copied at open);
      * NULL = the library's (expert_set_allocator). */
     const expert_allocator *allocator;
+    /* A mark from expert_mark_make, or NULL. expert_open only: the file is
+     * read with pread, never mapped (a mapping would show later changes to
+     * the file). When the mark still matches the file, reads skip the hash
+     * (expert_reader_trusted says so); when it does not, the load is an
+     * ordinary one and every section is hash-checked. */
+    const expert_mark *mark;
 } expert_open_options;
 
 typedef struct expert_limits {
@@ -306,6 +323,19 @@ enum {
  * section skip the hash. Uses the reader's thread count for multi-frame sections. */
 EXPERT_API expert_status expert_read(expert_reader *r, uint32_t index, void *dst, size_t dst_capacity,
                           uint32_t flags, expert_error *err);
+/* Many sections at once, each into its caller-owned destination: the
+ * reader's threads share the requests (largest first), each request
+ * decoded and verified as expert_read does it. On failure every
+ * destination is zeroed and the error is that of the lowest-numbered
+ * failing request, whatever the timing. Destinations must not overlap. */
+typedef struct expert_read_request {
+    uint32_t section;
+    void *dst;
+    size_t capacity;       /* >= the section's decoded_length */
+} expert_read_request;
+EXPERT_API expert_status expert_read_sections(expert_reader *r, const expert_read_request *requests,
+                                              size_t count, uint32_t flags, expert_error *err);
+
 /* Zero-copy: pointer into the mapping for raw-codec sections (aligned as the
  * file says). Verifies the hash on first access unless EXPERT_READ_NO_VERIFY.
  * EXPERT_E_INVALID_ARGUMENT for compressed sections. */
@@ -334,6 +364,17 @@ EXPERT_API expert_status expert_verify_access(expert_reader *r, expert_error *er
 /* Validation level 3: every section decoded and hashed, padding, file hash,
  * and the signature when `key` is not NULL. */
 EXPERT_API expert_status expert_verify_full(expert_reader *r, const expert_public_key *key, expert_error *err);
+/* A mark for the file `r` was opened from (a path), after expert_verify_full
+ * succeeded on it (or after a trusted open) and while the file is unchanged.
+ * INVALID_ARGUMENT otherwise, and for a file changed in the last
+ * EXPERT_MARK_SETTLE_SECONDS: file systems stamp times with a coarse clock,
+ * so a change right after the mark could leave mtime and ctime as they were. */
+#define EXPERT_MARK_SETTLE_SECONDS 2
+EXPERT_API expert_status expert_mark_make(expert_reader *r, expert_mark *out, expert_error *err);
+/* 1 while reads of `r` skip section hashes because its mark was accepted;
+ * 0 after a read that found the file changed (the reader re-verifies). */
+EXPERT_API int expert_reader_trusted(const expert_reader *r);
+
 /* Signature only (structure hash already checked at open): UNSIGNED when the
  * signature field is all zero, BAD_SIGNATURE when it does not verify. */
 EXPERT_API expert_status expert_verify_signature(const expert_reader *r, const expert_public_key *key,

@@ -354,13 +354,28 @@ int xp_dcache_fit(xp_dcache *c, size_t scratch_size)
     return 0;
 }
 
+uint8_t *xp_dcache_stored(xp_dcache *c, size_t size)
+{
+    if (c->stored_cap < size) {
+        xa_free(c->alloc, c->stored);
+        c->stored_cap = 0;
+        if ((c->stored = xa_malloc(c->alloc, size)) == NULL)
+            return NULL;
+        c->stored_cap = size;
+    }
+    return c->stored;
+}
+
 void xp_dcache_release(xp_dcache *c)
 {
     ZSTD_freeDCtx(c->dctx);
     xa_free(c->alloc, c->scratch);
+    xa_free(c->alloc, c->stored);
     c->dctx = NULL;
     c->scratch = NULL;
+    c->stored = NULL;
     c->cap = 0;
+    c->stored_cap = 0;
 }
 
 static void *decode_worker_main(void *arg)

@@ -184,10 +184,13 @@ typedef struct xp_dcache {
     ZSTD_DCtx *dctx;
     uint8_t *scratch;
     size_t cap;
+    uint8_t *stored;        /* a section's stored bytes read with pread */
+    size_t stored_cap;
     struct xp_dcache *next; /* free-list link, owned by the reader */
 } xp_dcache;
 int xp_dcache_fit(xp_dcache *c, size_t scratch_size); /* 0, or -1 out of memory */
 void xp_dcache_release(xp_dcache *c);                 /* frees the members */
+uint8_t *xp_dcache_stored(xp_dcache *c, size_t size); /* a buffer of size bytes, or NULL */
 /* Decodes stored bytes into dst (exactly decoded_length bytes). `cache` (may
  * be NULL) serves the caller's thread. */
 expert_status xp_decode(const expert_allocator *alloc, uint8_t codec, size_t elem_size, uint32_t frame_size,

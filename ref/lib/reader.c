@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <zstd.h>
@@ -36,6 +37,13 @@ typedef struct xp_section {
     atomic_int verified;   /* 1 once the decoded bytes matched sha256 */
 } xp_section;
 
+/* What identifies a file's contents without reading them: any write through
+ * the file system changes ctime, which no call can set back. */
+typedef struct file_id {
+    uint64_t dev, ino, size;
+    int64_t mtime_s, mtime_ns, ctime_s, ctime_ns;
+} file_id;
+
 struct expert_reader {
     const uint8_t *data;
     size_t size;
@@ -43,6 +51,17 @@ struct expert_reader {
     uint8_t *owned;        /* read() fallback buffer, or NULL */
     size_t owned_length;
     int owned_mapped;      /* owned is an anonymous mapping (read_buffer) */
+    /* Readers opened from a path keep the descriptor: section bytes come by
+     * pread into the caller's buffer, not by faulting the mapping in. */
+    int fd, has_fd;
+    file_id id;            /* the file's identity at open */
+    /* Opened with a verified mark (expert_open_options.mark): only the header
+     * and regions are in `data` until make_resident reads the rest. */
+    int sparse;
+    uint8_t *image;        /* the read() buffer's aligned start, when data is ours */
+    atomic_int resident;
+    atomic_int trusted;    /* an accepted mark stands for every section's hash */
+    int fully_verified;    /* expert_verify_full passed and the file did not change */
     unsigned threads;
     uint64_t max_decoded;  /* expert_open_options.max_decoded_bytes, resolved */
     uint32_t max_metadata_items;
@@ -909,12 +928,68 @@ void *expert_reader_owner(const expert_reader *r, expert_release_fn release)
     return r != NULL && release != NULL && r->release == release ? r->owner : NULL;
 }
 
-/* The read() buffer. With the library's built-in allocator it is an
- * anonymous mapping advised for huge pages: malloc would return a fresh
- * mapping of 4 KiB pages anyway (the buffer is far above glibc's mmap
- * threshold), and faulting those in one by one was most of what a NO_MMAP
- * open cost over a mapped one. A caller's allocator gets the allocation
- * instead: one that reuses its memory pays no page faults at all. */
+/* ------------------------------------------------------ the file on disk */
+
+static void file_id_of(const struct stat *st, file_id *id)
+{
+    id->dev = (uint64_t)st->st_dev;
+    id->ino = (uint64_t)st->st_ino;
+    id->size = (uint64_t)st->st_size;
+    id->mtime_s = (int64_t)st->st_mtim.tv_sec;
+    id->mtime_ns = (int64_t)st->st_mtim.tv_nsec;
+    id->ctime_s = (int64_t)st->st_ctim.tv_sec;
+    id->ctime_ns = (int64_t)st->st_ctim.tv_nsec;
+}
+
+static int file_id_equal(const file_id *a, const file_id *b)
+{
+    return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+           a->mtime_s == b->mtime_s && a->mtime_ns == b->mtime_ns && a->ctime_s == b->ctime_s &&
+           a->ctime_ns == b->ctime_ns;
+}
+
+/* 1 when the file the reader was opened from is still the file it opened. */
+static int file_unchanged(const expert_reader *r)
+{
+    struct stat st;
+    if (!r->has_fd || fstat(r->fd, &st) != 0)
+        return 0;
+    file_id now;
+    file_id_of(&st, &now);
+    return file_id_equal(&now, &r->id);
+}
+
+/* `length` bytes at `off`, or -1 with errno set (0 when the file ended first). */
+static int pread_exact(int fd, uint8_t *buf, size_t length, uint64_t off)
+{
+    while (length > 0) {
+        ssize_t k = pread(fd, buf, length, (off_t)off);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            if (k == 0)
+                errno = 0;
+            return -1;
+        }
+        buf += k;
+        length -= (size_t)k;
+        off += (uint64_t)k;
+    }
+    return 0;
+}
+
+static const char *read_failure(void)
+{
+    return errno != 0 ? strerror(errno) : "the file ended early";
+}
+
+/* The read() buffer, `length` zero bytes. With the library's built-in
+ * allocator it is an anonymous mapping advised for huge pages: malloc would
+ * return a fresh mapping of 4 KiB pages anyway (the buffer is far above
+ * glibc's mmap threshold), and faulting those in one by one was most of what
+ * a NO_MMAP open cost over a mapped one; the pages a sparse image never
+ * fills are never faulted at all. A caller's allocator gets the allocation
+ * instead: one that reuses its memory pays no page faults. */
 static int read_buffer(expert_reader *r, size_t length)
 {
     if (xa_is_default(&r->alloc)) {
@@ -929,9 +1004,140 @@ static int read_buffer(expert_reader *r, size_t length)
             return 0;
         }
     }
-    r->owned = xa_malloc(&r->alloc, length);
+    r->owned = xa_calloc(&r->alloc, 1, length);
     return r->owned != NULL ? 0 : -1;
 }
+
+/* The header and the four regions, each read to where it lies in the file:
+ * all that structural validation reads (spec §12.1). A region the header
+ * places outside the file is left zero, for validation to report (S8). */
+static int read_structure(expert_reader *r)
+{
+    uint8_t *d = r->image;
+    size_t head = r->size < XP_HEADER_SIZE_MAX ? r->size : XP_HEADER_SIZE_MAX;
+    if (pread_exact(r->fd, d, head, 0) != 0)
+        return -1;
+    if (head < XP_HEADER_SIZE)
+        return 0;
+    uint64_t toc_length = (uint64_t)xp_le32(d + XP_OFF_TOC_COUNT) * XP_TOC_ENTRY_SIZE;
+    const uint64_t region[4][2] = {
+        {xp_le64(d + XP_OFF_METADATA_OFFSET), xp_le64(d + XP_OFF_METADATA_LENGTH)},
+        {xp_le64(d + XP_OFF_TOC_OFFSET), toc_length},
+        {xp_le64(d + XP_OFF_INDEX_OFFSET), xp_le64(d + XP_OFF_INDEX_LENGTH)},
+        {xp_le64(d + XP_OFF_STRINGS_OFFSET), xp_le64(d + XP_OFF_STRINGS_LENGTH)}};
+    for (int i = 0; i < 4; i++) {
+        uint64_t off = region[i][0], len = region[i][1];
+        if (len != 0 && range_inside(off, len, 0, r->size) &&
+            pread_exact(r->fd, d + off, (size_t)len, off) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Fills what a sparse image still lacks (every byte outside the header and
+ * the regions), once, for the calls that read section bytes in place. A
+ * file changed since open loses the mark's trust: from here its bytes are
+ * a private copy, and hashes are checked on them again. */
+static expert_status make_resident(expert_reader *r, expert_error *err)
+{
+    if (!r->sparse || atomic_load(&r->resident))
+        return EXPERT_OK;
+    if (r->pool_lock_ready)
+        pthread_mutex_lock(&r->pool_lock);
+    expert_status s = EXPERT_OK;
+    if (!atomic_load(&r->resident)) {
+        const expert_header_info *h = &r->hdr;
+        uint64_t known[5][2] = {{0, h->header_size},
+                                {h->metadata_offset, h->metadata_length},
+                                {h->toc_offset, (uint64_t)h->section_count * XP_TOC_ENTRY_SIZE},
+                                {h->index_offset, h->index_length},
+                                {h->strings_offset, h->strings_length}};
+        for (int i = 1; i < 5; i++) /* by offset; validation proved they do not overlap */
+            for (int j = i; j > 0 && known[j][0] < known[j - 1][0]; j--) {
+                uint64_t t0 = known[j][0], t1 = known[j][1];
+                known[j][0] = known[j - 1][0], known[j][1] = known[j - 1][1];
+                known[j - 1][0] = t0, known[j - 1][1] = t1;
+            }
+        uint64_t at = 0;
+        for (int i = 0; i <= 5 && s == EXPERT_OK; i++) {
+            uint64_t next = i < 5 ? known[i][0] : r->size;
+            if (next > at && pread_exact(r->fd, r->image + at, (size_t)(next - at), at) != 0)
+                s = FAIL(EXPERT_E_IO, at, NOSEC, "cannot read the file: %s", read_failure());
+            if (i < 5 && known[i][0] + known[i][1] > at)
+                at = known[i][0] + known[i][1];
+        }
+        if (!file_unchanged(r))
+            atomic_store(&r->trusted, 0);
+        if (s == EXPERT_OK)
+            atomic_store(&r->resident, 1);
+    }
+    if (r->pool_lock_ready)
+        pthread_mutex_unlock(&r->pool_lock);
+    return s;
+}
+
+/* ------------------------------------------------------ verified marks */
+
+#define MARK_MAGIC "XPMARK\001\000"
+
+static void mark_encode(const expert_reader *r, expert_mark *m)
+{
+    uint8_t *p = m->bytes;
+    memset(m, 0, sizeof *m);
+    memcpy(p, MARK_MAGIC, 8);
+    xp_put64(p + 8, r->id.dev);
+    xp_put64(p + 16, r->id.ino);
+    xp_put64(p + 24, r->id.size);
+    xp_put64(p + 32, (uint64_t)r->id.mtime_s);
+    xp_put64(p + 40, (uint64_t)r->id.mtime_ns);
+    xp_put64(p + 48, (uint64_t)r->id.ctime_s);
+    xp_put64(p + 56, (uint64_t)r->id.ctime_ns);
+    memcpy(p + 64, r->hdr.file_sha256, 32);
+    memcpy(p + 96, r->hdr.structure_sha256, 32);
+}
+
+/* After structural validation of a sparse image: trusted when the mark
+ * names this file as it is now, else an ordinary load of a private copy. */
+static expert_status apply_mark(expert_reader *r, const expert_mark *mark, expert_error *err)
+{
+    expert_mark now;
+    mark_encode(r, &now);
+    if (memcmp(now.bytes, mark->bytes, sizeof now.bytes) == 0 && file_unchanged(r)) {
+        atomic_store(&r->trusted, 1);
+        return EXPERT_OK;
+    }
+    return make_resident(r, err);
+}
+
+expert_status expert_mark_make(expert_reader *r, expert_mark *out, expert_error *err)
+{
+    if (r == NULL || out == NULL)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, NOSEC, "invalid argument");
+    if (!r->has_fd)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, NOSEC,
+                    "a mark needs a reader opened from a file (expert_open)");
+    if (!r->fully_verified && !atomic_load(&r->trusted))
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, NOSEC,
+                    "the file has not passed full validation (expert_verify_full)");
+    if (!file_unchanged(r))
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, NOSEC, "the file changed since it was opened");
+    struct timespec now;
+    if (clock_gettime(CLOCK_REALTIME, &now) != 0 ||
+        r->id.ctime_s > (int64_t)now.tv_sec - EXPERT_MARK_SETTLE_SECONDS ||
+        r->id.mtime_s > (int64_t)now.tv_sec - EXPERT_MARK_SETTLE_SECONDS)
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, NOSEC,
+                    "the file changed less than %d s ago: a change now could keep its time stamps",
+                    EXPERT_MARK_SETTLE_SECONDS);
+    mark_encode(r, out);
+    return EXPERT_OK;
+}
+
+int expert_reader_trusted(const expert_reader *r)
+{
+    return r != NULL && atomic_load(&r->trusted);
+}
+
+/* ----------------------------------------------------------- expert_open */
 
 expert_status expert_open(const char *path, const expert_open_options *opt, expert_reader **out,
                           expert_error *err)
@@ -948,7 +1154,7 @@ expert_status expert_open(const char *path, const expert_open_options *opt, expe
         close(fd);
         return FAIL(EXPERT_E_IO, NOOFF, NOSEC, "%s is not a regular file", path);
     }
-    if ((uint64_t)st.st_size > SIZE_MAX) {
+    if ((uint64_t)st.st_size > SIZE_MAX - 4096) {
         close(fd);
         return FAIL(EXPERT_E_LIMIT_EXCEEDED, NOOFF, NOSEC, "file too large for this machine");
     }
@@ -966,53 +1172,45 @@ expert_status expert_open(const char *path, const expert_open_options *opt, expe
         return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
     }
     r->alloc = a;
-    size_t size = (size_t)st.st_size;
-    r->size = size;
-    int want_map = !(opt != NULL && (opt->flags & EXPERT_OPEN_NO_MMAP)) && size > 0;
-    if (want_map) {
-        void *m = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    r->fd = fd; /* from here expert_close closes it */
+    r->has_fd = 1;
+    file_id_of(&st, &r->id);
+    r->size = (size_t)st.st_size;
+    const expert_mark *mark = opt != NULL ? opt->mark : NULL;
+    if (mark == NULL && !(opt != NULL && (opt->flags & EXPERT_OPEN_NO_MMAP)) && r->size > 0) {
+        void *m = mmap(NULL, r->size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (m != MAP_FAILED) {
             r->map = m;
             r->data = m;
-            r->hdr.used_mmap = 1;
         }
     }
     if (r->map == NULL) {
-        /* read() fallback: for file systems without mmap, or by request.
-         * The buffer starts on a 4096-byte boundary so raw sections keep the
-         * alignment the file promises (spec §4.7), as they would in a map. */
-        if (size > SIZE_MAX - 4096) {
-            close(fd);
+        /* Into memory: for file systems without mmap, by request, or for a
+         * marked load. The buffer starts on a 4096-byte boundary so raw
+         * sections keep the alignment the file promises (spec §4.7), as
+         * they would in a map. */
+        if (read_buffer(r, r->size + 4096) != 0) {
             expert_close(r);
-            return FAIL(EXPERT_E_LIMIT_EXCEEDED, NOOFF, NOSEC, "file too large to read");
+            return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory reading %zu bytes", r->size);
         }
-        if (read_buffer(r, size + 4096) != 0) {
-            close(fd);
+        r->image = r->owned + (4096 - (uintptr_t)r->owned % 4096) % 4096;
+        r->data = r->image;
+        r->sparse = mark != NULL;
+        if ((r->sparse ? read_structure(r) : pread_exact(fd, r->image, r->size, 0)) != 0) {
+            expert_status s = FAIL(EXPERT_E_IO, NOOFF, NOSEC, "cannot read %s: %s", path, read_failure());
             expert_close(r);
-            return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory reading %zu bytes", size);
+            return s;
         }
-        uint8_t *buf = r->owned + (4096 - (uintptr_t)r->owned % 4096) % 4096;
-        size_t got = 0;
-        while (got < size) {
-            ssize_t k = pread(fd, buf + got, size - got, (off_t)got);
-            if (k < 0 && errno == EINTR)
-                continue;
-            if (k <= 0)
-                break;
-            got += (size_t)k;
-        }
-        if (got != size) {
-            close(fd);
-            expert_close(r);
-            return FAIL(EXPERT_E_IO, got, NOSEC, "short read on %s", path);
-        }
-        r->data = buf;
     }
-    close(fd);
-    int used = r->hdr.used_mmap;
+    int used_map = r->map != NULL;
     expert_status s = open_common(r, opt, out, err);
-    if (s == EXPERT_OK)
-        (*out)->hdr.used_mmap = used;
+    if (s != EXPERT_OK)
+        return s;
+    r->hdr.used_mmap = used_map;
+    if (mark != NULL && (s = apply_mark(r, mark, err)) != EXPERT_OK) {
+        expert_close(r);
+        *out = NULL;
+    }
     return s;
 }
 
@@ -1022,6 +1220,8 @@ void expert_close(expert_reader *r)
         return;
     if (r->map != NULL)
         munmap(r->map, r->size);
+    if (r->has_fd)
+        close(r->fd);
     if (r->owned_mapped)
         munmap(r->owned, r->owned_length);
     else
@@ -1183,6 +1383,79 @@ static void pool_give(expert_reader *r, xp_dcache *c)
     pthread_mutex_unlock(&r->pool_lock);
 }
 
+/* Whether reads take a section's stored bytes with pread: for a mapped file
+ * that is one copy from the page cache instead of faulting the mapping in
+ * page by page (about a third of a hot load), and for a sparse image the
+ * bytes are not in memory at all. */
+static int reads_by_pread(const expert_reader *r)
+{
+    return r->has_fd && (r->map != NULL || r->sparse);
+}
+
+/* A trusted reader stays trusted only while the file is the one its mark
+ * names; checked after the bytes were read, so a change during the read
+ * is seen too. */
+static int still_trusted(expert_reader *r)
+{
+    if (!atomic_load(&r->trusted))
+        return 0;
+    if (file_unchanged(r))
+        return 1;
+    atomic_store(&r->trusted, 0);
+    return 0;
+}
+
+/* Decodes section `index` into dst (decoded_length bytes) with `threads`
+ * on its frames, and checks its hash (spec §12.2) unless told not to,
+ * already verified, or trusted through a mark. `cache` holds the stored
+ * bytes of a compressed section read by pread. On failure dst is zeroed:
+ * unverified bytes are never handed out. */
+static expert_status load_section(expert_reader *r, uint32_t index, uint8_t *dst, unsigned threads,
+                                  xp_dcache *cache, uint32_t flags, expert_error *err)
+{
+    const expert_section_info *s = &r->sections[index].info;
+    const uint8_t *stored = r->data + s->offset;
+    expert_status st = EXPERT_OK;
+    if (reads_by_pread(r)) {
+        uint8_t *buf = dst;
+        if (s->codec != EXPERT_CODEC_RAW)
+            buf = cache != NULL ? xp_dcache_stored(cache, (size_t)s->stored_length) : NULL;
+        if (buf == NULL && s->stored_length != 0)
+            st = FAIL(EXPERT_E_NOMEM, NOOFF, index, "out of memory");
+        else if (pread_exact(r->fd, buf, (size_t)s->stored_length, s->offset) != 0)
+            st = FAIL(EXPERT_E_IO, s->offset, index, "cannot read section '%.*s': %s",
+                      (int)s->name_length, s->name, read_failure());
+        stored = buf;
+    }
+    if (st == EXPERT_OK && stored != dst)
+        st = xp_decode(&r->alloc, s->codec, expert_dtype_size(s->dtype), s->frame_size, stored,
+                       s->stored_length, dst, s->decoded_length, threads, cache, s->offset, index,
+                       err);
+    if (st == EXPERT_OK && !(flags & EXPERT_READ_NO_VERIFY) &&
+        !atomic_load(&r->sections[index].verified) && !still_trusted(r))
+        st = check_hash(r, index, dst, err);
+    if (st != EXPERT_OK && s->decoded_length != 0)
+        memset(dst, 0, (size_t)s->decoded_length);
+    return st;
+}
+
+/* Frees the pooled contexts' buffers, keeping their zstd contexts: after a
+ * verification pass they hold two of the largest frames per thread, memory
+ * a reader should not keep for its lifetime. */
+static void pool_trim(expert_reader *r)
+{
+    if (r->pool_lock_ready)
+        pthread_mutex_lock(&r->pool_lock);
+    for (xp_dcache *c = r->pool; c != NULL; c = c->next) {
+        ZSTD_DCtx *keep = c->dctx;
+        c->dctx = NULL;
+        xp_dcache_release(c);
+        c->dctx = keep;
+    }
+    if (r->pool_lock_ready)
+        pthread_mutex_unlock(&r->pool_lock);
+}
+
 expert_status expert_read(expert_reader *r, uint32_t index, void *dst, size_t dst_capacity,
                           uint32_t flags, expert_error *err)
 {
@@ -1195,14 +1468,8 @@ expert_status expert_read(expert_reader *r, uint32_t index, void *dst, size_t ds
                     (unsigned long long)s->decoded_length);
     XP_TRY(decode_allowed(r, err));
     xp_dcache *cache = s->codec == EXPERT_CODEC_RAW ? NULL : pool_take(r);
-    expert_status st = xp_decode(&r->alloc, s->codec, expert_dtype_size(s->dtype), s->frame_size,
-                                 r->data + s->offset, s->stored_length, dst, s->decoded_length,
-                                 r->threads, cache, s->offset, index, err);
+    expert_status st = load_section(r, index, dst, r->threads, cache, flags, err);
     pool_give(r, cache);
-    if (st == EXPERT_OK && !(flags & EXPERT_READ_NO_VERIFY) && !atomic_load(&r->sections[index].verified))
-        st = check_hash(r, index, dst, err);
-    if (st != EXPERT_OK && s->decoded_length != 0)
-        memset(dst, 0, (size_t)s->decoded_length); /* never hand out unverified bytes */
     return st;
 }
 
@@ -1215,9 +1482,11 @@ expert_status expert_view(expert_reader *r, uint32_t index, const void **data, s
     if (s->codec != EXPERT_CODEC_RAW)
         return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, index,
                     "section is %s-compressed: use expert_read", expert_codec_name(s->codec));
-    const uint8_t *p = r->data + s->offset;
     XP_TRY(decode_allowed(r, err));
-    if (!(flags & EXPERT_READ_NO_VERIFY) && !atomic_load(&r->sections[index].verified))
+    XP_TRY(make_resident(r, err));
+    const uint8_t *p = r->data + s->offset;
+    if (!(flags & EXPERT_READ_NO_VERIFY) && !atomic_load(&r->sections[index].verified) &&
+        !atomic_load(&r->trusted))
         XP_TRY(check_hash(r, index, p, err));
     *data = p;
     *length = (size_t)s->decoded_length;
@@ -1289,8 +1558,10 @@ expert_status expert_read_stream(expert_reader *r, uint32_t index, expert_write_
     if (r == NULL || index >= r->hdr.section_count)
         return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, NOSEC, "invalid argument");
     XP_TRY(decode_allowed(r, err));
+    XP_TRY(make_resident(r, err));
     const expert_section_info *s = &r->sections[index].info;
-    int verify = !(flags & EXPERT_READ_NO_VERIFY) && !atomic_load(&r->sections[index].verified);
+    int verify = !(flags & EXPERT_READ_NO_VERIFY) && !atomic_load(&r->sections[index].verified) &&
+                 !atomic_load(&r->trusted);
     ZSTD_DCtx *dctx = NULL;
     uint8_t *frame_buf = NULL, *scratch = NULL;
     if (s->codec != EXPERT_CODEC_RAW && s->decoded_length != 0) {
@@ -1313,73 +1584,79 @@ expert_status expert_read_stream(expert_reader *r, uint32_t index, expert_write_
     return st;
 }
 
-/* ---------------------------------------------- access, full (§12.2, 12.3) */
+/* ------------------------------------------- many sections (§12.2, 12.3) */
 
-typedef struct verify_pool {
+/* The reader's threads over `count` items, for the calls that touch many
+ * sections: items are taken in `order` (NULL: 0, 1, ...), each worker with
+ * a decode context of its own. The error reported is that of the lowest
+ * failing item, so it does not depend on timing, and items after a known
+ * failure are skipped: they could not change the report. */
+typedef expert_status (*pool_job)(void *ctx, size_t item, xp_dcache *cache, expert_error *err);
+
+typedef struct section_pool {
     expert_reader *r;
-    atomic_uint next;
-    atomic_uint first_bad; /* lowest failing section so far, UINT32_MAX if none */
-    uint32_t max_frame;
+    size_t count;
+    const size_t *order;
+    pool_job job;
+    void *ctx;
+    atomic_size_t next;
+    atomic_size_t first_bad; /* lowest failing item so far, SIZE_MAX if none */
     pthread_mutex_t lock;
-    uint32_t bad_index;    /* lowest failing section, for a timing-independent report */
+    size_t bad_item;
     expert_status bad_status;
     expert_error bad_err;
-} verify_pool;
+} section_pool;
 
-static void *verify_worker(void *arg)
+static void *pool_worker(void *arg)
 {
-    verify_pool *p = arg;
-    expert_reader *r = p->r;
-    ZSTD_DCtx *dctx = ZSTD_createDCtx();
-    uint8_t *frame_buf = p->max_frame ? xa_malloc(&r->alloc, p->max_frame) : NULL;
-    uint8_t *scratch = p->max_frame ? xa_malloc(&r->alloc, p->max_frame) : NULL;
-    int oom = dctx == NULL || (p->max_frame && (frame_buf == NULL || scratch == NULL));
+    section_pool *p = arg;
+    xp_dcache *cache = pool_take(p->r);
     for (;;) {
-        uint32_t i = atomic_fetch_add(&p->next, 1);
-        if (i >= r->hdr.section_count)
+        size_t k = atomic_fetch_add(&p->next, 1);
+        if (k >= p->count)
             break;
-        /* Sections after a known failure cannot change the report (the
-         * lowest failing index wins): skip them instead of decoding on. */
-        if (i > atomic_load(&p->first_bad))
+        size_t item = p->order != NULL ? p->order[k] : k;
+        if (item > atomic_load(&p->first_bad))
             continue;
         expert_error e = {0};
-        expert_status st = oom ? xp_set_error(&e, EXPERT_E_NOMEM, NOOFF, i, "out of memory")
-                               : stream_section(r, i, dctx, frame_buf, scratch, NULL, NULL, 1, &e);
+        expert_status st = cache == NULL
+                               ? xp_set_error(&e, EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory")
+                               : p->job(p->ctx, item, cache, &e);
         if (st != EXPERT_OK) {
             pthread_mutex_lock(&p->lock);
-            if (p->bad_status == EXPERT_OK || i < p->bad_index) {
-                p->bad_index = i;
+            if (p->bad_status == EXPERT_OK || item < p->bad_item) {
+                p->bad_item = item;
                 p->bad_status = st;
                 p->bad_err = e;
-                atomic_store(&p->first_bad, i);
+                atomic_store(&p->first_bad, item);
             }
             pthread_mutex_unlock(&p->lock);
         }
     }
-    xa_free(&r->alloc, frame_buf);
-    xa_free(&r->alloc, scratch);
-    ZSTD_freeDCtx(dctx);
+    pool_give(p->r, cache);
     return NULL;
 }
 
-static expert_status verify_all_sections(expert_reader *r, expert_error *err)
+static expert_status pool_run(expert_reader *r, size_t count, const size_t *order, pool_job job,
+                              void *ctx, expert_error *err)
 {
-    verify_pool p;
+    section_pool p;
     memset(&p, 0, sizeof p);
     p.r = r;
+    p.count = count;
+    p.order = order;
+    p.job = job;
+    p.ctx = ctx;
     atomic_init(&p.next, 0);
-    atomic_init(&p.first_bad, UINT32_MAX);
-    for (uint32_t i = 0; i < r->hdr.section_count; i++)
-        if (r->sections[i].info.frame_size > p.max_frame)
-            p.max_frame = r->sections[i].info.frame_size;
+    atomic_init(&p.first_bad, SIZE_MAX);
     if (pthread_mutex_init(&p.lock, NULL) != 0)
         return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "cannot create a mutex");
-    unsigned n = r->threads;
+    unsigned n = r->threads < count ? r->threads : (unsigned)count;
     pthread_t tids[64];
     int running[64] = {0};
     for (unsigned t = 1; t < n; t++)
-        running[t] = pthread_create(&tids[t], NULL, verify_worker, &p) == 0;
-    verify_worker(&p);
+        running[t] = pthread_create(&tids[t], NULL, pool_worker, &p) == 0;
+    pool_worker(&p);
     for (unsigned t = 1; t < n; t++)
         if (running[t])
             pthread_join(tids[t], NULL);
@@ -1390,6 +1667,95 @@ static expert_status verify_all_sections(expert_reader *r, expert_error *err)
         return p.bad_status;
     }
     return EXPERT_OK;
+}
+
+/* Verification streams each section a frame at a time (memory: two frames
+ * per thread whatever a section claims): the frame goes in cache->stored,
+ * the unshuffle scratch in cache->scratch. */
+typedef struct verify_job {
+    expert_reader *r;
+    uint32_t max_frame;
+} verify_job;
+
+static expert_status verify_one(void *ctx, size_t item, xp_dcache *cache, expert_error *err)
+{
+    const verify_job *j = ctx;
+    uint32_t i = (uint32_t)item;
+    if (xp_dcache_fit(cache, j->max_frame) != 0 ||
+        (j->max_frame != 0 && xp_dcache_stored(cache, j->max_frame) == NULL))
+        return FAIL(EXPERT_E_NOMEM, NOOFF, i, "out of memory");
+    return stream_section(j->r, i, cache->dctx, cache->stored, cache->scratch, NULL, NULL, 1, err);
+}
+
+static expert_status verify_all_sections(expert_reader *r, expert_error *err)
+{
+    XP_TRY(make_resident(r, err));
+    verify_job j = {r, 0};
+    for (uint32_t i = 0; i < r->hdr.section_count; i++)
+        if (r->sections[i].info.frame_size > j.max_frame)
+            j.max_frame = r->sections[i].info.frame_size;
+    expert_status st = pool_run(r, r->hdr.section_count, NULL, verify_one, &j, err);
+    pool_trim(r);
+    return st;
+}
+
+typedef struct read_job {
+    expert_reader *r;
+    const expert_read_request *requests;
+    uint32_t flags;
+} read_job;
+
+static expert_status read_one(void *ctx, size_t item, xp_dcache *cache, expert_error *err)
+{
+    const read_job *j = ctx;
+    const expert_read_request *q = &j->requests[item];
+    return load_section(j->r, q->section, q->dst, 1, cache, j->flags, err);
+}
+
+static int larger_first(const void *a, const void *b, void *ctx)
+{
+    const read_job *j = ctx;
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    uint64_t lx = j->r->sections[j->requests[x].section].info.decoded_length;
+    uint64_t ly = j->r->sections[j->requests[y].section].info.decoded_length;
+    if (lx != ly)
+        return lx > ly ? -1 : 1;
+    return x < y ? -1 : x > y;
+}
+
+expert_status expert_read_sections(expert_reader *r, const expert_read_request *requests,
+                                   size_t count, uint32_t flags, expert_error *err)
+{
+    if (r == NULL || (requests == NULL && count != 0))
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, NOSEC, "invalid argument");
+    for (size_t k = 0; k < count; k++) {
+        const expert_read_request *q = &requests[k];
+        if (q->section >= r->hdr.section_count)
+            return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, NOSEC,
+                        "request %zu: section %u of %u", k, q->section, r->hdr.section_count);
+        uint64_t need = r->sections[q->section].info.decoded_length;
+        if (q->capacity < need || (q->dst == NULL && need != 0))
+            return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, q->section,
+                        "request %zu: buffer of %zu bytes for a %llu-byte section", k, q->capacity,
+                        (unsigned long long)need);
+    }
+    XP_TRY(decode_allowed(r, err));
+    read_job j = {r, requests, flags};
+    /* Largest first: with several threads the long sections start early
+     * and the short ones fill in at the end. */
+    size_t *order = count > 1 && r->threads > 1 ? xa_calloc(&r->alloc, count, sizeof *order) : NULL;
+    if (order != NULL) {
+        for (size_t k = 0; k < count; k++)
+            order[k] = k;
+        qsort_r(order, count, sizeof *order, larger_first, &j);
+    }
+    expert_status st = pool_run(r, count, order, read_one, &j, err);
+    xa_free(&r->alloc, order);
+    if (st != EXPERT_OK)
+        for (size_t k = 0; k < count; k++)
+            if (requests[k].dst != NULL)
+                memset(requests[k].dst, 0, requests[k].capacity);
+    return st;
 }
 
 
@@ -1603,6 +1969,7 @@ expert_status expert_verify_full(expert_reader *r, const expert_public_key *key,
     XP_TRY(check_file_hash(r, err));
     if (key != NULL)
         XP_TRY(expert_verify_signature(r, key, err));
+    r->fully_verified = file_unchanged(r);
     return EXPERT_OK;
 }
 
