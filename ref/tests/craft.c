@@ -70,6 +70,34 @@ char *path_join(const char *dir, const char *name)
     return p;
 }
 
+int read_file_bytes(const char *path, uint8_t **data, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return -1;
+    struct stat st;
+    uint8_t *p = NULL;
+    int ok = fstat(fileno(f), &st) == 0 && (p = malloc((size_t)st.st_size + 1)) != NULL &&
+             fread(p, 1, (size_t)st.st_size, f) == (size_t)st.st_size;
+    fclose(f);
+    if (!ok) {
+        free(p);
+        return -1;
+    }
+    *data = p;
+    *size = (size_t)st.st_size;
+    return 0;
+}
+
+int write_file_bytes(const char *path, const void *data, size_t size)
+{
+    FILE *f = fopen(path, "wb");
+    if (f == NULL)
+        return -1;
+    int ok = fwrite(data, 1, size, f) == size;
+    return fclose(f) == 0 && ok ? 0 : -1;
+}
+
 int dir_count(const char *dir)
 {
     DIR *d = opendir(dir);

@@ -27,6 +27,9 @@ char *tmpdir_make(const char *tag);
 void tmpdir_remove(char *dir);
 /* malloc'd "dir/name". */
 char *path_join(const char *dir, const char *name);
+/* A whole file into malloc'd memory / a buffer into a new file: 0 or -1. */
+int read_file_bytes(const char *path, uint8_t **data, size_t *size);
+int write_file_bytes(const char *path, const void *data, size_t size);
 /* Number of directory entries other than . and .. */
 int dir_count(const char *dir);
 

@@ -1,0 +1,373 @@
+/*
+ * test_load.c — loading many sections at once (expert_read_sections) and
+ * verified marks (expert_mark_make, expert_open_options.mark).
+ *
+ * The many-section read must give the bytes expert_read gives, through every
+ * open path and thread count, and report the lowest-numbered failing request
+ * whatever the timing, with every destination zeroed. A mark must be
+ * refused for a file that is not fully verified or changed too recently, and
+ * must stop standing for the hashes as soon as the file differs from the one
+ * it names: modified in place (same size), modified with its mtime put
+ * back, modified while a trusted reader is open, another file with the same
+ * bytes, or a mark whose bytes were altered.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "craft.h"
+
+#define NS 6
+#define FRAME 65536u
+
+static char *g_dir;
+static char *g_path; /* the fixture file, written once, old enough to be marked */
+static char *g_copy; /* a copy of it (another inode, same bytes) */
+static uint8_t *g_data[NS];
+static size_t g_len[NS];
+
+static void fixture_sections(tsec *s)
+{
+    static const char *const names[NS] = {"t/empty", "t/raw-300k", "t/zstd-200k", "t/shuf-3-frames",
+                                          "t/raw-4", "t/shuf-tiny"};
+    static const uint8_t codec[NS] = {EXPERT_CODEC_RAW, EXPERT_CODEC_RAW, EXPERT_CODEC_ZSTD,
+                                      EXPERT_CODEC_SHUFFLE_ZSTD, EXPERT_CODEC_RAW,
+                                      EXPERT_CODEC_SHUFFLE_ZSTD};
+    static const uint64_t elems[NS] = {0, 75000, 50000, 3 * FRAME / 4 - 5, 1, 3};
+    prng r = {2026};
+    for (int i = 0; i < NS; i++) {
+        g_len[i] = (size_t)elems[i] * 4;
+        g_data[i] = malloc(g_len[i] + 1);
+        prng_fill(&r, g_data[i], g_len[i]);
+        for (size_t k = 3; k < g_len[i]; k += 4)
+            g_data[i][k] = (uint8_t)(k / 4000); /* something for zstd to find */
+        memset(&s[i], 0, sizeof s[i]);
+        s[i].d = (expert_section_desc){.name = names[i], .type = EXPERT_SECTION_TENSOR,
+                                       .codec = codec[i], .dtype = EXPERT_DTYPE_F32, .rank = 1,
+                                       .layer = EXPERT_LAYER_NONE, .module = EXPERT_MODULE_NONE,
+                                       .dims = {elems[i], 0, 0, 0}};
+        s[i].data = g_data[i];
+        s[i].len = g_len[i];
+    }
+}
+
+static expert_reader *open_path(const char *path, uint32_t flags, unsigned threads,
+                                const expert_mark *mark)
+{
+    expert_open_options o = {.flags = flags, .threads = threads, .mark = mark};
+    expert_reader *r = NULL;
+    expert_error e;
+    expert_status s = expert_open(path, &o, &r, &e);
+    if (s != EXPERT_OK)
+        fail_msg("expert_open %s: %s: %s", path, expert_status_name(s), e.message);
+    return r;
+}
+
+/* Requests for every section in reverse order, plus section 3 twice. */
+#define NREQ (NS + 1)
+static void make_requests(expert_read_request *q, uint8_t **buf)
+{
+    for (int k = 0; k < NREQ; k++) {
+        uint32_t sec = k < NS ? (uint32_t)(NS - 1 - k) : 3;
+        buf[k] = malloc(g_len[sec] + 1);
+        memset(buf[k], 0xA5, g_len[sec] + 1);
+        q[k] = (expert_read_request){sec, buf[k], g_len[sec]};
+    }
+}
+
+static void free_requests(uint8_t **buf)
+{
+    for (int k = 0; k < NREQ; k++)
+        free(buf[k]);
+}
+
+static void check_requests(const expert_read_request *q, const char *what)
+{
+    for (int k = 0; k < NREQ; k++)
+        if (g_len[q[k].section] != 0 && memcmp(q[k].dst, g_data[q[k].section], g_len[q[k].section]) != 0)
+            fail_msg("%s: request %d (section %u) differs", what, k, q[k].section);
+}
+
+static void test_read_sections(void **state)
+{
+    (void)state;
+    uint8_t *file = NULL;
+    size_t size = 0;
+    assert_int_equal(read_file_bytes(g_path, &file, &size), 0);
+    for (int mode = 0; mode < 3; mode++)
+        for (unsigned threads = 1; threads <= 3; threads += 2) {
+            expert_reader *r = NULL;
+            void *mem = NULL;
+            expert_error e;
+            if (mode == 2)
+                assert_int_equal(open_mem(file, size, threads, &mem, &r, &e), EXPERT_OK);
+            else
+                r = open_path(g_path, mode == 1 ? EXPERT_OPEN_NO_MMAP : 0, threads, NULL);
+            expert_read_request q[NREQ];
+            uint8_t *buf[NREQ];
+            make_requests(q, buf);
+            assert_int_equal(expert_read_sections(r, q, NREQ, 0, &e), EXPERT_OK);
+            check_requests(q, mode == 0 ? "mapped" : mode == 1 ? "read()" : "memory");
+            /* a second pass reads verified sections (no hash) the same */
+            memset(buf[1], 0, g_len[q[1].section]);
+            assert_int_equal(expert_read_sections(r, q, NREQ, 0, &e), EXPERT_OK);
+            check_requests(q, "second pass");
+            assert_int_equal(expert_read_sections(r, q, 0, 0, &e), EXPERT_OK);
+            /* arguments are checked before any work, naming the request */
+            q[2].capacity = g_len[q[2].section] - 1;
+            assert_int_equal(expert_read_sections(r, q, NREQ, 0, &e), EXPERT_E_INVALID_ARGUMENT);
+            assert_non_null(strstr(e.message, "request 2"));
+            q[2].capacity = g_len[q[2].section];
+            q[4].section = NS;
+            assert_int_equal(expert_read_sections(r, q, NREQ, 0, &e), EXPERT_E_INVALID_ARGUMENT);
+            assert_int_equal(expert_read_sections(NULL, q, NREQ, 0, &e), EXPERT_E_INVALID_ARGUMENT);
+            assert_int_equal(expert_read_sections(r, NULL, 1, 0, &e), EXPERT_E_INVALID_ARGUMENT);
+            free_requests(buf);
+            expert_close(r);
+            free(mem);
+        }
+    free(file);
+}
+
+/* Corrupts the stored bytes of sections 1 and 3: requests name them in the
+ * order 5,4,3,2,1,0,3, so the lowest failing request is 2 (section 3),
+ * whichever thread gets there first. */
+static void test_read_sections_failure(void **state)
+{
+    (void)state;
+    uint8_t *file = NULL;
+    size_t size = 0;
+    assert_int_equal(read_file_bytes(g_path, &file, &size), 0);
+    expert_reader *probe = open_path(g_path, 0, 1, NULL);
+    for (uint32_t sec = 1; sec <= 3; sec += 2) {
+        expert_section_info si;
+        assert_int_equal(expert_section(probe, sec, &si), EXPERT_OK);
+        file[si.offset + si.stored_length / 2] ^= 0x40;
+    }
+    expert_close(probe);
+    char *bad = path_join(g_dir, "bad.expert");
+    assert_int_equal(write_file_bytes(bad, file, size), 0);
+    for (int rep = 0; rep < 20; rep++) {
+        unsigned threads = rep % 2 ? 3 : 1;
+        expert_reader *r = open_path(bad, rep % 4 >= 2 ? EXPERT_OPEN_NO_MMAP : 0, threads, NULL);
+        expert_read_request q[NREQ];
+        uint8_t *buf[NREQ];
+        make_requests(q, buf);
+        expert_error e;
+        expert_status s = expert_read_sections(r, q, NREQ, 0, &e);
+        assert_true(s == EXPERT_E_SECTION_HASH_MISMATCH || s == EXPERT_E_DECODE_FAILED);
+        assert_int_equal(e.section, 3);
+        for (int k = 0; k < NREQ; k++)
+            for (size_t b = 0; b < g_len[q[k].section]; b++)
+                if (buf[k][b] != 0)
+                    fail_msg("request %d byte %zu not zeroed after a failure", k, b);
+        /* without verification the same requests succeed, undetected */
+        assert_int_equal(expert_read_sections(r, q, NREQ, EXPERT_READ_NO_VERIFY, &e), EXPERT_OK);
+        free_requests(buf);
+        expert_close(r);
+    }
+    remove(bad);
+    free(bad);
+    free(file);
+}
+
+static expert_mark g_mark;
+
+static void flip_byte(const char *path, uint32_t section, int keep_mtime)
+{
+    struct stat before;
+    assert_int_equal(stat(path, &before), 0);
+    expert_reader *r = open_path(path, 0, 1, NULL);
+    expert_section_info si;
+    assert_int_equal(expert_section(r, section, &si), EXPERT_OK);
+    expert_close(r);
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    uint8_t b;
+    off_t at = (off_t)(si.offset + si.stored_length / 3);
+    assert_int_equal(pread(fd, &b, 1, at), 1);
+    b ^= 0x10;
+    assert_int_equal(pwrite(fd, &b, 1, at), 1);
+    if (keep_mtime) {
+        struct timespec t[2] = {before.st_atim, before.st_mtim};
+        assert_int_equal(futimens(fd, t), 0);
+    }
+    close(fd);
+    struct stat after;
+    assert_int_equal(stat(path, &after), 0);
+    assert_int_equal(after.st_size, before.st_size);
+    if (keep_mtime)
+        assert_true(after.st_mtim.tv_sec == before.st_mtim.tv_sec &&
+                    after.st_mtim.tv_nsec == before.st_mtim.tv_nsec);
+}
+
+/* Reads every section of a reader opened with g_mark; returns the status. */
+static expert_status load_all(const char *path, int expect_trusted, expert_error *e)
+{
+    expert_reader *r = open_path(path, 0, 2, &g_mark);
+    expert_header_info h;
+    expert_header(r, &h);
+    assert_int_equal(h.used_mmap, 0);
+    assert_int_equal(expert_reader_trusted(r), expect_trusted);
+    expert_read_request q[NREQ];
+    uint8_t *buf[NREQ];
+    make_requests(q, buf);
+    expert_status s = expert_read_sections(r, q, NREQ, 0, e);
+    if (s == EXPERT_OK)
+        check_requests(q, path);
+    free_requests(buf);
+    expert_close(r);
+    return s;
+}
+
+static void test_mark_refusals(void **state)
+{
+    (void)state;
+    expert_error e;
+    expert_mark m;
+    expert_reader *r = open_path(g_path, 0, 1, NULL);
+    assert_int_equal(expert_mark_make(r, &m, &e), EXPERT_E_INVALID_ARGUMENT);
+    assert_non_null(strstr(e.message, "full validation"));
+    assert_int_equal(expert_verify_access(r, &e), EXPERT_OK);
+    assert_int_equal(expert_mark_make(r, &m, &e), EXPERT_E_INVALID_ARGUMENT);
+    assert_int_equal(expert_verify_full(r, NULL, &e), EXPERT_OK);
+    assert_int_equal(expert_mark_make(r, &g_mark, &e), EXPERT_OK);
+    assert_int_equal(expert_mark_make(NULL, &m, &e), EXPERT_E_INVALID_ARGUMENT);
+    expert_close(r);
+
+    /* a memory reader has no file to bind a mark to */
+    uint8_t *file = NULL;
+    size_t size = 0;
+    void *mem = NULL;
+    assert_int_equal(read_file_bytes(g_path, &file, &size), 0);
+    assert_int_equal(open_mem(file, size, 1, &mem, &r, &e), EXPERT_OK);
+    assert_int_equal(expert_verify_full(r, NULL, &e), EXPERT_OK);
+    assert_int_equal(expert_mark_make(r, &m, &e), EXPERT_E_INVALID_ARGUMENT);
+    expert_close(r);
+    free(mem);
+
+    /* a file written just now cannot be marked yet */
+    char *fresh = path_join(g_dir, "fresh.expert");
+    assert_int_equal(write_file_bytes(fresh, file, size), 0);
+    r = open_path(fresh, 0, 1, NULL);
+    assert_int_equal(expert_verify_full(r, NULL, &e), EXPERT_OK);
+    assert_int_equal(expert_mark_make(r, &m, &e), EXPERT_E_INVALID_ARGUMENT);
+    assert_non_null(strstr(e.message, "less than"));
+    expert_close(r);
+    remove(fresh);
+    free(fresh);
+    free(file);
+}
+
+static void test_mark_trusted(void **state)
+{
+    (void)state;
+    expert_error e;
+    assert_int_equal(load_all(g_path, 1, &e), EXPERT_OK);
+    /* every other access of a trusted reader reads the same bytes */
+    expert_reader *r = open_path(g_path, 0, 1, &g_mark);
+    assert_int_equal(expert_reader_trusted(r), 1);
+    const void *v;
+    size_t n;
+    assert_int_equal(expert_view(r, 1, &v, &n, 0, &e), EXPERT_OK);
+    assert_int_equal(n, g_len[1]);
+    assert_memory_equal(v, g_data[1], n);
+    uint8_t *one = malloc(g_len[3]);
+    assert_int_equal(expert_read(r, 3, one, g_len[3], 0, &e), EXPERT_OK);
+    assert_memory_equal(one, g_data[3], g_len[3]);
+    free(one);
+    assert_int_equal(expert_verify_full(r, NULL, &e), EXPERT_OK);
+    expert_mark again;
+    assert_int_equal(expert_mark_make(r, &again, &e), EXPERT_OK);
+    assert_memory_equal(again.bytes, g_mark.bytes, EXPERT_MARK_BYTES);
+    expert_close(r);
+    /* the same bytes in another file: not the marked file, hashes checked */
+    assert_int_equal(load_all(g_copy, 0, &e), EXPERT_OK);
+    /* an altered mark is no mark */
+    expert_mark keep = g_mark;
+    for (size_t b = 0; b < EXPERT_MARK_BYTES; b += 9) {
+        g_mark.bytes[b] ^= 1;
+        assert_int_equal(load_all(g_path, 0, &e), EXPERT_OK);
+        g_mark = keep;
+    }
+}
+
+/* Runs last: modifies the fixture file. */
+static void test_mark_modified(void **state)
+{
+    (void)state;
+    expert_error e;
+    /* modified while a trusted reader is open: the next read sees it */
+    expert_reader *r = open_path(g_path, 0, 1, &g_mark);
+    assert_int_equal(expert_reader_trusted(r), 1);
+    flip_byte(g_path, 1, 0);
+    uint8_t *buf = malloc(g_len[1]);
+    assert_int_equal(expert_read(r, 1, buf, g_len[1], 0, &e), EXPERT_E_SECTION_HASH_MISMATCH);
+    assert_int_equal(expert_reader_trusted(r), 0);
+    free(buf);
+    expert_close(r);
+    /* modified in place, same size: re-verified */
+    assert_int_equal(load_all(g_path, 0, &e), EXPERT_E_SECTION_HASH_MISMATCH);
+    assert_int_equal(e.section, 1);
+    /* changed back, mtime restored: still not the marked file (ctime moved) */
+    flip_byte(g_path, 1, 1);
+    assert_int_equal(load_all(g_path, 0, &e), EXPERT_OK);
+    /* modified again with its mtime put back: re-verified, caught */
+    flip_byte(g_path, 3, 1);
+    expert_status st = load_all(g_path, 0, &e);
+    assert_true(st == EXPERT_E_SECTION_HASH_MISMATCH || st == EXPERT_E_DECODE_FAILED);
+    assert_int_equal(e.section, 3);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    g_dir = tmpdir_make("load");
+    if (g_dir == NULL)
+        return -1;
+    g_path = path_join(g_dir, "f.expert");
+    g_copy = path_join(g_dir, "copy.expert");
+    tsec s[NS];
+    fixture_sections(s);
+    expert_writer_options wo = {.frame_size = FRAME, .zstd_level = 3};
+    if (write_expert(g_path, &wo, META_MIN, s, NS, NULL) != EXPERT_OK)
+        return -1;
+    uint8_t *file = NULL;
+    size_t size = 0;
+    if (read_file_bytes(g_path, &file, &size) != 0 || write_file_bytes(g_copy, file, size) != 0)
+        return -1;
+    free(file);
+    /* marks refuse files changed within the settle time */
+    sleep(EXPERT_MARK_SETTLE_SECONDS + 1);
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    for (int i = 0; i < NS; i++)
+        free(g_data[i]);
+    free(g_path);
+    free(g_copy);
+    tmpdir_remove(g_dir);
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_read_sections), cmocka_unit_test(test_read_sections_failure),
+        cmocka_unit_test(test_mark_refusals), cmocka_unit_test(test_mark_trusted),
+        cmocka_unit_test(test_mark_modified),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
