@@ -26,6 +26,14 @@
  *                  threads sharing the sections) + close
  *   all_verify_t1  the same for every section (tensors and package files)
  *   *_nommap       the same with EXPERT_OPEN_NO_MMAP (read() into memory)
+ *   readall_*      open (N threads) + expert_read_sections of every tensor
+ *                  section (the library's pool across sections) + close;
+ *                  verify: hashes checked; marked: opened with a verified
+ *                  mark made untimed at case start (pread, no hashing);
+ *                  destinations, allocated in the timed region and freed
+ *                  untimed: _malloc (glibc may reuse pages it kept), _fresh
+ *                  (a new anonymous mapping, 4 KiB pages, faulted on first
+ *                  touch), _fresh_thp (the same advised MADV_HUGEPAGE)
  *   stream         open + every layer's sections in layer order into one
  *                  reused layer buffer (bandwidth) + close
  *   first_layer    open + the first layer's sections (verified); close untimed
@@ -157,7 +165,14 @@ enum {
     K_V2, K_V1_TARGZ, K_V1_LIB, K_ST_MMAP, K_FLOOR, K_MICRO
 };
 enum {
-    OP_OPEN, OP_LOOKUP, OP_FIND, OP_TENSORS, OP_ALL, OP_STREAM, OP_FIRST
+    OP_OPEN, OP_LOOKUP, OP_FIND, OP_TENSORS, OP_ALL, OP_STREAM, OP_FIRST, OP_READALL
+};
+/* Where a readall case's destinations come from. */
+enum {
+    DST_ARENA, /* the shared pre-faulted arena (what every other load case uses) */
+    DST_MALLOC, /* malloc'd each iteration (glibc may hand back pages it kept) */
+    DST_FRESH,  /* an anonymous mapping each iteration, 4 KiB pages: fresh pages */
+    DST_THP     /* the same advised for huge pages */
 };
 enum {
     M_SHA, M_MEMCPY, M_ZSTD, M_UNSHUF_LIB, M_UNSHUF_FAST, M_LIB_SMALL, M_ZSTD_SMALL, M_JSON,
@@ -167,6 +182,7 @@ enum {
 typedef struct xb_case {
     char name[256];
     int kind, op, fmt, cold, verify, nommap, unit;
+    int marked, dst;       /* readall: opened with a verified mark; DST_* */
     unsigned threads;
     xb_expert *e;
     const char *path;
@@ -181,6 +197,9 @@ typedef struct xb_case {
     size_t map_len;
     char *json;
     size_t json_len;
+    expert_mark mark;      /* readall marked: made once per invocation */
+    expert_read_request *req;
+    uint64_t dst_size;
 } xb_case;
 
 static xb_case *g_cases;
@@ -395,6 +414,30 @@ static void add_v2(xb_expert *e, int fmt, int op, int cold, int verify, unsigned
     }
 }
 
+/* expert_read_sections of every tensor section (the library's worker pool
+ * across sections), opened with `threads`; verified, or marked (opened with
+ * a verified mark: no hashing), into destinations of kind `dst`. */
+static void add_readall(xb_expert *e, int fmt, int cold, int marked, unsigned threads, int dst)
+{
+    static const char *const dstn[] = {"", "_malloc", "_fresh", "_fresh_thp"};
+    xb_case *c = add_case("v2/%s/%s/readall_%s_t%u%s/%s", e->id, k_fmt_name[fmt],
+                          marked ? "marked" : "verify", threads, dstn[dst], cold ? "cold" : "hot");
+    c->kind = K_V2;
+    c->op = OP_READALL;
+    c->fmt = fmt;
+    c->cold = cold;
+    c->verify = 1;
+    c->marked = marked;
+    c->dst = dst;
+    c->threads = threads;
+    c->e = e;
+    c->path = e->path[fmt];
+    c->pl = &e->plans[fmt];
+    c->unit = XB_UNIT_MS;
+    c->bytes = c->pl->tensor_bytes;
+    c->items = c->pl->nt;
+}
+
 static void add_base(xb_expert *e, int kind, int fmt, int cold)
 {
     xb_case *c;
@@ -466,6 +509,19 @@ static void build_cases(void)
                     add_v2(e, fmt, OP_STREAM, cold, 1, 1, 0);
                 }
                 add_v2(e, fmt, OP_FIND, 0, 1, 1, 0);
+                if (fmt == F_ZSTD)
+                    continue;
+                for (int marked = 0; marked <= 1; marked++) {
+                    add_readall(e, fmt, 0, marked, 1, DST_ARENA);
+                    if (N > 1)
+                        add_readall(e, fmt, 0, marked, N, DST_ARENA);
+                    add_readall(e, fmt, 1, marked, N, DST_ARENA);
+                }
+                add_readall(e, fmt, 0, 0, 1, DST_MALLOC);
+                add_readall(e, fmt, 0, 0, 1, DST_FRESH);
+                add_readall(e, fmt, 0, 0, 1, DST_THP);
+                add_readall(e, fmt, 0, 1, N, DST_FRESH);
+                add_readall(e, fmt, 0, 1, N, DST_THP);
             }
             for (int cold = 0; cold <= 1; cold++) {
                 add_base(e, K_V1_TARGZ, F_V1, cold);
@@ -507,7 +563,9 @@ static void build_cases(void)
 
 static int v2_open(xb_case *c, expert_reader **r, char *err, size_t errlen)
 {
-    expert_open_options o = {.flags = c->nommap ? EXPERT_OPEN_NO_MMAP : 0, .threads = 1};
+    expert_open_options o = {.flags = c->nommap ? EXPERT_OPEN_NO_MMAP : 0,
+                             .threads = c->op == OP_READALL ? c->threads : 1,
+                             .mark = c->marked ? &c->mark : NULL};
     expert_error e;
     if (expert_open(c->path, &o, r, &e) != EXPERT_OK) {
         set_err(err, errlen, "expert_open %s: %s: %s", c->path, expert_status_name(e.code),
@@ -631,12 +689,96 @@ static int run_v2(xb_case *c, double *sec, char *err, size_t errlen)
         t1 = xs_now();
         break;
     }
+    case OP_READALL: {
+        void *fresh = NULL;
+        uint8_t *base = g_arena;
+        if (c->dst == DST_MALLOC) {
+            base = fresh = malloc((size_t)c->dst_size);
+        } else if (c->dst == DST_FRESH || c->dst == DST_THP) {
+            fresh = mmap(NULL, (size_t)c->dst_size, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (fresh == MAP_FAILED)
+                fresh = NULL;
+            else
+                (void)madvise(fresh, (size_t)c->dst_size,
+                              c->dst == DST_THP ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+            base = fresh;
+        }
+        if (base == NULL) {
+            set_err(err, errlen, "cannot allocate %llu bytes", (unsigned long long)c->dst_size);
+            return -1;
+        }
+        for (uint32_t k = 0; k < p->nt; k++)
+            c->req[k].dst = base + p->tensors[k].off;
+        rc = v2_open(c, &r, err, errlen);
+        if (rc == 0 && c->marked && !expert_reader_trusted(r)) {
+            set_err(err, errlen, "%s: the mark was not accepted", c->path);
+            rc = -1;
+        }
+        if (rc == 0 && expert_read_sections(r, c->req, p->nt, 0, &e) != EXPERT_OK) {
+            set_err(err, errlen, "expert_read_sections: %s: %s", expert_status_name(e.code),
+                    e.message);
+            rc = -1;
+        }
+        expert_close(r);
+        r = NULL;
+        t1 = xs_now();
+        if (c->dst == DST_MALLOC)
+            free(fresh);
+        else if (fresh != NULL)
+            munmap(fresh, (size_t)c->dst_size);
+        break;
+    }
     default:
         t1 = t0;
     }
     expert_close(r);
     *sec = t1 - t0;
     return rc;
+}
+
+/* A mark for a readall case's file: full validation once, untimed. A file
+ * written in the last EXPERT_MARK_SETTLE_SECONDS cannot be marked yet (the
+ * dataset may just have been generated): wait for it once. */
+static int make_mark(xb_case *c, char *err, size_t errlen)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        expert_reader *r = NULL;
+        expert_error e;
+        expert_status s = expert_open(c->path, NULL, &r, &e);
+        if (s == EXPERT_OK)
+            s = expert_verify_full(r, NULL, &e);
+        if (s == EXPERT_OK)
+            s = expert_mark_make(r, &c->mark, &e);
+        expert_close(r);
+        if (s == EXPERT_OK)
+            return 0;
+        if (attempt == 0 && strstr(e.message, "less than") != NULL) {
+            sleep(EXPERT_MARK_SETTLE_SECONDS + 1);
+            continue;
+        }
+        set_err(err, errlen, "marking %s: %s: %s", c->path, expert_status_name(e.code), e.message);
+        return -1;
+    }
+    return -1;
+}
+
+static int readall_begin(xb_case *c, char *err, size_t errlen)
+{
+    const plan *p = c->pl;
+    c->req = calloc(p->nt ? p->nt : 1, sizeof *c->req);
+    if (c->req == NULL) {
+        set_err(err, errlen, "out of memory");
+        return -1;
+    }
+    c->dst_size = 0;
+    for (uint32_t k = 0; k < p->nt; k++) {
+        c->req[k] = (expert_read_request){.section = p->tensors[k].idx,
+                                          .capacity = (size_t)p->tensors[k].len};
+        if (p->tensors[k].off + p->tensors[k].len > c->dst_size)
+            c->dst_size = p->tensors[k].off + p->tensors[k].len;
+    }
+    return c->marked ? make_mark(c, err, errlen) : 0;
 }
 
 /* ---- v1: the old runtime's load (extract to a directory, then parse). */
@@ -1007,6 +1149,8 @@ int xb_case_begin(size_t i, char *err, size_t errlen)
     }
     if (c->kind == K_V2 && c->op == OP_FIND)
         return v2_open(c, &c->r, err, errlen);
+    if (c->kind == K_V2 && c->op == OP_READALL)
+        return readall_begin(c, err, errlen);
     if (c->kind == K_MICRO) {
         if (c->op == M_SHA || c->op == M_MEMCPY || c->op == M_UNSHUF_LIB ||
             c->op == M_UNSHUF_FAST || c->op == M_DCTX)
@@ -1044,6 +1188,8 @@ void xb_case_end(size_t i)
     c->map = NULL;
     free(c->json);
     c->json = NULL;
+    free(c->req);
+    c->req = NULL;
 }
 
 int xb_case_iter(size_t i, double *sec, char *err, size_t errlen)

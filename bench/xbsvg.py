@@ -57,6 +57,8 @@ class _Axis:
         if log:
             lo = max(lo, 1e-12)
             self.lo, self.hi = 10 ** math.floor(math.log10(lo)), 10 ** math.ceil(math.log10(hi))
+            if self.hi <= self.lo:  # every value a power of ten: one decade
+                self.hi = self.lo * 10
         else:
             t = _nice_ticks(min(0.0, lo), hi)
             self.lo, self.hi = t[0], t[-1] if t[-1] >= hi else hi

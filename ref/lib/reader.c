@@ -1712,14 +1712,14 @@ static expert_status read_one(void *ctx, size_t item, xp_dcache *cache, expert_e
     return load_section(j->r, q->section, q->dst, 1, cache, j->flags, err);
 }
 
-static int larger_first(const void *a, const void *b, void *ctx)
+static int file_order(const void *a, const void *b, void *ctx)
 {
     const read_job *j = ctx;
     size_t x = *(const size_t *)a, y = *(const size_t *)b;
-    uint64_t lx = j->r->sections[j->requests[x].section].info.decoded_length;
-    uint64_t ly = j->r->sections[j->requests[y].section].info.decoded_length;
-    if (lx != ly)
-        return lx > ly ? -1 : 1;
+    uint64_t ox = j->r->sections[j->requests[x].section].info.offset;
+    uint64_t oy = j->r->sections[j->requests[y].section].info.offset;
+    if (ox != oy)
+        return ox < oy ? -1 : 1;
     return x < y ? -1 : x > y;
 }
 
@@ -1741,13 +1741,22 @@ expert_status expert_read_sections(expert_reader *r, const expert_read_request *
     }
     XP_TRY(decode_allowed(r, err));
     read_job j = {r, requests, flags};
-    /* Largest first: with several threads the long sections start early
-     * and the short ones fill in at the end. */
-    size_t *order = count > 1 && r->threads > 1 ? xa_calloc(&r->alloc, count, sizeof *order) : NULL;
+    /* In file order: a cold file is then read front to back, as the
+     * kernel's read-ahead expects, and asked for in one advice up front. */
+    size_t *order = count > 1 ? xa_calloc(&r->alloc, count, sizeof *order) : NULL;
     if (order != NULL) {
         for (size_t k = 0; k < count; k++)
             order[k] = k;
-        qsort_r(order, count, sizeof *order, larger_first, &j);
+        qsort_r(order, count, sizeof *order, file_order, &j);
+    }
+    if (reads_by_pread(r) && count > 0) {
+        uint64_t lo = UINT64_MAX, hi = 0;
+        for (size_t k = 0; k < count; k++) {
+            const expert_section_info *si = &r->sections[requests[k].section].info;
+            lo = si->offset < lo ? si->offset : lo;
+            hi = si->offset + si->stored_length > hi ? si->offset + si->stored_length : hi;
+        }
+        (void)posix_fadvise(r->fd, (off_t)lo, (off_t)(hi - lo), POSIX_FADV_WILLNEED);
     }
     expert_status st = pool_run(r, count, order, read_one, &j, err);
     xa_free(&r->alloc, order);

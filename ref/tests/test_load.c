@@ -301,6 +301,60 @@ static void test_mark_trusted(void **state)
     }
 }
 
+/* A marked open reads only the header and regions (a sparse image): on
+ * damaged files it must report exactly what an ordinary open reports.
+ * Every byte of the header and regions flipped in turn, and truncations. */
+static void test_mark_open_damaged(void **state)
+{
+    (void)state;
+    uint8_t *file = NULL;
+    size_t size = 0;
+    assert_int_equal(read_file_bytes(g_path, &file, &size), 0);
+    expert_reader *r = open_path(g_path, 0, 1, NULL);
+    expert_header_info h;
+    expert_header(r, &h);
+    expert_close(r);
+    char *bad = path_join(g_dir, "damaged.expert");
+    uint64_t spans[5][2] = {{0, h.header_size},
+                            {h.metadata_offset, h.metadata_length},
+                            {h.toc_offset, (uint64_t)h.section_count * 128},
+                            {h.index_offset, h.index_length},
+                            {h.strings_offset, h.strings_length}};
+    int cases = 0;
+    for (int k = 0; k <= 5; k++) {
+        uint64_t lo = k < 5 ? spans[k][0] : 0, n = k < 5 ? spans[k][1] : 40;
+        for (uint64_t i = 0; i < n; i += k == 0 || k == 2 ? 1 : 7) {
+            size_t len = size;
+            if (k < 5)
+                file[lo + i] ^= 0x21;
+            else
+                len = (size_t)(size * i / 40); /* truncated */
+            assert_int_equal(write_file_bytes(bad, file, len), 0);
+            expert_open_options plain = {.threads = 1}, marked = {.threads = 1, .mark = &g_mark};
+            expert_reader *a = NULL, *b = NULL;
+            expert_error ea, eb;
+            expert_status sa = expert_open(bad, &plain, &a, &ea);
+            expert_status sb = expert_open(bad, &marked, &b, &eb);
+            if (sa != sb || (sa != EXPERT_OK && ea.offset != eb.offset))
+                fail_msg("%s at %llu: plain open %s (offset %llu), marked %s (offset %llu)",
+                         k < 5 ? "flip" : "truncation", (unsigned long long)(lo + i),
+                         expert_status_name(sa), (unsigned long long)ea.offset,
+                         expert_status_name(sb), (unsigned long long)eb.offset);
+            if (sb == EXPERT_OK)
+                assert_int_equal(expert_reader_trusted(b), 0);
+            expert_close(a);
+            expert_close(b);
+            if (k < 5)
+                file[lo + i] ^= 0x21;
+            cases++;
+        }
+    }
+    assert_true(cases > 1000);
+    remove(bad);
+    free(bad);
+    free(file);
+}
+
 /* Runs last: modifies the fixture file. */
 static void test_mark_modified(void **state)
 {
@@ -367,7 +421,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_read_sections), cmocka_unit_test(test_read_sections_failure),
         cmocka_unit_test(test_mark_refusals), cmocka_unit_test(test_mark_trusted),
-        cmocka_unit_test(test_mark_modified),
+        cmocka_unit_test(test_mark_open_damaged), cmocka_unit_test(test_mark_modified),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
