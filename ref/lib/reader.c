@@ -1190,8 +1190,10 @@ expert_status expert_open(const char *path, const expert_open_options *opt, expe
          * sections keep the alignment the file promises (spec §4.7), as
          * they would in a map. */
         if (read_buffer(r, r->size + 4096) != 0) {
+            expert_status s = FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory reading %zu bytes",
+                                   r->size);
             expert_close(r);
-            return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory reading %zu bytes", r->size);
+            return s;
         }
         r->image = r->owned + (4096 - (uintptr_t)r->owned % 4096) % 4096;
         r->data = r->image;

@@ -490,6 +490,61 @@ static expert_status sc_open_file_nommap(void)
     return s;
 }
 
+/* Every section at once with expert_read_sections (buffers outside the
+ * library's allocator), then everything else. */
+static expert_status read_all_at_once(expert_reader *r)
+{
+    uint32_t n = expert_section_count(r);
+    expert_read_request *q = calloc(n, sizeof *q);
+    expert_status s = q != NULL ? EXPERT_OK : EXPERT_E_NOMEM;
+    for (uint32_t i = 0; i < n && s == EXPERT_OK; i++) {
+        expert_section_info si;
+        s = expert_section(r, i, &si);
+        q[i] = (expert_read_request){i, malloc(si.decoded_length + 1), (size_t)si.decoded_length};
+    }
+    expert_error e;
+    if (s == EXPERT_OK)
+        s = expert_read_sections(r, q, n, 0, &e);
+    for (uint32_t i = 0; q != NULL && i < n; i++)
+        free(q[i].dst);
+    free(q);
+    if (s == EXPERT_OK)
+        s = read_everything(r, NULL);
+    return s;
+}
+
+static expert_status sc_read_sections(void)
+{
+    expert_reader *r = NULL;
+    expert_error e;
+    expert_open_options o = {.threads = 2};
+    expert_status s = expert_open(g_file, &o, &r, &e);
+    if (s == EXPERT_OK)
+        s = read_all_at_once(r);
+    expert_close(r);
+    return s;
+}
+
+/* A marked open: with a mark of another file (the sparse image is
+ * completed at open) and with g_file's own (trusted: sections by pread,
+ * the image completed by the first view). */
+static expert_mark g_other_mark, g_mark;
+
+static expert_status open_marked(const expert_mark *mark)
+{
+    expert_reader *r = NULL;
+    expert_error e;
+    expert_open_options o = {.threads = 2, .mark = mark};
+    expert_status s = expert_open(g_file, &o, &r, &e);
+    if (s == EXPERT_OK)
+        s = read_all_at_once(r);
+    expert_close(r);
+    return s;
+}
+
+static expert_status sc_open_marked_other(void) { return open_marked(&g_other_mark); }
+static expert_status sc_open_marked(void) { return open_marked(&g_mark); }
+
 static char *g_out;
 
 static expert_status sc_write(void)
@@ -665,6 +720,8 @@ static void test_alloc_open(void **state)
     run_alloc_faults("alloc: open_memory, 4 threads", sc_open_threads, 0, NULL, 0);
     run_alloc_faults("alloc: open (mmap) + read + verify_full(key)", sc_open_file, 0, NULL, 0);
     run_alloc_faults("alloc: open (read) + read + verify_full", sc_open_file_nommap, 0, NULL, 0);
+    run_alloc_faults("alloc: open, 2 threads + read_sections + read + verify_full", sc_read_sections,
+                     0, NULL, 0);
     expert_public_key_free(g_pubkey);
     g_pubkey = NULL;
 }
@@ -915,6 +972,44 @@ static void test_mmap_refused(void **state)
     io_reset();
 }
 
+/* Marked opens under allocation and pread faults. A mark can only be made
+ * for a file older than EXPERT_MARK_SETTLE_SECONDS: wait that long once. */
+static void test_marked(void **state)
+{
+    (void)state;
+    sleep(EXPERT_MARK_SETTLE_SECONDS + 1);
+    expert_reader *r = NULL;
+    expert_error e;
+    assert_int_equal(expert_open(g_file, NULL, &r, &e), EXPERT_OK);
+    assert_int_equal(expert_verify_full(r, NULL, &e), EXPERT_OK);
+    assert_int_equal(expert_mark_make(r, &g_mark, &e), EXPERT_OK);
+    expert_close(r);
+    g_other_mark = g_mark;
+    g_other_mark.bytes[16] ^= 1; /* another inode */
+    run_alloc_faults("alloc: open with a mark + read_sections + read + verify_full", sc_open_marked,
+                     0, NULL, 0);
+    run_alloc_faults("alloc: open with another file's mark + read_sections + ...",
+                     sc_open_marked_other, 0, NULL, 0);
+    io_write_faults("io: EIO on the Nth pread, open + read_sections (pread) + ...", sc_read_sections,
+                    NULL, 0, EIO, 1);
+    io_write_faults("io: EIO on the Nth pread, open with a mark + ...", sc_open_marked, NULL, 0, EIO,
+                    1);
+    io_write_faults("io: EIO on the Nth pread, open with another file's mark + ...",
+                    sc_open_marked_other, NULL, 0, EIO, 1);
+    stats *st = stat_new("io: every pread short, marked and pread loads");
+    scenario_fn fns[] = {sc_read_sections, sc_open_marked, sc_open_marked_other};
+    for (int k = 0; k < 3; k++) {
+        io_reset();
+        io.mode = IO_SHORT;
+        atomic_store(&io.armed, 1);
+        expert_status s = fns[k]();
+        atomic_store(&io.armed, 0);
+        st->io_runs++;
+        assert_int_equal(s, EXPERT_OK);
+    }
+    io_reset();
+}
+
 /* ------------------------------------------------------------ report */
 
 static void test_write_report(void **state)
@@ -971,7 +1066,7 @@ int main(void)
         cmocka_unit_test(test_io_write_errors),
         cmocka_unit_test(test_io_sync_rename),
         cmocka_unit_test(test_io_short_writes),
-        cmocka_unit_test(test_mmap_refused),
+        cmocka_unit_test(test_mmap_refused), cmocka_unit_test(test_marked),
         cmocka_unit_test(test_write_report),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
