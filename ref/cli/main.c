@@ -101,6 +101,9 @@ static const char k_help_validate[] =
     "  structural   header, structure hash, metadata, TOC, index, layout\n"
     "  access       structural + decode every section and check its SHA-256\n"
     "  full         access + padding + file SHA-256 (+ signature with --key)\n"
+    "  load         structural + every section read into memory at once, as a\n"
+    "               runtime loads (expert_read_sections, --threads sharing the\n"
+    "               sections); hashes checked unless --mark is accepted\n"
     "\n"
     "Without --key, validation proves the file is intact, not who made it: a\n"
     "forger can write a valid file. Only --key (or 'verify') authenticates; in a\n"
@@ -108,7 +111,7 @@ static const char k_help_validate[] =
     "--require-signature.\n"
     "\n"
     "Options:\n"
-    "  --level L          structural | access | full (default full)\n"
+    "  --level L          structural | access | full | load (default full)\n"
     "  --key PUBLIC.pem   check the signature too (implies --level full)\n"
     "  --require-signature\n"
     "                     fail unless the signature was checked and is valid:\n"
@@ -117,6 +120,12 @@ static const char k_help_validate[] =
     "                     signature that does not verify\n"
     "  --threads N        decode/verify threads (default: caller's thread only)\n"
     "  --no-mmap          read the file with read() instead of mapping it\n"
+    "  --write-mark MARK  after full validation passed, write a verified mark\n"
+    "                     for FILE to MARK (128 bytes, replaced atomically);\n"
+    "                     refused for a file changed in the last 2 s\n"
+    "  --mark MARK        open with a mark written by --write-mark: while FILE\n"
+    "                     is the file it names, reads skip section hashes\n"
+    "                     (level load); a stale mark means an ordinary load\n"
     MAX_DECODED_HELP
     "  --repeat N         timing mode: open (+ level work) + close N times and\n"
     "                     print the first run, then median/min/max of runs 2..N\n"
@@ -681,8 +690,8 @@ static int cmd_inspect(const cli_cmd *cmd, int argc, char **argv)
 
 /* =============================================================== validate */
 
-typedef enum level { LEVEL_STRUCTURAL, LEVEL_ACCESS, LEVEL_FULL } level;
-static const char *const k_level_names[] = {"structural", "access", "full"};
+typedef enum level { LEVEL_STRUCTURAL, LEVEL_ACCESS, LEVEL_FULL, LEVEL_LOAD } level;
+static const char *const k_level_names[] = {"structural", "access", "full", "load"};
 
 typedef struct validate_job {
     const char *path;
@@ -691,7 +700,43 @@ typedef struct validate_job {
     unsigned threads;
     uint64_t repeat;
     expert_public_key *key;
+    const expert_mark *mark;    /* --mark */
+    const char *write_mark;     /* --write-mark */
+    int trusted;                /* the last open accepted the mark */
+    uint8_t *load_buf;          /* level load: every section, reused across runs */
+    expert_read_request *reqs;
+    uint32_t nreqs;
 } validate_job;
+
+/* Level load: every section into one buffer, laid out once (the first run
+ * faults it in, as a runtime's first load does; later runs reuse it). */
+static expert_status load_all(validate_job *job, expert_reader *r, expert_error *err)
+{
+    uint32_t n = expert_section_count(r);
+    if (job->reqs == NULL) {
+        uint64_t total = 0;
+        job->reqs = calloc(n ? n : 1, sizeof *job->reqs);
+        if (job->reqs == NULL)
+            return err_set(err, EXPERT_E_NOMEM, "out of memory");
+        for (uint32_t i = 0; i < n; i++) {
+            expert_section_info si;
+            expert_section(r, i, &si);
+            job->reqs[i] = (expert_read_request){.section = i, .capacity = (size_t)si.decoded_length};
+            total += (si.decoded_length + 63) & ~(uint64_t)63;
+        }
+        if (total > SIZE_MAX || (job->load_buf = malloc(total ? (size_t)total : 1)) == NULL)
+            return err_set(err, EXPERT_E_NOMEM, "out of memory for %" PRIu64 " decoded bytes", total);
+        job->nreqs = n;
+    }
+    if (n != job->nreqs)
+        return err_set(err, EXPERT_E_IO, "%s changed between runs", job->path);
+    uint64_t off = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        job->reqs[i].dst = job->load_buf + off;
+        off += (job->reqs[i].capacity + 63) & ~(size_t)63;
+    }
+    return expert_read_sections(r, job->reqs, n, 0, err);
+}
 
 #define DECILE_MIN_RUNS 10 /* fewer runs: no p10/p90 */
 
@@ -699,11 +744,18 @@ typedef struct validate_job {
 static expert_status validate_once(validate_job *job, expert_reader **keep, expert_error *err)
 {
     expert_reader *r = NULL;
-    expert_status s = open_reader(job->path, job->no_mmap, job->threads, 0, 1, &r, err);
+    expert_open_options opt = {.flags = job->no_mmap ? EXPERT_OPEN_NO_MMAP : 0,
+                               .threads = job->threads,
+                               .max_decoded_bytes = g_max_decoded,
+                               .mark = job->mark};
+    expert_status s = expert_open(job->path, &opt, &r, err);
+    job->trusted = s == EXPERT_OK && expert_reader_trusted(r);
     if (s == EXPERT_OK && job->lvl == LEVEL_ACCESS)
         s = expert_verify_access(r, err);
     else if (s == EXPERT_OK && job->lvl == LEVEL_FULL)
         s = expert_verify_full(r, job->key, err);
+    else if (s == EXPERT_OK && job->lvl == LEVEL_LOAD)
+        s = load_all(job, r, err);
     if (s == EXPERT_OK && (job->key != NULL || job->require_signature)) {
         expert_header_info h;
         expert_header(r, &h);
@@ -782,9 +834,12 @@ static int run_timing(validate_job *job)
         sb_init(&sb);
         sb_printf(&sb, "{\"ok\":true,\"level\":\"%s\",\"file\":", k_level_names[job->lvl]);
         sb_json_cstr(&sb, job->path);
-        sb_printf(&sb, ",\"mmap\":%s,\"threads\":%u,\"signature\":\"%s\",\"timing\":{\"runs\":%" PRIu64,
-                  job->no_mmap ? "false" : "true", job->threads, job->key ? "valid" : "not_checked",
-                  job->repeat);
+        sb_printf(&sb, ",\"mmap\":%s,\"threads\":%u,\"signature\":\"%s\"",
+                  job->no_mmap || job->mark ? "false" : "true", job->threads,
+                  job->key ? "valid" : "not_checked");
+        if (job->mark != NULL)
+            sb_printf(&sb, ",\"mark\":\"%s\"", job->trusted ? "accepted" : "not_accepted");
+        sb_printf(&sb, ",\"timing\":{\"runs\":%" PRIu64, job->repeat);
         sb_printf(&sb, ",\"first_us\":%.1f,\"stats_runs\":%zu,\"median_us\":%.1f,\"min_us\":%.1f"
                        ",\"max_us\":%.1f",
                   us[0], n_stats, med, mn, mx);
@@ -796,8 +851,10 @@ static int run_timing(validate_job *job)
         sb_free(&sb);
     } else {
         printf("OK %s\n", k_level_names[job->lvl]);
-        printf("runs:    %" PRIu64 " x open+%s+close (%s, threads %u)\n", job->repeat,
-               k_level_names[job->lvl], job->no_mmap ? "read()" : "mmap", job->threads);
+        printf("runs:    %" PRIu64 " x open+%s+close (%s, threads %u%s)\n", job->repeat,
+               k_level_names[job->lvl],
+               job->mark ? "pread, marked" : job->no_mmap ? "read()" : "mmap", job->threads,
+               job->mark == NULL ? "" : job->trusted ? ", mark accepted" : ", mark not accepted");
         printf("first:   %.1f us\n", us[0]);
         printf("%s median %.1f us, min %.1f, max %.1f", job->repeat > 1 ? "runs 2..N:" : "run 1:",
                med, mn, mx);
@@ -809,11 +866,13 @@ static int run_timing(validate_job *job)
     return s == EXPERT_OK ? 0 : cli_report(job->json, NULL, s, &err);
 }
 
-enum { V_LEVEL, V_KEY, V_THREADS, V_JSON, V_REPEAT, V_NO_MMAP, V_MAX_DECODED, V_REQUIRE_SIG, V_COUNT };
+enum { V_LEVEL, V_KEY, V_THREADS, V_JSON, V_REPEAT, V_NO_MMAP, V_MAX_DECODED, V_REQUIRE_SIG, V_MARK,
+       V_WRITE_MARK, V_COUNT };
 static const cli_opt_spec k_validate_opts[V_COUNT] = {
     [V_LEVEL] = {"level", 0, 1},   [V_KEY] = {"key", 0, 1},       [V_THREADS] = {"threads", 0, 1},
     [V_JSON] = {"json", 0, 0},     [V_REPEAT] = {"repeat", 0, 1}, [V_NO_MMAP] = {"no-mmap", 0, 0},
     [V_MAX_DECODED] = {"max-decoded", 0, 1}, [V_REQUIRE_SIG] = {"require-signature", 0, 0},
+    [V_MARK] = {"mark", 0, 1},     [V_WRITE_MARK] = {"write-mark", 0, 1},
 };
 
 /* Validates once and prints "OK <level>" or the error. */
@@ -832,19 +891,33 @@ static int validate_report(validate_job *job)
         expert_header(r, &h);
         is_signed = h.is_signed;
     }
+    if (s == EXPERT_OK && job->write_mark != NULL) {
+        expert_mark m;
+        s = expert_mark_make(r, &m, &err);
+        if (s == EXPERT_OK)
+            s = atomic_write_path(job->write_mark, m.bytes, sizeof m.bytes, 1, &err);
+    }
     if (s != EXPERT_OK) {
         rc = cli_report(job->json, r, s, &err);
         expert_close(r);
         return rc;
     }
     sig = job->key ? "valid" : is_signed ? "not_checked" : "unsigned";
+    const char *mark = job->mark == NULL ? NULL : job->trusted ? "accepted" : "not_accepted";
     if (job->json) {
         strbuf sb;
         sb_init(&sb);
         sb_printf(&sb, "{\"ok\":true,\"level\":\"%s\",\"file\":", k_level_names[job->lvl]);
         sb_json_cstr(&sb, job->path);
-        sb_printf(&sb, ",\"sections\":%" PRIu32 ",\"signed\":%s,\"signature\":\"%s\"}",
+        sb_printf(&sb, ",\"sections\":%" PRIu32 ",\"signed\":%s,\"signature\":\"%s\"",
                   expert_section_count(r), is_signed ? "true" : "false", sig);
+        if (mark != NULL)
+            sb_printf(&sb, ",\"mark\":\"%s\"", mark);
+        if (job->write_mark != NULL) {
+            sb_puts(&sb, ",\"mark_written\":");
+            sb_json_cstr(&sb, job->write_mark);
+        }
+        sb_puts(&sb, "}");
         s = sb_print_line(&sb, &err);
         sb_free(&sb);
         if (s != EXPERT_OK)
@@ -856,6 +929,11 @@ static int validate_report(validate_job *job)
     } else {
         printf("OK %s\n", k_level_names[job->lvl]);
     }
+    if (!job->json && mark != NULL)
+        printf("mark %s%s\n", job->trusted ? "accepted" : "not accepted",
+               job->trusted ? ": section hashes skipped" : ": every section hash-checked");
+    if (!job->json && job->write_mark != NULL)
+        printf("mark written to %s\n", job->write_mark);
     expert_close(r);
     return rc;
 }
@@ -888,8 +966,10 @@ static int cmd_validate(const cli_cmd *cmd, int argc, char **argv)
             job.lvl = LEVEL_ACCESS;
         else if (strcmp(l, "full") == 0 || strcmp(l, "3") == 0)
             job.lvl = LEVEL_FULL;
+        else if (strcmp(l, "load") == 0)
+            job.lvl = LEVEL_LOAD;
         else
-            return cli_usage_error(cmd, "--level must be structural, access or full");
+            return cli_usage_error(cmd, "--level must be structural, access, full or load");
     }
     job.require_signature = v[V_REQUIRE_SIG].seen;
     if ((v[V_KEY].seen || job.require_signature) && job.lvl != LEVEL_FULL)
@@ -897,10 +977,31 @@ static int cmd_validate(const cli_cmd *cmd, int argc, char **argv)
                                     "is checked there)");
     if ((rc = parse_threads(cmd, &v[V_THREADS], &job.threads)) != 0)
         return rc;
+    job.write_mark = v[V_WRITE_MARK].seen ? v[V_WRITE_MARK].value : NULL;
+    if (job.write_mark != NULL && (job.lvl != LEVEL_FULL || v[V_REPEAT].seen))
+        return cli_usage_error(cmd, "--write-mark needs --level full (a mark vouches for a fully "
+                                    "validated file) and no --repeat");
+    if (v[V_MARK].seen && v[V_NO_MMAP].seen)
+        return cli_usage_error(cmd, "--mark and --no-mmap: a marked open always reads with pread");
     if (v[V_REPEAT].seen &&
         (rc = cli_parse_u64(cmd, "repeat", v[V_REPEAT].value, 1, 10000000, 0, &job.repeat)) != 0)
         return rc;
     err_clear(&err);
+    expert_mark mark;
+    if (v[V_MARK].seen) {
+        char *bytes = NULL;
+        size_t len = 0;
+        expert_status s = read_small_file(v[V_MARK].value, EXPERT_MARK_BYTES + 1, &bytes, &len, &err);
+        if (s == EXPERT_OK && len != EXPERT_MARK_BYTES)
+            s = err_set(&err, EXPERT_E_INVALID_ARGUMENT, "%s is %zu bytes, not a %u-byte mark",
+                        v[V_MARK].value, len, EXPERT_MARK_BYTES);
+        if (s == EXPERT_OK)
+            memcpy(mark.bytes, bytes, EXPERT_MARK_BYTES);
+        free(bytes);
+        if (s != EXPERT_OK)
+            return cli_report(job.json, NULL, s, &err);
+        job.mark = &mark;
+    }
     if (v[V_KEY].seen) {
         expert_status s = expert_public_key_load(v[V_KEY].value, &job.key, &err);
         if (s != EXPERT_OK)
@@ -908,6 +1009,8 @@ static int cmd_validate(const cli_cmd *cmd, int argc, char **argv)
     }
     rc = job.repeat > 0 ? run_timing(&job) : validate_report(&job);
     expert_public_key_free(job.key);
+    free(job.load_buf);
+    free(job.reqs);
     return rc;
 }
 

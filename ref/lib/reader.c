@@ -1499,6 +1499,20 @@ expert_status expert_view(expert_reader *r, uint32_t index, const void **data, s
 
 #define RAW_SLICE (1u << 20) /* raw sections reach a sink in slices of this size */
 
+/* Whether streams take a raw section's bytes with pread, a slice at a time
+ * into the caller's frame buffer (at least stream_buffer(r, s) bytes),
+ * instead of faulting the mapping in. */
+static int streams_by_pread(const expert_reader *r)
+{
+    return r->has_fd && r->map != NULL;
+}
+
+static size_t stream_buffer(const expert_reader *r, const expert_section_info *s)
+{
+    uint64_t n = s->codec != EXPERT_CODEC_RAW ? s->frame_size : streams_by_pread(r) ? RAW_SLICE : 0;
+    return (size_t)(s->decoded_length < n ? s->decoded_length : n);
+}
+
 /* Decodes one section a frame at a time into `write` (or nowhere when it is
  * NULL), hashing as it goes when `verify`: memory stays at one frame whatever
  * sizes the file claims. frame_buf and scratch hold a frame each. */
@@ -1508,7 +1522,8 @@ static expert_status stream_section(expert_reader *r, uint32_t index, ZSTD_DCtx 
 {
     const expert_section_info *s = &r->sections[index].info;
     const uint8_t *stored = r->data + s->offset;
-    if (s->codec == EXPERT_CODEC_RAW && write == NULL)
+    int by_pread = s->codec == EXPERT_CODEC_RAW && streams_by_pread(r);
+    if (s->codec == EXPERT_CODEC_RAW && write == NULL && !by_pread)
         return verify ? check_hash(r, index, stored, err) : EXPERT_OK;
     xp_frame_ctx fc = {stored, NULL, 0, s->frame_size, s->decoded_length,
                        expert_dtype_size(s->dtype),
@@ -1532,6 +1547,11 @@ static expert_status stream_section(expert_reader *r, uint32_t index, ZSTD_DCtx 
         const uint8_t *bytes = stored + start;
         if (s->codec != EXPERT_CODEC_RAW) {
             st = xp_frame_decode(&fc, dctx, scratch, f, frame_buf, err);
+            bytes = frame_buf;
+        } else if (by_pread) {
+            if (pread_exact(r->fd, frame_buf, len, s->offset + start) != 0)
+                st = FAIL(EXPERT_E_IO, s->offset + start, index, "cannot read section '%.*s': %s",
+                          (int)s->name_length, s->name, read_failure());
             bytes = frame_buf;
         }
         if (st == EXPERT_OK && verify)
@@ -1566,13 +1586,13 @@ expert_status expert_read_stream(expert_reader *r, uint32_t index, expert_write_
                  !atomic_load(&r->trusted);
     ZSTD_DCtx *dctx = NULL;
     uint8_t *frame_buf = NULL, *scratch = NULL;
-    if (s->codec != EXPERT_CODEC_RAW && s->decoded_length != 0) {
-        /* a frame's worth, or the whole section when it is smaller */
-        size_t n = (size_t)(s->decoded_length < s->frame_size ? s->decoded_length : s->frame_size);
-        dctx = ZSTD_createDCtx();
+    size_t n = stream_buffer(r, s); /* a frame's worth, or the whole section when it is smaller */
+    if (n != 0) {
+        int framed = s->codec != EXPERT_CODEC_RAW;
+        dctx = framed ? ZSTD_createDCtx() : NULL;
         frame_buf = xa_malloc(&r->alloc, n);
-        scratch = xa_malloc(&r->alloc, n);
-        if (dctx == NULL || frame_buf == NULL || scratch == NULL) {
+        scratch = framed ? xa_malloc(&r->alloc, n) : NULL;
+        if ((framed && (dctx == NULL || scratch == NULL)) || frame_buf == NULL) {
             ZSTD_freeDCtx(dctx);
             xa_free(&r->alloc, frame_buf);
             xa_free(&r->alloc, scratch);
@@ -1673,30 +1693,56 @@ static expert_status pool_run(expert_reader *r, size_t count, const size_t *orde
 
 /* Verification streams each section a frame at a time (memory: two frames
  * per thread whatever a section claims): the frame goes in cache->stored,
- * the unshuffle scratch in cache->scratch. */
+ * the unshuffle scratch in cache->scratch. Full validation adds one item
+ * after the sections, the file hash, so that it runs beside them; its
+ * result is kept apart, because the spec reports it only after the checks
+ * that follow the sections (§12.3). */
 typedef struct verify_job {
     expert_reader *r;
-    uint32_t max_frame;
+    size_t buffer;         /* the largest stream_buffer of any section, or a file-hash slice */
+    int file_hash;         /* full validation: item section_count hashes the file */
+    expert_status file_status;
+    expert_error file_err;
 } verify_job;
+
+static expert_status check_file_hash(const expert_reader *r, uint8_t *buf, size_t buf_size,
+                                     expert_error *err);
 
 static expert_status verify_one(void *ctx, size_t item, xp_dcache *cache, expert_error *err)
 {
-    const verify_job *j = ctx;
+    verify_job *j = ctx;
     uint32_t i = (uint32_t)item;
-    if (xp_dcache_fit(cache, j->max_frame) != 0 ||
-        (j->max_frame != 0 && xp_dcache_stored(cache, j->max_frame) == NULL))
-        return FAIL(EXPERT_E_NOMEM, NOOFF, i, "out of memory");
+    if (xp_dcache_fit(cache, j->buffer) != 0 || (j->buffer != 0 && xp_dcache_stored(cache, j->buffer) == NULL))
+        return FAIL(EXPERT_E_NOMEM, NOOFF, i < j->r->hdr.section_count ? i : NOSEC, "out of memory");
+    if (i == j->r->hdr.section_count) {
+        j->file_status = check_file_hash(j->r, cache->stored, j->buffer, &j->file_err);
+        return EXPERT_OK;
+    }
     return stream_section(j->r, i, cache->dctx, cache->stored, cache->scratch, NULL, NULL, 1, err);
 }
 
-static expert_status verify_all_sections(expert_reader *r, expert_error *err)
+static expert_status verify_all_sections(expert_reader *r, verify_job *j, expert_error *err)
 {
     XP_TRY(make_resident(r, err));
-    verify_job j = {r, 0};
-    for (uint32_t i = 0; i < r->hdr.section_count; i++)
-        if (r->sections[i].info.frame_size > j.max_frame)
-            j.max_frame = r->sections[i].info.frame_size;
-    expert_status st = pool_run(r, r->hdr.section_count, NULL, verify_one, &j, err);
+    j->r = r;
+    j->buffer = j->file_hash && streams_by_pread(r) ? RAW_SLICE : 0;
+    for (uint32_t i = 0; i < r->hdr.section_count; i++) {
+        size_t n = stream_buffer(r, &r->sections[i].info);
+        j->buffer = n > j->buffer ? n : j->buffer;
+    }
+    /* The file hash is the longest item: taken first, so that with several
+     * threads it runs beside the sections rather than after them. */
+    size_t n = r->hdr.section_count, *order = NULL;
+    if (j->file_hash) {
+        order = xa_calloc(&r->alloc, n + 1, sizeof *order);
+        if (order == NULL)
+            return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
+        order[0] = n;
+        for (size_t k = 0; k < n; k++)
+            order[k + 1] = k;
+    }
+    expert_status st = pool_run(r, n + (j->file_hash ? 1 : 0), order, verify_one, j, err);
+    xa_free(&r->alloc, order);
     pool_trim(r);
     return st;
 }
@@ -1923,7 +1969,10 @@ static expert_status check_padding(const expert_reader *r, expert_error *err)
     return s;
 }
 
-static expert_status check_file_hash(const expert_reader *r, expert_error *err)
+/* The file's bytes after the header come by pread into `buf` when the file
+ * is mapped (as sections do), else from memory. */
+static expert_status check_file_hash(const expert_reader *r, uint8_t *buf, size_t buf_size,
+                                     expert_error *err)
 {
     const expert_header_info *h = &r->hdr;
     xp_sha256_ctx *c = NULL;
@@ -1931,8 +1980,19 @@ static expert_status check_file_hash(const expert_reader *r, expert_error *err)
         return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
     uint8_t digest[32];
     expert_status s = xp_hash_header(c, r->data, h->header_size, 1);
-    if (s == EXPERT_OK)
+    if (s == EXPERT_OK && streams_by_pread(r) && buf != NULL && buf_size != 0) {
+        for (uint64_t at = h->header_size; s == EXPERT_OK && at < h->file_length;) {
+            size_t n = (size_t)(h->file_length - at < buf_size ? h->file_length - at : buf_size);
+            if (pread_exact(r->fd, buf, n, at) != 0) {
+                xp_sha256_free(c);
+                return FAIL(EXPERT_E_IO, at, NOSEC, "cannot read the file: %s", read_failure());
+            }
+            s = xp_sha256_update(c, buf, n);
+            at += n;
+        }
+    } else if (s == EXPERT_OK) {
         s = xp_sha256_update(c, r->data + h->header_size, (size_t)(h->file_length - h->header_size));
+    }
     if (s == EXPERT_OK)
         s = xp_sha256_final(c, digest);
     xp_sha256_free(c);
@@ -1966,7 +2026,8 @@ expert_status expert_verify_access(expert_reader *r, expert_error *err)
     if (r == NULL)
         return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, NOSEC, "invalid argument");
     XP_TRY(decode_allowed(r, err));
-    return verify_all_sections(r, err);
+    verify_job j = {.file_hash = 0};
+    return verify_all_sections(r, &j, err);
 }
 
 expert_status expert_verify_full(expert_reader *r, const expert_public_key *key, expert_error *err)
@@ -1974,10 +2035,15 @@ expert_status expert_verify_full(expert_reader *r, const expert_public_key *key,
     if (r == NULL)
         return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, NOSEC, "invalid argument");
     XP_TRY(decode_allowed(r, err));
-    XP_TRY(verify_all_sections(r, err));
+    verify_job j = {.file_hash = 1, .file_status = EXPERT_OK};
+    XP_TRY(verify_all_sections(r, &j, err));
     XP_TRY(check_csr(r, err));
     XP_TRY(check_padding(r, err));
-    XP_TRY(check_file_hash(r, err));
+    if (j.file_status != EXPERT_OK) {
+        if (err != NULL)
+            *err = j.file_err;
+        return j.file_status;
+    }
     if (key != NULL)
         XP_TRY(expert_verify_signature(r, key, err));
     r->fully_verified = file_unchanged(r);
