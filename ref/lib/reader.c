@@ -1969,29 +1969,70 @@ static expert_status check_padding(const expert_reader *r, expert_error *err)
     return s;
 }
 
-/* The file's bytes after the header come by pread into `buf` when the file
- * is mapped (as sections do), else from memory. */
+static int by_offset(const void *a, const void *b, void *ctx)
+{
+    const expert_reader *r = ctx;
+    uint64_t x = r->sections[*(const uint32_t *)a].info.offset;
+    uint64_t y = r->sections[*(const uint32_t *)b].info.offset;
+    return x < y ? -1 : x > y;
+}
+
+/* Hashes [at, end) of the file: by pread through `buf` when `pread_it`,
+ * else from memory. */
+static expert_status hash_range(const expert_reader *r, xp_sha256_ctx *c, uint64_t at, uint64_t end,
+                                int pread_it, uint8_t *buf, size_t buf_size, expert_error *err)
+{
+    if (!pread_it)
+        return at < end ? xp_sha256_update(c, r->data + at, (size_t)(end - at)) : EXPERT_OK;
+    while (at < end) {
+        size_t n = (size_t)(end - at < buf_size ? end - at : buf_size);
+        if (pread_exact(r->fd, buf, n, at) != 0)
+            return FAIL(EXPERT_E_IO, at, NOSEC, "cannot read the file: %s", read_failure());
+        XP_TRY(xp_sha256_update(c, buf, n));
+        at += n;
+    }
+    return EXPERT_OK;
+}
+
+/* In a mapped file, raw sections' bytes come by pread into `buf` (their
+ * verification read them that way: their pages were never faulted in);
+ * everything else, compressed sections included, from the mapping, which
+ * their verification has faulted in already. */
 static expert_status check_file_hash(const expert_reader *r, uint8_t *buf, size_t buf_size,
                                      expert_error *err)
 {
     const expert_header_info *h = &r->hdr;
+    uint32_t *raw = NULL, nraw = 0;
+    if (streams_by_pread(r) && buf != NULL && buf_size != 0) {
+        raw = xa_calloc(&r->alloc, h->section_count ? h->section_count : 1, sizeof *raw);
+        if (raw == NULL)
+            return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
+        for (uint32_t i = 0; i < h->section_count; i++)
+            if (r->sections[i].info.codec == EXPERT_CODEC_RAW)
+                raw[nraw++] = i;
+        qsort_r(raw, nraw, sizeof *raw, by_offset, (void *)(uintptr_t)r);
+    }
     xp_sha256_ctx *c = NULL;
-    if (xp_sha256_new(&c) != EXPERT_OK)
+    if (xp_sha256_new(&c) != EXPERT_OK) {
+        xa_free(&r->alloc, raw);
         return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
+    }
     uint8_t digest[32];
     expert_status s = xp_hash_header(c, r->data, h->header_size, 1);
-    if (s == EXPERT_OK && streams_by_pread(r) && buf != NULL && buf_size != 0) {
-        for (uint64_t at = h->header_size; s == EXPERT_OK && at < h->file_length;) {
-            size_t n = (size_t)(h->file_length - at < buf_size ? h->file_length - at : buf_size);
-            if (pread_exact(r->fd, buf, n, at) != 0) {
-                xp_sha256_free(c);
-                return FAIL(EXPERT_E_IO, at, NOSEC, "cannot read the file: %s", read_failure());
-            }
-            s = xp_sha256_update(c, buf, n);
-            at += n;
-        }
-    } else if (s == EXPERT_OK) {
-        s = xp_sha256_update(c, r->data + h->header_size, (size_t)(h->file_length - h->header_size));
+    uint64_t at = h->header_size;
+    for (uint32_t k = 0; s == EXPERT_OK && k < nraw; k++) {
+        const expert_section_info *si = &r->sections[raw[k]].info;
+        s = hash_range(r, c, at, si->offset, 0, NULL, 0, err);
+        if (s == EXPERT_OK)
+            s = hash_range(r, c, si->offset, si->offset + si->stored_length, 1, buf, buf_size, err);
+        at = si->offset + si->stored_length;
+    }
+    if (s == EXPERT_OK)
+        s = hash_range(r, c, at, h->file_length, 0, NULL, 0, err);
+    xa_free(&r->alloc, raw);
+    if (s == EXPERT_E_IO) {
+        xp_sha256_free(c);
+        return s;
     }
     if (s == EXPERT_OK)
         s = xp_sha256_final(c, digest);
