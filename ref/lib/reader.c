@@ -2008,8 +2008,8 @@ static expert_status check_file_hash(const expert_reader *r, uint8_t *buf, size_
         if (raw == NULL)
             return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
         for (uint32_t i = 0; i < h->section_count; i++)
-            if (r->sections[i].info.codec == EXPERT_CODEC_RAW)
-                raw[nraw++] = i;
+            if (r->sections[i].info.codec == EXPERT_CODEC_RAW && r->sections[i].info.stored_length != 0)
+                raw[nraw++] = i; /* an empty section occupies no bytes (its offset may be any) */
         qsort_r(raw, nraw, sizeof *raw, by_offset, (void *)(uintptr_t)r);
     }
     xp_sha256_ctx *c = NULL;
