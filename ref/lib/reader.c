@@ -1788,23 +1788,15 @@ expert_status expert_read_sections(expert_reader *r, const expert_read_request *
                         (unsigned long long)need);
     }
     XP_TRY(decode_allowed(r, err));
-    read_job j = {r, requests, flags};
+    read_job j = {.r = r, .requests = requests, .flags = flags};
     /* In file order: a cold file is then read front to back, as the
-     * kernel's read-ahead expects, and asked for in one advice up front. */
+     * kernel's read-ahead expects (an explicit WILLNEED advice, for the
+     * whole range or a window ahead, measured slower than read-ahead). */
     size_t *order = count > 1 ? xa_calloc(&r->alloc, count, sizeof *order) : NULL;
     if (order != NULL) {
         for (size_t k = 0; k < count; k++)
             order[k] = k;
         qsort_r(order, count, sizeof *order, file_order, &j);
-    }
-    if (reads_by_pread(r) && count > 0) {
-        uint64_t lo = UINT64_MAX, hi = 0;
-        for (size_t k = 0; k < count; k++) {
-            const expert_section_info *si = &r->sections[requests[k].section].info;
-            lo = si->offset < lo ? si->offset : lo;
-            hi = si->offset + si->stored_length > hi ? si->offset + si->stored_length : hi;
-        }
-        (void)posix_fadvise(r->fd, (off_t)lo, (off_t)(hi - lo), POSIX_FADV_WILLNEED);
     }
     expert_status st = pool_run(r, count, order, read_one, &j, err);
     xa_free(&r->alloc, order);
