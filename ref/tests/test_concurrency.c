@@ -14,6 +14,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <unistd.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -139,7 +140,7 @@ static void *worker_main(void *arg)
         expert_section_info si;
         CHECK(expert_section(w->r, (uint32_t)i, &si) == EXPERT_OK && si.decoded_length == g_sec[i].len,
               "section %d", i);
-        unsigned op = (unsigned)(prng_next(&r) % 16);
+        unsigned op = (unsigned)(prng_next(&r) % 18);
         if (op < 10) {
             expert_status s = expert_read(w->r, (uint32_t)i, buf, 200000, 0, &e);
             if (i == w->corrupt_index)
@@ -162,6 +163,25 @@ static void *worker_main(void *arg)
             CHECK(s == w->full_expected, "verify_full gave %s", expert_status_name(s));
         } else if (op == 14) {
             CHECK(expert_verify_signature(w->r, g_pub, &e) == EXPERT_OK, "signature");
+        } else if (op >= 16) {
+            /* every section at once, the reader's threads under this one */
+            expert_read_request q[NSEC];
+            uint8_t *bufs[NSEC];
+            for (int k = 0; k < NSEC; k++) {
+                bufs[k] = malloc(g_sec[k].len + 1);
+                q[k] = (expert_read_request){(uint32_t)k, bufs[k], g_sec[k].len};
+            }
+            expert_status s = expert_read_sections(w->r, q, NSEC, 0, &e);
+            if (w->corrupt_index >= 0)
+                CHECK(s == w->corrupt_class && e.section == (uint32_t)w->corrupt_index,
+                      "read_sections with corrupt %d gave %s on %u", w->corrupt_index,
+                      expert_status_name(s), e.section);
+            else
+                for (int k = 0; k < NSEC; k++)
+                    CHECK(s == EXPERT_OK && memcmp(bufs[k], g_sec[k].data, g_sec[k].len) == 0,
+                          "read_sections %d: %s", k, expert_status_name(s));
+            for (int k = 0; k < NSEC; k++)
+                free(bufs[k]);
         } else {
             size_t jl;
             CHECK(expert_metadata_json(w->r, &jl) != NULL && jl > 0, "metadata");
@@ -211,6 +231,27 @@ static void test_threaded_reader(void **state)
     expert_open_options o = {.flags = EXPERT_OPEN_NO_MMAP, .threads = 4};
     assert_int_equal(expert_open(g_path, &o, &r, &e), EXPERT_OK);
     hammer(r, -1, EXPERT_OK, EXPERT_OK);
+    expert_close(r);
+}
+
+static void test_marked_reader(void **state)
+{
+    (void)state;
+    /* a trusted reader (no hashing, pread, its image completed by the first
+     * view) shared by every thread, with 3 threads of its own */
+    sleep(EXPERT_MARK_SETTLE_SECONDS + 1);
+    expert_reader *r = NULL;
+    expert_error e;
+    expert_mark m;
+    assert_int_equal(expert_open(g_path, NULL, &r, &e), EXPERT_OK);
+    assert_int_equal(expert_verify_full(r, NULL, &e), EXPERT_OK);
+    assert_int_equal(expert_mark_make(r, &m, &e), EXPERT_OK);
+    expert_close(r);
+    expert_open_options o = {.threads = 3, .mark = &m};
+    assert_int_equal(expert_open(g_path, &o, &r, &e), EXPERT_OK);
+    assert_int_equal(expert_reader_trusted(r), 1);
+    hammer(r, -1, EXPERT_OK, EXPERT_OK);
+    assert_int_equal(expert_reader_trusted(r), 1);
     expert_close(r);
 }
 
@@ -285,6 +326,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mmap_reader),
         cmocka_unit_test(test_threaded_reader),
+        cmocka_unit_test(test_marked_reader),
         cmocka_unit_test(test_corrupt_section),
         cmocka_unit_test(test_report),
     };
