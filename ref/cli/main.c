@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -704,12 +705,15 @@ typedef struct validate_job {
     const char *write_mark;     /* --write-mark */
     int trusted;                /* the last open accepted the mark */
     uint8_t *load_buf;          /* level load: every section, reused across runs */
+    size_t load_size;
     expert_read_request *reqs;
     uint32_t nreqs;
 } validate_job;
 
 /* Level load: every section into one buffer, laid out once (the first run
- * faults it in, as a runtime's first load does; later runs reuse it). */
+ * faults it in, as a runtime's first load does; later runs reuse it). The
+ * buffer is an anonymous mapping advised for huge pages: faulting 4 KiB
+ * pages in costs several times the load itself on a VM (bench/README.md). */
 static expert_status load_all(validate_job *job, expert_reader *r, expert_error *err)
 {
     uint32_t n = expert_section_count(r);
@@ -724,8 +728,16 @@ static expert_status load_all(validate_job *job, expert_reader *r, expert_error 
             job->reqs[i] = (expert_read_request){.section = i, .capacity = (size_t)si.decoded_length};
             total += (si.decoded_length + 63) & ~(uint64_t)63;
         }
-        if (total > SIZE_MAX || (job->load_buf = malloc(total ? (size_t)total : 1)) == NULL)
+        void *p = total <= SIZE_MAX ? mmap(NULL, total ? (size_t)total : 1, PROT_READ | PROT_WRITE,
+                                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+                                    : MAP_FAILED;
+        if (p == MAP_FAILED)
             return err_set(err, EXPERT_E_NOMEM, "out of memory for %" PRIu64 " decoded bytes", total);
+#ifdef MADV_HUGEPAGE
+        (void)madvise(p, total ? (size_t)total : 1, MADV_HUGEPAGE);
+#endif
+        job->load_buf = p;
+        job->load_size = total ? (size_t)total : 1;
         job->nreqs = n;
     }
     if (n != job->nreqs)
@@ -1009,7 +1021,8 @@ static int cmd_validate(const cli_cmd *cmd, int argc, char **argv)
     }
     rc = job.repeat > 0 ? run_timing(&job) : validate_report(&job);
     expert_public_key_free(job.key);
-    free(job.load_buf);
+    if (job.load_buf != NULL)
+        munmap(job.load_buf, job.load_size);
     free(job.reqs);
     return rc;
 }

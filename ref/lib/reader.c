@@ -61,7 +61,7 @@ struct expert_reader {
     uint8_t *image;        /* the read() buffer's aligned start, when data is ours */
     atomic_int resident;
     atomic_int trusted;    /* an accepted mark stands for every section's hash */
-    int fully_verified;    /* expert_verify_full passed and the file did not change */
+    atomic_int fully_verified; /* expert_verify_full passed and the file did not change */
     unsigned threads;
     uint64_t max_decoded;  /* expert_open_options.max_decoded_bytes, resolved */
     uint32_t max_metadata_items;
@@ -1116,7 +1116,7 @@ expert_status expert_mark_make(expert_reader *r, expert_mark *out, expert_error 
     if (!r->has_fd)
         return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, NOSEC,
                     "a mark needs a reader opened from a file (expert_open)");
-    if (!r->fully_verified && !atomic_load(&r->trusted))
+    if (!atomic_load(&r->fully_verified) && !atomic_load(&r->trusted))
         return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, NOSEC,
                     "the file has not passed full validation (expert_verify_full)");
     if (!file_unchanged(r))
@@ -2079,7 +2079,7 @@ expert_status expert_verify_full(expert_reader *r, const expert_public_key *key,
     }
     if (key != NULL)
         XP_TRY(expert_verify_signature(r, key, err));
-    r->fully_verified = file_unchanged(r);
+    atomic_store(&r->fully_verified, file_unchanged(r));
     return EXPERT_OK;
 }
 
