@@ -381,13 +381,13 @@ static int load_manifest(const char *path, char *err, size_t errlen)
 
 /* ===================================================== case matrix */
 
-static void add_v2(xb_expert *e, int fmt, int op, int cold, int verify, unsigned threads,
-                   int nommap)
+static xb_case *add_v2(xb_expert *e, int fmt, int op, int cold, int verify, unsigned threads,
+                       int nommap)
 {
     static const char *const opn[] = {"open", "lookup", "find", "tensors", "all", "stream",
-                                      "first_layer"};
+                                      "first_layer", "readall"};
     char opname[64];
-    if (op == OP_TENSORS || op == OP_ALL)
+    if (op == OP_TENSORS || op == OP_ALL || op == OP_READALL)
         snprintf(opname, sizeof opname, "%s_%s_t%u%s", opn[op], verify ? "verify" : "noverify",
                  threads, nommap ? "_nommap" : "");
     else
@@ -407,11 +407,13 @@ static void add_v2(xb_expert *e, int fmt, int op, int cold, int verify, unsigned
     case OP_OPEN: c->unit = XB_UNIT_US; break;
     case OP_LOOKUP: c->unit = XB_UNIT_US; c->bytes = c->pl->lookup_bytes; c->items = 1; break;
     case OP_FIND: c->unit = XB_UNIT_US; c->items = c->pl->nnames; break;
-    case OP_TENSORS: c->unit = XB_UNIT_MS; c->bytes = c->pl->tensor_bytes; c->items = c->pl->nt; break;
+    case OP_TENSORS: case OP_READALL:
+        c->unit = XB_UNIT_MS; c->bytes = c->pl->tensor_bytes; c->items = c->pl->nt; break;
     case OP_ALL: c->unit = XB_UNIT_MS; c->bytes = c->pl->all_bytes; c->items = c->pl->na; break;
     case OP_STREAM: c->unit = XB_UNIT_MS; c->bytes = c->pl->stream_bytes; c->items = c->pl->ns; break;
     case OP_FIRST: c->unit = XB_UNIT_US; c->bytes = c->pl->first_bytes; c->items = c->pl->nfirst; break;
     }
+    return c;
 }
 
 /* expert_read_sections of every tensor section (the library's worker pool
@@ -420,22 +422,11 @@ static void add_v2(xb_expert *e, int fmt, int op, int cold, int verify, unsigned
 static void add_readall(xb_expert *e, int fmt, int cold, int marked, unsigned threads, int dst)
 {
     static const char *const dstn[] = {"", "_malloc", "_fresh", "_fresh_thp"};
-    xb_case *c = add_case("v2/%s/%s/readall_%s_t%u%s/%s", e->id, k_fmt_name[fmt],
-                          marked ? "marked" : "verify", threads, dstn[dst], cold ? "cold" : "hot");
-    c->kind = K_V2;
-    c->op = OP_READALL;
-    c->fmt = fmt;
-    c->cold = cold;
-    c->verify = 1;
+    xb_case *c = add_v2(e, fmt, OP_READALL, cold, 1, threads, 0);
+    snprintf(c->name, sizeof c->name, "v2/%s/%s/readall_%s_t%u%s/%s", e->id, k_fmt_name[fmt],
+             marked ? "marked" : "verify", threads, dstn[dst], cold ? "cold" : "hot");
     c->marked = marked;
     c->dst = dst;
-    c->threads = threads;
-    c->e = e;
-    c->path = e->path[fmt];
-    c->pl = &e->plans[fmt];
-    c->unit = XB_UNIT_MS;
-    c->bytes = c->pl->tensor_bytes;
-    c->items = c->pl->nt;
 }
 
 static void add_base(xb_expert *e, int kind, int fmt, int cold)
