@@ -3,11 +3,37 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "expert.h"
 
-static void *default_malloc(size_t size, void *user) { (void)user; return malloc(size); }
-static void *default_realloc(void *p, size_t size, void *user) { (void)user; return realloc(p, size); }
+/* Large blocks (decoded sections, images, archive entries) are advised for
+ * transparent huge pages: they are written once, front to back, right after
+ * allocation, and on a VM faulting them in 4 KiB at a time costs several
+ * times the copy that fills them (bench/README.md, fresh destinations). */
+#define HUGE_ADVICE_MIN (UINT64_C(4) << 20)
+
+static void *advise_huge(void *p, size_t size)
+{
+#ifdef MADV_HUGEPAGE
+    if (p != NULL && size >= HUGE_ADVICE_MIN) {
+        uintptr_t page = 4096, lo = ((uintptr_t)p + page - 1) & ~(page - 1);
+        uintptr_t hi = ((uintptr_t)p + size) & ~(page - 1);
+        if (hi > lo)
+            (void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE); /* advice: failure changes nothing */
+    }
+#else
+    (void)size;
+#endif
+    return p;
+}
+
+static void *default_malloc(size_t size, void *user) { (void)user; return advise_huge(malloc(size), size); }
+static void *default_realloc(void *p, size_t size, void *user)
+{
+    (void)user;
+    return advise_huge(realloc(p, size), size);
+}
 static void default_free(void *p, void *user) { (void)user; free(p); }
 
 static expert_allocator g_alloc = {default_malloc, default_realloc, default_free, NULL};
