@@ -1,7 +1,7 @@
 /* reader.c — opening a .expert v2 file and following a byte from disk to a
  * tensor.
  *
- * One file of ~1,500 lines on purpose: structural validation reads top to
+ * One file of ~2,100 lines on purpose: structural validation reads top to
  * bottom in the spec's check order (S1-S16), and a reader of this file can
  * follow a byte from the header to a decoded tensor without switching files.
  *
@@ -10,8 +10,13 @@
  *                        header → limits → region bounds → structure hash →
  *                        metadata → TOC entries → names/index → layout.
  *   expert_read/_view    decode one section; its SHA-256 is checked the first
- *                        time it is decoded (spec §12.2).
+ *                        time it is decoded (spec §12.2). A reader opened from
+ *                        a path takes section bytes with pread (load_section).
+ *   expert_read_sections many sections at once, the reader's threads sharing
+ *                        them (pool_run, also behind verification).
  *   expert_verify_full   every section, padding, file hash, signature (§12.3).
+ *   verified marks       expert_mark_make; a marked open reads header and
+ *                        regions by pread into a sparse image (spec §11.7).
  *
  * Every number read from the file is a claim: it is bounded before it is
  * used for arithmetic, allocation or addressing. */
