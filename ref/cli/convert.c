@@ -1145,8 +1145,7 @@ static int parse_convert_args(const cli_cmd *cmd, int argc, char **argv, conv_op
     o->json = v[C_JSON].seen;
     o->quiet = v[C_QUIET].seen;
     o->batch = v[C_BATCH].seen;
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    o->jobs = cpus > 0 ? (unsigned)(cpus > 64 ? 64 : cpus) : 1;
+    o->jobs = cli_online_cpus();
     if (v[C_JOBS].seen) {
         if ((rc = cli_parse_u64(cmd, "jobs", v[C_JOBS].value, 1, 256, 0, &n)) != 0)
             return rc;

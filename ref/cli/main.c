@@ -142,7 +142,9 @@ static const char k_help_extract[] =
     "byte-exactly from its SAFETENSORS_HEADER section and tensor sections. Names\n"
     "that are absolute or contain '..', '.', empty components, backslashes or NUL\n"
     "are refused; nothing is written outside DIR (symlinks are not followed).\n"
-    "Every section's SHA-256 is checked as it is decoded. All or nothing: each\n"
+    "Every section's SHA-256 is checked as it is decoded; the threads share the\n"
+    "sections of all files, each streamed a frame at a time to its place (memory:\n"
+    "a frame per thread, whatever the sections declare). All or nothing: each\n"
     "file is written and fsynced under a hidden name beside its destination, and\n"
     "only when every file is complete are they all renamed into place; on any\n"
     "failure the hidden files, the directories this run created and DIR itself\n"
@@ -156,7 +158,7 @@ static const char k_help_extract[] =
     "Options:\n"
     "  -o, --output DIR   destination directory (created if missing)\n"
     "  --force            overwrite existing files\n"
-    "  --threads N        decode threads\n"
+    "  --threads N        decode and hash threads (default: the online CPUs)\n"
     MAX_DECODED_HELP
     "  --json             print the result as one JSON object\n"
     "  -q, --quiet        no summary\n"
@@ -1039,6 +1041,7 @@ typedef struct extract_job {
     expert_reader *r;
     const char *dir;
     int rootfd, force, json, quiet;
+    struct extract_place *place; /* per section: where its bytes go */
     unsigned char *used; /* per section: consumed by a package file */
     strbuf files_json;   /* [{"name":..,"bytes":..},...] */
     uint64_t files, bytes;
@@ -1148,35 +1151,93 @@ static expert_status extract_finish(extract_job *job, const char *name, uint64_t
     return s;
 }
 
-typedef struct extract_sink {
-    extract_job *job;
+/* Extract streams the sections of up to this many files in one pass (the
+ * reader's threads share them): each open file holds two descriptors. */
+#define EXTRACT_BATCH 32
+
+/* A file of the batch, open under its hidden name. */
+typedef struct extract_file {
+    char *name;
+    int dirfd;
     atomic_file af;
-    uint64_t written;
-} extract_sink;
+    uint64_t length;
+} extract_file;
+
+/* Where each section's bytes go: file `file` of the batch, from `base`, and
+ * how far the one thread streaming it has got. */
+typedef struct extract_place {
+    uint32_t file;
+    uint64_t base, done;
+} extract_place;
+
+typedef struct extract_batch {
+    extract_job *job;
+    extract_file files[EXTRACT_BATCH];
+    uint32_t nfiles;
+    uint32_t *sections; /* the batch's sections, file after file */
+    uint32_t nsections;
+} extract_batch;
 
 static expert_status extract_write(void *user, uint32_t section, const void *data, size_t length,
                                    expert_error *err)
 {
-    extract_sink *k = user;
-    k->job->used[section] = 1;
-    k->written += length;
-    return atomic_write(&k->af, data, length, err);
+    extract_batch *b = user;
+    extract_place *pl = &b->job->place[section];
+    expert_status s = atomic_pwrite(&b->files[pl->file].af, data, length, pl->base + pl->done, err);
+    pl->done += length;
+    return s;
 }
 
-/* One package file (a FILE section, or the safetensors file rebuilt from its
- * header and tensors by the library), streamed into an atomic file. */
-static expert_status extract_one(extract_job *job, uint32_t index, const char *name,
-                                 expert_error *err)
+/* Opens file `index` of the package under a hidden name and places its
+ * sections; INVALID_ARGUMENT-free: the names were prechecked. */
+static expert_status batch_add(extract_batch *b, uint32_t index, expert_error *err)
 {
-    extract_sink k;
-    memset(&k, 0, sizeof k);
-    k.job = job;
-    int dirfd = -1;
-    expert_status s = extract_begin(job, name, &dirfd, &k.af, err);
+    extract_job *job = b->job;
+    expert_section_info si;
+    extract_file *f = &b->files[b->nfiles];
+    uint32_t nsec = 0, cap = expert_section_count(job->r) - b->nsections;
+    expert_status s = expert_file_layout(job->r, index, b->sections + b->nsections, cap, &nsec,
+                                         &f->length, err);
     if (s != EXPERT_OK)
         return s;
-    s = expert_file_write(job->r, index, extract_write, &k, err);
-    return extract_finish(job, name, k.written, dirfd, &k.af, s, err);
+    if (nsec > cap)
+        return err_set(err, EXPERT_E_BAD_TOC, "the package's files share sections");
+    uint64_t base = 0;
+    for (uint32_t k = 0; k < nsec; k++) {
+        uint32_t sec = b->sections[b->nsections + k];
+        if (job->used[sec])
+            return err_set(err, EXPERT_E_BAD_TOC, "section %" PRIu32 " belongs to two files", sec);
+        job->used[sec] = 1;
+        job->place[sec] = (extract_place){b->nfiles, base, 0};
+        expert_section(job->r, sec, &si);
+        base += si.decoded_length;
+    }
+    expert_section(job->r, index, &si);
+    if ((f->name = dup_name(&si)) == NULL)
+        return err_set(err, EXPERT_E_NOMEM, "out of memory");
+    if ((s = extract_begin(job, f->name, &f->dirfd, &f->af, err)) != EXPERT_OK) {
+        free(f->name);
+        return s;
+    }
+    b->nsections += nsec;
+    b->nfiles++;
+    return EXPERT_OK;
+}
+
+/* Streams the batch's sections into its files (verified as they pass), then
+ * stages every file; on failure the files not staged are removed. */
+static expert_status batch_run(extract_batch *b, expert_status s, expert_error *err)
+{
+    if (s == EXPERT_OK)
+        s = expert_stream_sections(b->job->r, b->sections, b->nsections, extract_write, b, 0, err);
+    for (uint32_t k = 0; k < b->nfiles; k++) {
+        extract_file *f = &b->files[k];
+        s = extract_finish(b->job, f->name, f->length, f->dirfd, &f->af, s, err);
+        free(f->name);
+    }
+    b->nfiles = 0;
+    b->nsections = 0;
+    return s;
 }
 
 /* Every output name must be safe and, without --force, not exist yet:
@@ -1284,22 +1345,25 @@ static expert_status extract_all(extract_job *job, expert_error *err)
 {
     uint32_t n = expert_section_count(job->r);
     uint32_t skipped = 0;
-    expert_status s = extract_precheck(job, err);
+    extract_batch b = {.job = job, .sections = calloc((size_t)n + 1, sizeof *b.sections)};
+    expert_status s = b.sections == NULL ? err_set(err, EXPERT_E_NOMEM, "out of memory")
+                                         : extract_precheck(job, err);
 
     for (uint32_t i = 0; s == EXPERT_OK && i < n; i++) {
         expert_section_info si;
-        char *name;
-        if (expert_section(job->r, i, &si) != EXPERT_OK)
-            return err_set(err, EXPERT_E_BAD_TOC, "cannot read section %" PRIu32, i);
+        if (expert_section(job->r, i, &si) != EXPERT_OK) {
+            s = err_set(err, EXPERT_E_BAD_TOC, "cannot read section %" PRIu32, i);
+            break;
+        }
         if (si.type != EXPERT_SECTION_FILE && si.type != EXPERT_SECTION_SAFETENSORS_HEADER)
             continue;
-        name = dup_name(&si);
-        if (name == NULL)
-            return err_set(err, EXPERT_E_NOMEM, "out of memory");
-        job->used[i] = 1;
-        s = extract_one(job, i, name, err);
-        free(name);
+        if (b.nfiles == EXTRACT_BATCH)
+            s = batch_run(&b, s, err);
+        if (s == EXPERT_OK)
+            s = batch_add(&b, i, err);
     }
+    s = batch_run(&b, s, err);
+    free(b.sections);
     s = extract_settle(job, s, err);
     for (uint32_t i = 0; s == EXPERT_OK && i < n; i++)
         skipped += !job->used[i];
@@ -1366,10 +1430,13 @@ static int cmd_extract(const cli_cmd *cmd, int argc, char **argv)
     job.quiet = v[X_QUIET].seen;
     err_clear(&err);
 
+    if (!v[X_THREADS].seen)
+        threads = cli_online_cpus();
     s = open_reader(pos[0], 0, threads, 0, 1, &job.r, &err);
     if (s == EXPERT_OK) {
         job.used = calloc((size_t)expert_section_count(job.r) + 1, 1);
-        if (job.used == NULL)
+        job.place = calloc((size_t)expert_section_count(job.r) + 1, sizeof *job.place);
+        if (job.used == NULL || job.place == NULL)
             s = err_set(&err, EXPERT_E_NOMEM, "out of memory");
     }
     if (s == EXPERT_OK)
@@ -1412,6 +1479,7 @@ static int cmd_extract(const cli_cmd *cmd, int argc, char **argv)
     free(job.staged);
     free(job.created);
     free(job.used);
+    free(job.place);
     sb_free(&job.files_json);
     expert_close(job.r);
     return rc;

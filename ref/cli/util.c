@@ -119,6 +119,12 @@ int cli_parse(const cli_cmd *cmd, int argc, char **argv, const cli_opt_spec *spe
     return 0;
 }
 
+unsigned cli_online_cpus(void)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    return cpus > 0 ? (unsigned)(cpus > 64 ? 64 : cpus) : 1;
+}
+
 int cli_parse_u64(const cli_cmd *cmd, const char *opt, const char *text, uint64_t min,
                   uint64_t max, int allow_suffix, uint64_t *out)
 {
@@ -697,6 +703,26 @@ expert_status atomic_begin(atomic_file *af, int dirfd, const char *leaf, const c
 expert_status atomic_write(atomic_file *af, const void *data, size_t n, expert_error *err)
 {
     return write_full(af->out.fd, data, n, af->display, err);
+}
+
+expert_status atomic_pwrite(atomic_file *af, const void *data, size_t n, uint64_t offset,
+                            expert_error *err)
+{
+    const unsigned char *p = data;
+    while (n > 0) {
+        if (offset > (uint64_t)INT64_MAX - n)
+            return err_set(err, EXPERT_E_IO, "cannot write '%s': offset too large", af->display);
+        ssize_t put = pwrite(af->out.fd, p, n > (1u << 30) ? (1u << 30) : n, (off_t)offset);
+        if (put < 0) {
+            if (errno == EINTR)
+                continue;
+            return err_errno(err, EXPERT_E_IO, errno, "cannot write '%s'", af->display);
+        }
+        p += put;
+        n -= (size_t)put;
+        offset += (uint64_t)put;
+    }
+    return EXPERT_OK;
 }
 
 void atomic_abort(atomic_file *af)

@@ -82,6 +82,8 @@ int cli_parse(const cli_cmd *cmd, int argc, char **argv, const cli_opt_spec *spe
 int cli_usage_error(const cli_cmd *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Decimal unsigned integer, optional K/M/G (binary) suffix when allow_suffix. */
+/* Online CPUs, 1 to 64: the default for --threads and --jobs. */
+unsigned cli_online_cpus(void);
 int cli_parse_u64(const cli_cmd *cmd, const char *opt, const char *text, uint64_t min,
                   uint64_t max, int allow_suffix, uint64_t *out);
 
@@ -175,6 +177,10 @@ typedef struct atomic_file {
 expert_status atomic_begin(atomic_file *af, int dirfd, const char *leaf, const char *display,
                            expert_error *err);
 expert_status atomic_write(atomic_file *af, const void *data, size_t n, expert_error *err);
+/* At `offset` of the file, leaving the file position alone: several threads
+ * may fill disjoint ranges of one file at once. */
+expert_status atomic_pwrite(atomic_file *af, const void *data, size_t n, uint64_t offset,
+                            expert_error *err);
 expert_status atomic_commit(atomic_file *af, int overwrite, expert_error *err);
 /* For files that must appear together: finish the file under a hidden
  * name beside its destination (copied to tmp), to be placed later. */

@@ -324,7 +324,7 @@ enum {
 EXPERT_API expert_status expert_read(expert_reader *r, uint32_t index, void *dst, size_t dst_capacity,
                           uint32_t flags, expert_error *err);
 /* Many sections at once, each into its caller-owned destination: the
- * reader's threads share the requests (largest first), each request
+ * reader's threads share the requests (taken in file order), each request
  * decoded and verified as expert_read does it. On failure every
  * destination is zeroed and the error is that of the lowest-numbered
  * failing request, whatever the timing. Destinations must not overlap. */
@@ -354,6 +354,17 @@ typedef expert_status (*expert_write_fn)(void *user, uint32_t section, const voi
  * a temporary file, say). `write` may be NULL to decode and verify only. */
 EXPERT_API expert_status expert_read_stream(expert_reader *r, uint32_t index, expert_write_fn write,
                                  void *user, uint32_t flags, expert_error *err);
+/* Many sections streamed at once: the reader's threads share them (taken in
+ * file order), each section streamed as expert_read_stream does it, by one
+ * thread, in order (a section named twice is INVALID_ARGUMENT); `write` is
+ * called from several threads at once (a sink
+ * that places bytes by section, pwrite say, needs no lock). Memory is a frame
+ * per thread. The error is that of the lowest-numbered failing entry,
+ * whatever the timing; as with expert_read_stream, a sink must hold what it
+ * got until this returns EXPERT_OK. */
+EXPERT_API expert_status expert_stream_sections(expert_reader *r, const uint32_t *sections,
+                                                size_t count, expert_write_fn write, void *user,
+                                                uint32_t flags, expert_error *err);
 
 typedef struct expert_public_key expert_public_key;
 typedef struct expert_private_key expert_private_key;
@@ -409,9 +420,21 @@ EXPERT_API expert_status expert_module(const expert_reader *r, uint32_t index, e
 EXPERT_API expert_status expert_file_write(expert_reader *r, uint32_t section, expert_write_fn write,
                                 void *user, expert_error *err);
 /* The same file in one buffer, allocated with the reader's allocator:
- * release it with expert_free(), or with the allocator given at open. */
+ * release it with expert_free(), or with the allocator given at open. Every
+ * section is read and hash-checked as expert_read_sections does it (the
+ * reader's threads share a safetensors file's tensors). Memory is the whole
+ * file: see expert_file_length. */
 EXPERT_API expert_status expert_file_rebuild(expert_reader *r, uint32_t section, void **data, size_t *size,
                                   expert_error *err);
+/* What that file is made of, without reading its data (a safetensors
+ * file's header is read and matched to its sections): its length, and the
+ * sections in file order (the FILE section; or the header section, then
+ * each tensor's), the first `capacity` of them into `sections` (NULL when
+ * capacity is 0), their number in *count. A caller picks between one buffer
+ * and a stream by the length. */
+EXPERT_API expert_status expert_file_layout(expert_reader *r, uint32_t section, uint32_t *sections,
+                                            uint32_t capacity, uint32_t *count, uint64_t *length,
+                                            expert_error *err);
 
 /* -------------------------------------------------------------- writing */
 

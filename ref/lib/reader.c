@@ -1813,6 +1813,81 @@ expert_status expert_read_sections(expert_reader *r, const expert_read_request *
 }
 
 
+typedef struct stream_job {
+    expert_reader *r;
+    const uint32_t *sections;
+    size_t buffer; /* the largest stream_buffer of the sections */
+    expert_write_fn write;
+    void *user;
+    uint32_t flags;
+} stream_job;
+
+static expert_status stream_one(void *ctx, size_t item, xp_dcache *cache, expert_error *err)
+{
+    const stream_job *j = ctx;
+    uint32_t i = j->sections[item];
+    if (xp_dcache_fit(cache, j->buffer) != 0 ||
+        (j->buffer != 0 && xp_dcache_stored(cache, j->buffer) == NULL))
+        return FAIL(EXPERT_E_NOMEM, NOOFF, i, "out of memory");
+    int verify = !(j->flags & EXPERT_READ_NO_VERIFY) && !atomic_load(&j->r->sections[i].verified) &&
+                 !atomic_load(&j->r->trusted);
+    return stream_section(j->r, i, cache->dctx, cache->stored, cache->scratch, j->write, j->user,
+                          verify, err);
+}
+
+static int section_file_order(const void *a, const void *b, void *ctx)
+{
+    const stream_job *j = ctx;
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    uint32_t sx = j->sections[x], sy = j->sections[y];
+    uint64_t ox = j->r->sections[sx].info.offset, oy = j->r->sections[sy].info.offset;
+    if (ox != oy)
+        return ox < oy ? -1 : 1;
+    if (sx != sy) /* empty sections may share an offset */
+        return sx < sy ? -1 : 1;
+    return x < y ? -1 : x > y;
+}
+
+expert_status expert_stream_sections(expert_reader *r, const uint32_t *sections, size_t count,
+                                     expert_write_fn write, void *user, uint32_t flags,
+                                     expert_error *err)
+{
+    if (r == NULL || (sections == NULL && count != 0))
+        return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, NOSEC, "invalid argument");
+    for (size_t k = 0; k < count; k++)
+        if (sections[k] >= r->hdr.section_count)
+            return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, NOSEC, "entry %zu: section %u of %u", k,
+                        sections[k], r->hdr.section_count);
+    XP_TRY(decode_allowed(r, err));
+    XP_TRY(make_resident(r, err));
+    stream_job j = {.r = r, .sections = sections, .write = write, .user = user, .flags = flags};
+    for (size_t k = 0; k < count; k++) {
+        size_t n = stream_buffer(r, &r->sections[sections[k]].info);
+        j.buffer = n > j.buffer ? n : j.buffer;
+    }
+    /* file order, as expert_read_sections takes its requests; a section
+     * named twice would reach the sink from two threads at once */
+    size_t *order = count > 1 ? xa_calloc(&r->alloc, count, sizeof *order) : NULL;
+    if (count > 1 && order == NULL)
+        return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
+    for (size_t k = 0; k < count && order != NULL; k++)
+        order[k] = k;
+    if (order != NULL)
+        qsort_r(order, count, sizeof *order, section_file_order, &j);
+    for (size_t k = 1; k < count; k++)
+        if (sections[order[k]] == sections[order[k - 1]]) {
+            size_t a = order[k - 1] < order[k] ? order[k - 1] : order[k];
+            size_t b = order[k - 1] < order[k] ? order[k] : order[k - 1];
+            xa_free(&r->alloc, order);
+            return FAIL(EXPERT_E_INVALID_ARGUMENT, NOOFF, sections[a],
+                        "entries %zu and %zu: section %u named twice", a, b, sections[a]);
+        }
+    expert_status st = pool_run(r, count, order, stream_one, &j, err);
+    xa_free(&r->alloc, order);
+    pool_trim(r);
+    return st;
+}
+
 /* A sequential reader of an I32/I64 section, one frame in memory at a time:
  * the CSR check must not cost memory proportional to what a file claims.
  * The section's digest was already checked by step 2 of full validation. */

@@ -126,6 +126,20 @@ typedef struct worker {
             snprintf(w->msg, sizeof w->msg, __VA_ARGS__);                                          \
     } while (0)
 
+typedef struct stream_count {
+    uint64_t bytes[NSEC]; /* each section's by the one thread streaming it */
+} stream_count;
+
+static expert_status count_bytes(void *user, uint32_t section, const void *data, size_t length,
+                                 expert_error *err)
+{
+    (void)data;
+    (void)err;
+    if (section < NSEC)
+        ((stream_count *)user)->bytes[section] += length;
+    return EXPERT_OK;
+}
+
 static void *worker_main(void *arg)
 {
     worker *w = arg;
@@ -163,7 +177,24 @@ static void *worker_main(void *arg)
             CHECK(s == w->full_expected, "verify_full gave %s", expert_status_name(s));
         } else if (op == 14) {
             CHECK(expert_verify_signature(w->r, g_pub, &e) == EXPERT_OK, "signature");
-        } else if (op >= 16) {
+        } else if (op == 17) {
+            /* every section streamed at once: the sink is called from the
+             * reader's threads, each section's bytes counted apart */
+            uint32_t all[NSEC];
+            stream_count c;
+            memset(&c, 0, sizeof c);
+            for (int k = 0; k < NSEC; k++)
+                all[k] = (uint32_t)k;
+            expert_status s = expert_stream_sections(w->r, all, NSEC, count_bytes, &c, 0, &e);
+            if (w->corrupt_index >= 0)
+                CHECK(s == w->corrupt_class && e.section == (uint32_t)w->corrupt_index,
+                      "stream_sections with corrupt %d gave %s on %u", w->corrupt_index,
+                      expert_status_name(s), e.section);
+            else
+                for (int k = 0; k < NSEC; k++)
+                    CHECK(s == EXPERT_OK && c.bytes[k] == g_sec[k].len, "stream_sections %d: %s", k,
+                          expert_status_name(s));
+        } else if (op == 16) {
             /* every section at once, the reader's threads under this one */
             expert_read_request q[NSEC];
             uint8_t *bufs[NSEC];

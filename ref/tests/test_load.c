@@ -1,6 +1,7 @@
 /*
- * test_load.c — loading many sections at once (expert_read_sections) and
- * verified marks (expert_mark_make, expert_open_options.mark).
+ * test_load.c — loading many sections at once (expert_read_sections,
+ * expert_stream_sections) and verified marks (expert_mark_make,
+ * expert_open_options.mark).
  *
  * The many-section read must give the bytes expert_read gives, through every
  * open path and thread count, and report the lowest-numbered failing request
@@ -18,6 +19,7 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -173,6 +175,121 @@ static void test_read_sections_failure(void **state)
         /* without verification the same requests succeed, undetected */
         assert_int_equal(expert_read_sections(r, q, NREQ, EXPERT_READ_NO_VERIFY, &e), EXPERT_OK);
         free_requests(buf);
+        expert_close(r);
+    }
+    remove(bad);
+    free(bad);
+    free(file);
+}
+
+/* A sink that places each section's bytes at its own cursor, as extract
+ * does with pwrite, and checks that no section reaches it from two threads
+ * at once. */
+typedef struct place_sink {
+    uint8_t *buf[NS];
+    size_t done[NS];
+    atomic_int busy[NS];
+    atomic_int overlap;
+    uint32_t fail_on; /* a section whose bytes the sink refuses, NS for none */
+} place_sink;
+
+static expert_status place_write(void *user, uint32_t section, const void *data, size_t length,
+                                 expert_error *err)
+{
+    place_sink *k = user;
+    (void)err;
+    if (section >= NS)
+        return EXPERT_E_INVALID_ARGUMENT;
+    if (atomic_fetch_add(&k->busy[section], 1) != 0)
+        atomic_store(&k->overlap, 1);
+    memcpy(k->buf[section] + k->done[section], data, length);
+    k->done[section] += length;
+    atomic_fetch_sub(&k->busy[section], 1);
+    return section == k->fail_on ? EXPERT_E_IO : EXPERT_OK;
+}
+
+static void sink_init(place_sink *k)
+{
+    memset(k, 0, sizeof *k);
+    k->fail_on = NS;
+    for (int i = 0; i < NS; i++)
+        k->buf[i] = calloc(g_len[i] + 1, 1);
+}
+
+static void sink_free(place_sink *k)
+{
+    for (int i = 0; i < NS; i++)
+        free(k->buf[i]);
+}
+
+/* Every section, streamed by the reader's threads, arrives whole and in
+ * order; argument errors name the entry; the lowest failing entry is
+ * reported whatever the timing; a sink's own failure comes back. */
+static void test_stream_sections(void **state)
+{
+    (void)state;
+    static const uint32_t every[NS] = {5, 4, 3, 2, 1, 0};
+    uint8_t *file = NULL;
+    size_t size = 0;
+    assert_int_equal(read_file_bytes(g_path, &file, &size), 0);
+    for (int mode = 0; mode < 3; mode++)
+        for (unsigned threads = 1; threads <= 3; threads += 2) {
+            expert_reader *r = NULL;
+            void *mem = NULL;
+            expert_error e;
+            if (mode == 2)
+                assert_int_equal(open_mem(file, size, threads, &mem, &r, &e), EXPERT_OK);
+            else
+                r = open_path(g_path, mode == 1 ? EXPERT_OPEN_NO_MMAP : 0, threads, NULL);
+            place_sink k;
+            sink_init(&k);
+            assert_int_equal(expert_stream_sections(r, every, NS, place_write, &k, 0, &e), EXPERT_OK);
+            assert_int_equal(atomic_load(&k.overlap), 0);
+            for (int i = 0; i < NS; i++) {
+                assert_int_equal(k.done[i], g_len[i]);
+                if (g_len[i] != 0 && memcmp(k.buf[i], g_data[i], g_len[i]) != 0)
+                    fail_msg("mode %d, %u threads: section %d differs", mode, threads, i);
+            }
+            sink_free(&k);
+            /* NULL sink: decode and verify only */
+            assert_int_equal(expert_stream_sections(r, every, NS, NULL, NULL, 0, &e), EXPERT_OK);
+            assert_int_equal(expert_stream_sections(r, every, 0, place_write, &k, 0, &e), EXPERT_OK);
+            const uint32_t twice[3] = {1, 3, 1}, beyond[2] = {0, NS};
+            assert_int_equal(expert_stream_sections(r, twice, 3, NULL, NULL, 0, &e),
+                             EXPERT_E_INVALID_ARGUMENT);
+            assert_non_null(strstr(e.message, "entries 0 and 2"));
+            assert_int_equal(expert_stream_sections(r, beyond, 2, NULL, NULL, 0, &e),
+                             EXPERT_E_INVALID_ARGUMENT);
+            assert_non_null(strstr(e.message, "entry 1"));
+            assert_int_equal(expert_stream_sections(NULL, every, NS, NULL, NULL, 0, &e),
+                             EXPERT_E_INVALID_ARGUMENT);
+            assert_int_equal(expert_stream_sections(r, NULL, 1, NULL, NULL, 0, &e),
+                             EXPERT_E_INVALID_ARGUMENT);
+            sink_init(&k);
+            k.fail_on = 2;
+            assert_int_equal(expert_stream_sections(r, every, NS, place_write, &k, 0, &e), EXPERT_E_IO);
+            sink_free(&k);
+            expert_close(r);
+            free(mem);
+        }
+    /* sections 1 and 3 damaged, named as entries 4 and 2: entry 2 is reported */
+    expert_reader *probe = open_path(g_path, 0, 1, NULL);
+    for (uint32_t sec = 1; sec <= 3; sec += 2) {
+        expert_section_info si;
+        assert_int_equal(expert_section(probe, sec, &si), EXPERT_OK);
+        file[si.offset + si.stored_length / 2] ^= 0x40;
+    }
+    expert_close(probe);
+    char *bad = path_join(g_dir, "bad-stream.expert");
+    assert_int_equal(write_file_bytes(bad, file, size), 0);
+    for (int rep = 0; rep < 20; rep++) {
+        expert_reader *r = open_path(bad, rep % 4 >= 2 ? EXPERT_OPEN_NO_MMAP : 0, rep % 2 ? 3 : 1, NULL);
+        expert_error e;
+        expert_status st = expert_stream_sections(r, every, NS, NULL, NULL, 0, &e);
+        assert_true(st == EXPERT_E_SECTION_HASH_MISMATCH || st == EXPERT_E_DECODE_FAILED);
+        assert_int_equal(e.section, 3);
+        assert_int_equal(expert_stream_sections(r, every, NS, NULL, NULL, EXPERT_READ_NO_VERIFY, &e),
+                         EXPERT_OK);
         expert_close(r);
     }
     remove(bad);
@@ -420,6 +537,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_read_sections), cmocka_unit_test(test_read_sections_failure),
+        cmocka_unit_test(test_stream_sections),
         cmocka_unit_test(test_mark_refusals), cmocka_unit_test(test_mark_trusted),
         cmocka_unit_test(test_mark_open_damaged), cmocka_unit_test(test_mark_modified),
     };

@@ -684,7 +684,8 @@ static void test_metadata_items(void **state)
 
 typedef struct stream_arg {
     img im;
-    int how; /* 0 access validation, 1 expert_read_stream, 2 expert_file_write */
+    int how; /* 0 access validation, 1 expert_read_stream, 2 expert_file_write,
+              * 3 expert_stream_sections on two threads */
     uint64_t got;
 } stream_arg;
 
@@ -703,13 +704,16 @@ static expert_status sc_stream(void *arg)
     stream_arg *a = arg;
     expert_reader *r = NULL;
     expert_error e;
-    expert_open_options o = {.flags = 0, .threads = 1, .max_decoded_bytes = a->im.max_decoded};
+    expert_open_options o = {.flags = 0, .threads = a->how == 3 ? 2 : 1,
+                             .max_decoded_bytes = a->im.max_decoded};
     expert_status s = expert_open_memory(a->im.p, a->im.n, &o, &r, &e);
     uint64_t got = 0;
+    const uint32_t first = 0;
     if (s == EXPERT_OK)
         s = a->how == 0   ? expert_verify_access(r, &e)
             : a->how == 1 ? expert_read_stream(r, 0, count_sink, &got, 0, &e)
-                          : expert_file_write(r, 0, count_sink, &got, &e);
+            : a->how == 2 ? expert_file_write(r, 0, count_sink, &got, &e)
+                          : expert_stream_sections(r, &first, 1, count_sink, &got, 0, &e);
     expert_close(r);
     /* the child reports through its status only: fold "all bytes seen" in */
     if (s == EXPERT_OK && got != 0 && got != ((uint64_t)1 << 30))
@@ -750,14 +754,14 @@ static void zero_file(unsigned frames, int with_sha, xb *out)
 static void test_declared_amplification(void **state)
 {
     (void)state;
-    static const char *const how[3] = {"access validation", "expert_read_stream (get)",
-                                       "expert_file_write (extract)"};
+    static const char *const how[4] = {"access validation", "expert_read_stream (get)",
+                                       "expert_file_write", "expert_stream_sections (extract)"};
     char title[96];
     long g;
     /* a small file declaring 4 GiB: refused before decoding, whatever the path */
     xb big;
     zero_file(64, 0, &big);
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
         stream_arg a = {{big.p, big.n, 1, 0, 0, 0, 0}, k, 0};
         expert_status r = in_child(sc_stream, &a, &g);
         snprintf(title, sizeof title, "%zu KiB file, one 4 GiB FILE section: %s", big.n / 1024, how[k]);
@@ -769,7 +773,7 @@ static void test_declared_amplification(void **state)
     /* 1 GiB declared and really there: every path streams it a frame at a time */
     xb gib;
     zero_file(16, 1, &gib);
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
         stream_arg a = {{gib.p, gib.n, 1, 0, 0, 0, 0}, k, 0};
         expert_status r = in_child(sc_stream, &a, &g);
         snprintf(title, sizeof title, "valid 1 GiB FILE section (64 MiB frames): %s", how[k]);

@@ -81,6 +81,8 @@ static struct {
                                  "untouched", false},
     {"test_extract_all_or_nothing", "an extract failing at its second file leaves no file, no hidden temporary "
                                     "and none of the directories it created (-o a/b/c too)", false},
+    {"test_extract_many_files", "an extract of 40 files (more than one pass of the threads) writes each file's "
+                                "bytes; one bad section in the last file leaves none of the 40", false},
     {"test_terminal_escaping", "names with ESC, CR, BEL, DEL, C1 CSI, U+202E and a path with an invalid byte "
                                "print escaped in `inspect` and error lines; `--json` stays exact", false},
     {"test_require_signature", "`validate --require-signature`: unsigned -> UNSIGNED, no key -> BAD_KEY, "
@@ -255,8 +257,8 @@ static const uint8_t k_other[8192] = {9, 8, 7};
 static expert_status write_named(const char *path, const char *const *names, size_t n,
                                  const expert_private_key *key)
 {
-    tsec s[8];
-    assert_true(n <= 8);
+    tsec s[48];
+    assert_true(n <= 48);
     memset(s, 0, sizeof s);
     for (size_t i = 0; i < n; i++) {
         const uint8_t *data = i % 2 ? k_other : k_data;
@@ -339,6 +341,53 @@ static void test_extract_all_or_nothing(void **state)
     free(good);
     free(kept);
     free(fresh);
+    free(f);
+    tmpdir_remove(d);
+    passed(__func__);
+}
+
+/* Extract takes the files in passes of a few dozen, their sections shared
+ * by the threads: every file gets its own bytes, and a failure in the last
+ * pass removes the files the first pass already wrote. */
+static void test_extract_many_files(void **state)
+{
+    (void)state;
+    enum { N = 40 };
+    char *d = tmpdir_make("extract-many");
+    char *f = path_join(d, "x.expert"), *good = path_join(d, "good"), *bad = path_join(d, "bad");
+    char names[N][16];
+    const char *ptr[N];
+    for (int i = 0; i < N; i++) {
+        snprintf(names[i], sizeof names[i], "d%d/f%02d.bin", i % 3, i);
+        ptr[i] = names[i];
+    }
+    assert_int_equal(write_named(f, ptr, N, NULL), EXPERT_OK);
+    for (unsigned threads = 1; threads <= 3; threads += 2) {
+        assert_int_equal(run_cmd(NULL, "'%s' extract -q '%s' -o '%s' --threads %u --force", g_cli, f,
+                                 good, threads), 0);
+        for (int i = 0; i < N; i++) {
+            char *p = path_join(good, names[i]);
+            xb b;
+            assert_int_equal(file_load(p, &b), 0);
+            const uint8_t *want = i % 2 ? k_other : k_data;
+            size_t len = i % 2 ? sizeof k_other : sizeof k_data;
+            assert_int_equal(b.n, len);
+            assert_memory_equal(b.p, want, len);
+            xb_free(&b);
+            free(p);
+        }
+    }
+    uint32_t last = 0; /* the file extracted last: in the second pass */
+    for (int i = 0; i < N; i++) {
+        uint32_t k = index_of(f, names[i]);
+        last = k > last ? k : last;
+    }
+    corrupt_section(f, last);
+    assert_int_equal(run_cmd(NULL, "'%s' extract -q '%s' -o '%s' --threads 2 2>/dev/null", g_cli, f, bad),
+                     EXPERT_E_SECTION_HASH_MISMATCH);
+    assert_false(file_exists(bad));
+    free(bad);
+    free(good);
     free(f);
     tmpdir_remove(d);
     passed(__func__);
@@ -479,7 +528,7 @@ int main(void)
         cmocka_unit_test(test_sign_through_symlink),
         cmocka_unit_test(test_sign_validates_fully),
         cmocka_unit_test(test_kill_leaves_nothing),
-        cmocka_unit_test(test_extract_all_or_nothing),
+        cmocka_unit_test(test_extract_all_or_nothing), cmocka_unit_test(test_extract_many_files),
         cmocka_unit_test(test_terminal_escaping),
         cmocka_unit_test(test_require_signature),
     };

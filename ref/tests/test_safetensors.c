@@ -437,17 +437,45 @@ static void test_rebuild_missing_tensor(void **state)
         assert_int_equal(write_st_file(path, &st, 8 + strlen(h), with_b), EXPERT_OK);
         expert_reader *r = NULL;
         expert_error e;
-        assert_int_equal(expert_open(path, NULL, &r, &e), EXPERT_OK);
+        expert_open_options o = {.threads = 2}; /* the rebuild's tensors shared by two threads */
+        assert_int_equal(expert_open(path, &o, &r, &e), EXPERT_OK);
         void *data = NULL;
         size_t n = 0;
         expert_status s = expert_file_rebuild(r, 0, &data, &n, &e);
+        uint32_t secs[3] = {9, 9, 9}, count = 0;
+        uint64_t length = 0;
+        expert_status ls = expert_file_layout(r, 0, secs, 3, &count, &length, &e);
         if (with_b) {
             assert_int_equal(s, EXPERT_OK);
             assert_int_equal(n, st.n);
             assert_memory_equal(data, st.p, st.n);
+            /* header section, then the tensors in data_offsets order */
+            assert_int_equal(ls, EXPERT_OK);
+            assert_int_equal(count, 3);
+            assert_int_equal(length, st.n);
+            assert_int_equal(secs[0], 0);
+            assert_int_equal(secs[1], 1);
+            assert_int_equal(secs[2], 2);
+            secs[1] = 9;
+            assert_int_equal(expert_file_layout(r, 0, secs, 1, &count, &length, &e), EXPERT_OK);
+            assert_int_equal(count, 3); /* all counted, only `capacity` written */
+            assert_int_equal(secs[1], 9);
+            assert_int_equal(expert_file_layout(r, 0, NULL, 0, &count, &length, &e), EXPERT_OK);
+            assert_int_equal(count, 3);
+            assert_int_equal(expert_file_layout(r, 0, NULL, 2, &count, &length, &e),
+                             EXPERT_E_INVALID_ARGUMENT);
+            /* a tensor section is not a file */
+            assert_int_equal(expert_file_layout(r, 1, secs, 3, &count, &length, &e),
+                             EXPERT_E_INVALID_ARGUMENT);
+            assert_int_equal(count, 0);
+            expert_v1_free(data);
+            assert_int_equal(expert_file_rebuild(r, 1, &data, &n, &e), EXPERT_E_INVALID_ARGUMENT);
+            assert_null(data);
         } else {
             assert_int_equal(s, EXPERT_E_BAD_SAFETENSORS);
             assert_non_null(strstr(e.message, "'b'"));
+            assert_int_equal(ls, EXPERT_E_BAD_SAFETENSORS);
+            assert_int_equal(count, 0);
         }
         expert_v1_free(data);
         expert_close(r);
