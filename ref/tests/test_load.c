@@ -74,6 +74,41 @@ static expert_reader *open_path(const char *path, uint32_t flags, unsigned threa
     return r;
 }
 
+/* The fixture through open path `mode`: 0 mapped, 1 read(), 2 memory
+ * (a copy in *mem, freed by the caller after expert_close). */
+static expert_reader *open_mode(int mode, unsigned threads, const uint8_t *file, size_t size,
+                                void **mem)
+{
+    expert_reader *r = NULL;
+    expert_error e;
+    *mem = NULL;
+    if (mode == 2)
+        assert_int_equal(open_mem(file, size, threads, mem, &r, &e), EXPERT_OK);
+    else
+        r = open_path(g_path, mode == 1 ? EXPERT_OPEN_NO_MMAP : 0, threads, NULL);
+    return r;
+}
+
+/* A copy of the fixture with the stored bytes of sections 1 and 3 damaged,
+ * in the test directory under `name` (the path, malloc'd). */
+static char *write_damaged(const char *name)
+{
+    uint8_t *file = NULL;
+    size_t size = 0;
+    assert_int_equal(read_file_bytes(g_path, &file, &size), 0);
+    expert_reader *probe = open_path(g_path, 0, 1, NULL);
+    for (uint32_t sec = 1; sec <= 3; sec += 2) {
+        expert_section_info si;
+        assert_int_equal(expert_section(probe, sec, &si), EXPERT_OK);
+        file[si.offset + si.stored_length / 2] ^= 0x40;
+    }
+    expert_close(probe);
+    char *bad = path_join(g_dir, name);
+    assert_int_equal(write_file_bytes(bad, file, size), 0);
+    free(file);
+    return bad;
+}
+
 /* Requests for every section in reverse order, plus section 3 twice. */
 #define NREQ (NS + 1)
 static void make_requests(expert_read_request *q, uint8_t **buf)
@@ -107,13 +142,9 @@ static void test_read_sections(void **state)
     assert_int_equal(read_file_bytes(g_path, &file, &size), 0);
     for (int mode = 0; mode < 3; mode++)
         for (unsigned threads = 1; threads <= 3; threads += 2) {
-            expert_reader *r = NULL;
             void *mem = NULL;
             expert_error e;
-            if (mode == 2)
-                assert_int_equal(open_mem(file, size, threads, &mem, &r, &e), EXPERT_OK);
-            else
-                r = open_path(g_path, mode == 1 ? EXPERT_OPEN_NO_MMAP : 0, threads, NULL);
+            expert_reader *r = open_mode(mode, threads, file, size, &mem);
             expert_read_request q[NREQ];
             uint8_t *buf[NREQ];
             make_requests(q, buf);
@@ -146,18 +177,7 @@ static void test_read_sections(void **state)
 static void test_read_sections_failure(void **state)
 {
     (void)state;
-    uint8_t *file = NULL;
-    size_t size = 0;
-    assert_int_equal(read_file_bytes(g_path, &file, &size), 0);
-    expert_reader *probe = open_path(g_path, 0, 1, NULL);
-    for (uint32_t sec = 1; sec <= 3; sec += 2) {
-        expert_section_info si;
-        assert_int_equal(expert_section(probe, sec, &si), EXPERT_OK);
-        file[si.offset + si.stored_length / 2] ^= 0x40;
-    }
-    expert_close(probe);
-    char *bad = path_join(g_dir, "bad.expert");
-    assert_int_equal(write_file_bytes(bad, file, size), 0);
+    char *bad = write_damaged("bad.expert");
     for (int rep = 0; rep < 20; rep++) {
         unsigned threads = rep % 2 ? 3 : 1;
         expert_reader *r = open_path(bad, rep % 4 >= 2 ? EXPERT_OPEN_NO_MMAP : 0, threads, NULL);
@@ -179,7 +199,6 @@ static void test_read_sections_failure(void **state)
     }
     remove(bad);
     free(bad);
-    free(file);
 }
 
 /* A sink that places each section's bytes at its own cursor, as extract
@@ -234,13 +253,9 @@ static void test_stream_sections(void **state)
     assert_int_equal(read_file_bytes(g_path, &file, &size), 0);
     for (int mode = 0; mode < 3; mode++)
         for (unsigned threads = 1; threads <= 3; threads += 2) {
-            expert_reader *r = NULL;
             void *mem = NULL;
             expert_error e;
-            if (mode == 2)
-                assert_int_equal(open_mem(file, size, threads, &mem, &r, &e), EXPERT_OK);
-            else
-                r = open_path(g_path, mode == 1 ? EXPERT_OPEN_NO_MMAP : 0, threads, NULL);
+            expert_reader *r = open_mode(mode, threads, file, size, &mem);
             place_sink k;
             sink_init(&k);
             assert_int_equal(expert_stream_sections(r, every, NS, place_write, &k, 0, &e), EXPERT_OK);
@@ -273,15 +288,7 @@ static void test_stream_sections(void **state)
             free(mem);
         }
     /* sections 1 and 3 damaged, named as entries 4 and 2: entry 2 is reported */
-    expert_reader *probe = open_path(g_path, 0, 1, NULL);
-    for (uint32_t sec = 1; sec <= 3; sec += 2) {
-        expert_section_info si;
-        assert_int_equal(expert_section(probe, sec, &si), EXPERT_OK);
-        file[si.offset + si.stored_length / 2] ^= 0x40;
-    }
-    expert_close(probe);
-    char *bad = path_join(g_dir, "bad-stream.expert");
-    assert_int_equal(write_file_bytes(bad, file, size), 0);
+    char *bad = write_damaged("bad-stream.expert");
     for (int rep = 0; rep < 20; rep++) {
         expert_reader *r = open_path(bad, rep % 4 >= 2 ? EXPERT_OPEN_NO_MMAP : 0, rep % 2 ? 3 : 1, NULL);
         expert_error e;
