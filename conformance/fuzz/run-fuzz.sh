@@ -4,7 +4,10 @@
 # time, seeded from the regression corpus, the golden vectors, files written
 # by the library writer and sample experts (expert-gen-sample + expert-cli).
 #
-#   conformance/fuzz/run-fuzz.sh [--seconds N] [--build DIR] [--targets "open verify ..."]
+#   conformance/fuzz/run-fuzz.sh [--seconds N] [--build DIR] [--targets "open verify ..."] [--shard I/N]
+#
+# --shard I/N runs every N-th target from the I-th (1-based), for a nightly
+# matrix; ci/merge-shards joins the shards' fuzz.json.
 #
 # CI runs it with --seconds 20 (6 targets: about 2 minutes plus the build);
 # ci/nightly-fuzz with --seconds 1800. Exit status: 0 when no target found a
@@ -29,9 +32,23 @@ while (($#)); do
     --seconds) SECONDS_PER_TARGET=$2; shift 2 ;;
     --build) BUILD=$2; shift 2 ;;
     --targets) TARGETS=$2; shift 2 ;;
-    *) echo "usage: $0 [--seconds N] [--build DIR] [--targets LIST]" >&2; exit 64 ;;
+    --shard) SHARD=$2; shift 2 ;;
+    *) echo "usage: $0 [--seconds N] [--build DIR] [--targets LIST] [--shard I/N]" >&2; exit 64 ;;
   esac
 done
+if [ -n "${SHARD:-}" ]; then
+  si=${SHARD%/*} sn=${SHARD#*/}
+  if ! [[ $si =~ ^[0-9]+$ && $sn =~ ^[0-9]+$ ]] || ((si < 1 || si > sn)); then
+    echo "$0: --shard wants I/N with 1 <= I <= N, got '$SHARD'" >&2; exit 64
+  fi
+  picked="" k=0
+  for t in $TARGETS; do
+    (( k % sn == si - 1 )) && picked+="$t "
+    k=$((k + 1))
+  done
+  TARGETS=${picked% }
+  [ -n "$TARGETS" ] || { echo "$0: shard $SHARD holds no target" >&2; exit 64; }
+fi
 
 skip() { echo "SKIPPED: $*"; mkdir -p "$BUILD/reliability"; printf '{"skipped": "%s"}\n' "$*" > "$BUILD/reliability/fuzz.json"; exit 0; }
 command -v clang >/dev/null 2>&1 || skip "clang not installed"
