@@ -1,6 +1,7 @@
 """xbstats — shared helpers for bench/run, bench/compare and bench/report.
 
-Python standard library only. A result file is Google Benchmark's JSON
+Statistics with numpy and scipy (Debian's python3-numpy, python3-scipy;
+run the tools with /usr/bin/python3). A result file is Google Benchmark's JSON
 (context + benchmarks, every repetition kept) plus an "expert" block written
 by bench/run (dataset, sizes, run parameters).
 
@@ -8,14 +9,16 @@ Statistics: each repetition of a case gives one value (the mean time per
 iteration within that repetition). A case is summarised by the median of its
 repetitions and its spread (min, p25, p75, max). A ratio A/B is the ratio of
 the two medians; its 95% confidence interval comes from a percentile
-bootstrap that resamples A's and B's repetitions independently (fixed seed,
-so the same files always give the same interval).
+bootstrap that resamples A's and B's repetitions independently
+(scipy.stats.bootstrap, fixed seed, so the same files always give the same
+interval).
 """
 
 import json
-import math
-import random
 import re
+
+import numpy as np
+from scipy import stats
 
 UNIT_S = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
 COLD_LABEL = "cold (fadvise; host cache may remain)"
@@ -88,51 +91,39 @@ def cases(doc):
 
 
 def median(xs):
-    s = sorted(xs)
-    n = len(s)
-    if n == 0:
-        return float("nan")
-    m = n // 2
-    return s[m] if n % 2 else 0.5 * (s[m - 1] + s[m])
+    return float(np.median(xs)) if len(xs) else float("nan")
 
 
 def quantile(xs, q):
-    s = sorted(xs)
-    if not s:
-        return float("nan")
-    pos = q * (len(s) - 1)
-    lo = math.floor(pos)
-    hi = math.ceil(pos)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+    """Linear interpolation between the closest ranks (numpy's default)."""
+    return float(np.quantile(xs, q)) if len(xs) else float("nan")
 
 
 def spread(xs):
     """(min, p25, p75, max, relative IQR)."""
-    if not xs:
+    if not len(xs):
         return (float("nan"),) * 5
     m = median(xs)
     q1, q3 = quantile(xs, 0.25), quantile(xs, 0.75)
-    return (min(xs), q1, q3, max(xs), (q3 - q1) / m if m else float("nan"))
+    return (float(np.min(xs)), q1, q3, float(np.max(xs)), (q3 - q1) / m if m else float("nan"))
 
 
 def ratio_ci(a, b, n=2000, level=0.95, seed=20240601):
-    """median(a)/median(b) and a percentile-bootstrap CI."""
-    if not a or not b:
+    """median(a)/median(b) and a percentile-bootstrap CI over both samples,
+    resampled independently."""
+    if not len(a) or not len(b):
         return (float("nan"),) * 3
     r = median(a) / median(b)
     if len(a) == 1 and len(b) == 1:
         return (r, r, r)
-    rng = random.Random(seed)
-    rs = []
-    for _ in range(n):
-        sa = [a[rng.randrange(len(a))] for _ in a]
-        sb = [b[rng.randrange(len(b))] for _ in b]
-        mb = median(sb)
-        if mb > 0:
-            rs.append(median(sa) / mb)
-    rs.sort()
-    alpha = (1 - level) / 2
-    return (r, quantile(rs, alpha), quantile(rs, 1 - alpha))
+
+    def ratio(x, y, axis=-1):
+        return np.median(x, axis=axis) / np.median(y, axis=axis)
+
+    res = stats.bootstrap((np.asarray(a, float), np.asarray(b, float)), ratio, paired=False,
+                          vectorized=True, n_resamples=n, confidence_level=level, method="percentile",
+                          random_state=np.random.default_rng(seed))
+    return (r, float(res.confidence_interval.low), float(res.confidence_interval.high))
 
 
 def fmt_time(sec):
