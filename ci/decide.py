@@ -45,7 +45,15 @@ def log(msg):
     print(msg, flush=True)
 
 
+COMMANDS = []  # the running stage's commands, as a person would type them in the checkout
+
+
+def shown(cmd):
+    return " ".join(c.replace(ROOT + "/", "") if c.startswith(ROOT + "/") else c for c in cmd)
+
+
 def sh(cmd, logf, cwd=ROOT, env=None):
+    COMMANDS.append(shown(cmd))
     with open(logf, "a") as f:
         f.write("$ %s\n" % " ".join(cmd))
         f.flush()
@@ -67,6 +75,7 @@ class Job:
             os.unlink(logf)
         log("== [%d] %s: %s" % (k, name, what))
         t0 = time.time()
+        del COMMANDS[:]
         try:
             rec = fn(logf) or {}
         except StageError as e:
@@ -75,6 +84,7 @@ class Job:
         rec["seconds"] = round(time.time() - t0, 1)
         rec["log"] = os.path.relpath(logf, self.work)
         rec["what"] = what
+        rec["commands"] = list(COMMANDS)
         self.stages[name] = rec
         log("   %s in %.0f s%s" % (rec["status"], rec["seconds"],
                                    ": " + rec["reason"] if rec.get("reason") else ""))
@@ -136,6 +146,7 @@ def compat_check(cli, v1, adapter_dir, work, logf):
     def check(name, ok, detail):
         out["checks"].append({"check": name, "ok": bool(ok), "detail": detail})
 
+    COMMANDS.append(shown([cli, "inspect", v1, "--json", "--no-sections"]))
     r = subprocess.run([cli, "inspect", v1, "--json", "--no-sections"], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, text=True)
     check("v1 package opened by format auto-detection (`expert-cli inspect`)", r.returncode == 0,
