@@ -118,7 +118,7 @@ def provenance(full):
             cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
     except OSError:
         pass
-    return {"commit": git("rev-parse", "HEAD") or "unknown",
+    return {"commit": git("rev-parse", "HEAD") or "unknown", "checkout": ROOT,
             "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": {"cpu": cpu, "cores": os.cpu_count(), "system": platform.platform()},

@@ -1765,15 +1765,40 @@ static expert_status read_one(void *ctx, size_t item, xp_dcache *cache, expert_e
     return load_section(j->r, q->section, q->dst, 1, cache, j->flags, err);
 }
 
+/* Items 0..count-1 naming sections (item k names section_of[k]), sorted
+ * by the sections' file offsets: a cold file is then read front to back, as
+ * the kernel's read-ahead expects (an explicit WILLNEED advice, for the
+ * whole range or a window ahead, measured slower than read-ahead). Ties
+ * (empty sections share offsets) by section, then item, so that a section
+ * named twice sorts next to itself. NULL when out of memory. */
+typedef struct order_ctx {
+    const expert_reader *r;
+    const uint32_t *section_of;
+} order_ctx;
+
 static int file_order(const void *a, const void *b, void *ctx)
 {
-    const read_job *j = ctx;
+    const order_ctx *o = ctx;
     size_t x = *(const size_t *)a, y = *(const size_t *)b;
-    uint64_t ox = j->r->sections[j->requests[x].section].info.offset;
-    uint64_t oy = j->r->sections[j->requests[y].section].info.offset;
+    uint32_t sx = o->section_of[x], sy = o->section_of[y];
+    uint64_t ox = o->r->sections[sx].info.offset, oy = o->r->sections[sy].info.offset;
     if (ox != oy)
         return ox < oy ? -1 : 1;
+    if (sx != sy)
+        return sx < sy ? -1 : 1;
     return x < y ? -1 : x > y;
+}
+
+static size_t *items_in_file_order(expert_reader *r, const uint32_t *section_of, size_t count)
+{
+    size_t *order = xa_calloc(&r->alloc, count ? count : 1, sizeof *order);
+    if (order == NULL)
+        return NULL;
+    for (size_t k = 0; k < count; k++)
+        order[k] = k;
+    order_ctx o = {r, section_of};
+    qsort_r(order, count, sizeof *order, file_order, &o);
+    return order;
 }
 
 expert_status expert_read_sections(expert_reader *r, const expert_read_request *requests,
@@ -1794,15 +1819,12 @@ expert_status expert_read_sections(expert_reader *r, const expert_read_request *
     }
     XP_TRY(decode_allowed(r, err));
     read_job j = {.r = r, .requests = requests, .flags = flags};
-    /* In file order: a cold file is then read front to back, as the
-     * kernel's read-ahead expects (an explicit WILLNEED advice, for the
-     * whole range or a window ahead, measured slower than read-ahead). */
-    size_t *order = count > 1 ? xa_calloc(&r->alloc, count, sizeof *order) : NULL;
-    if (order != NULL) {
-        for (size_t k = 0; k < count; k++)
-            order[k] = k;
-        qsort_r(order, count, sizeof *order, file_order, &j);
-    }
+    /* in file order when memory allows, else as given */
+    uint32_t *section_of = count > 1 ? xa_calloc(&r->alloc, count, sizeof *section_of) : NULL;
+    for (size_t k = 0; section_of != NULL && k < count; k++)
+        section_of[k] = requests[k].section;
+    size_t *order = section_of != NULL ? items_in_file_order(r, section_of, count) : NULL;
+    xa_free(&r->alloc, section_of);
     expert_status st = pool_run(r, count, order, read_one, &j, err);
     xa_free(&r->alloc, order);
     if (st != EXPERT_OK)
@@ -1835,19 +1857,6 @@ static expert_status stream_one(void *ctx, size_t item, xp_dcache *cache, expert
                           verify, err);
 }
 
-static int section_file_order(const void *a, const void *b, void *ctx)
-{
-    const stream_job *j = ctx;
-    size_t x = *(const size_t *)a, y = *(const size_t *)b;
-    uint32_t sx = j->sections[x], sy = j->sections[y];
-    uint64_t ox = j->r->sections[sx].info.offset, oy = j->r->sections[sy].info.offset;
-    if (ox != oy)
-        return ox < oy ? -1 : 1;
-    if (sx != sy) /* empty sections may share an offset */
-        return sx < sy ? -1 : 1;
-    return x < y ? -1 : x > y;
-}
-
 expert_status expert_stream_sections(expert_reader *r, const uint32_t *sections, size_t count,
                                      expert_write_fn write, void *user, uint32_t flags,
                                      expert_error *err)
@@ -1867,13 +1876,9 @@ expert_status expert_stream_sections(expert_reader *r, const uint32_t *sections,
     }
     /* file order, as expert_read_sections takes its requests; a section
      * named twice would reach the sink from two threads at once */
-    size_t *order = count > 1 ? xa_calloc(&r->alloc, count, sizeof *order) : NULL;
+    size_t *order = count > 1 ? items_in_file_order(r, sections, count) : NULL;
     if (count > 1 && order == NULL)
         return FAIL(EXPERT_E_NOMEM, NOOFF, NOSEC, "out of memory");
-    for (size_t k = 0; k < count && order != NULL; k++)
-        order[k] = k;
-    if (order != NULL)
-        qsort_r(order, count, sizeof *order, section_file_order, &j);
     for (size_t k = 1; k < count; k++)
         if (sections[order[k]] == sections[order[k - 1]]) {
             size_t a = order[k - 1] < order[k] ? order[k - 1] : order[k];
